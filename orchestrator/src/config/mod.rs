@@ -1,0 +1,105 @@
+//! `rivet.config.yaml`: from text to a checked, typed [`Config`].
+//!
+//! The layers, in order: [`yaml`] parses text into a tree with positions; [`check`] walks it
+//! against [`schema`], interpolating `${VAR}`s, filling defaults and collecting every error;
+//! [`model`] is the typed result; [`semantic`] adds the checks that span fields. Nothing here
+//! reads files or the environment: the caller passes the text and the [`Variables`].
+
+pub mod check;
+pub mod diagnostics;
+pub mod interpolate;
+pub mod json_schema;
+pub mod model;
+pub mod rules;
+pub mod schema;
+pub mod semantic;
+pub mod yaml;
+
+use std::collections::BTreeSet;
+
+use check::raw_value;
+pub use diagnostics::{Diagnostic, Pos, Severity};
+pub use interpolate::{Variable, Variables};
+pub use model::{RawConfig, Role, Target};
+
+use crate::digest::canonical_digest;
+
+/// A config that passed every check.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The typed sections rivetctl reads.
+    pub raw: RawConfig,
+    /// The deployment's identity: `deployment.name`, else `docker.project_name`.
+    pub name: String,
+    /// Paths of values that came from sensitive variables (never printed).
+    pub sensitive: BTreeSet<String>,
+    /// Digest of everything the runtime reads from the file (all but `deployment:`): when it
+    /// changes, agents restart to pick the new config up.
+    pub runtime_digest: String,
+}
+
+/// A loaded config and the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and checks a config. On failure returns every diagnostic (errors and warnings),
+/// sorted by position.
+pub fn load(source: &str, vars: &Variables) -> Result<Loaded, Vec<Diagnostic>> {
+    let root = yaml::parse(source)?;
+    let mut checked = check::check(&root, vars);
+    if checked.diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(sorted(checked.diagnostics));
+    }
+    let raw: RawConfig = match serde_json::from_value(checked.value.clone()) {
+        Ok(raw) => raw,
+        Err(err) => {
+            checked.diagnostics.push(Diagnostic::error(
+                format!("internal error: the checked config does not fit the model: {err}"),
+                None,
+            ).with_hint("please report this with the config file"));
+            return Err(sorted(checked.diagnostics));
+        }
+    };
+    let written: BTreeSet<String> = deployment_keys(&root);
+    let mut semantic = semantic::Semantic {
+        config: &raw,
+        locations: &checked.locations,
+        written: &written,
+        diagnostics: Vec::new(),
+    };
+    semantic.run();
+    let mut diagnostics = checked.diagnostics;
+    diagnostics.extend(semantic.diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(sorted(diagnostics));
+    }
+    let mut runtime = raw_value(&root);
+    if let Some(map) = runtime.as_object_mut() {
+        map.remove("deployment");
+    }
+    let name = raw.deployment.name.clone().unwrap_or_else(|| raw.deployment.docker.project_name.clone());
+    Ok(Loaded {
+        config: Config { raw, name, sensitive: checked.sensitive, runtime_digest: canonical_digest(&runtime) },
+        warnings: sorted(diagnostics),
+    })
+}
+
+fn deployment_keys(root: &yaml::Yaml) -> BTreeSet<String> {
+    let yaml::YamlKind::Map(entries) = &root.kind else { return BTreeSet::new() };
+    let Some((_, deployment)) = entries.iter().find(|(k, _)| k.as_scalar() == Some("deployment")) else {
+        return BTreeSet::new();
+    };
+    let yaml::YamlKind::Map(entries) = &deployment.kind else { return BTreeSet::new() };
+    entries.iter().filter_map(|(k, _)| k.as_scalar().map(str::to_string)).collect()
+}
+
+fn sorted(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diagnostics.sort_by_key(|d| (d.pos.map_or((usize::MAX, 0), |p| (p.line, p.col)), d.severity));
+    diagnostics
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use super::*;
+
+fn vars() -> Variables {
+    let mut vars = Variables::default();
+    vars.dotenv.insert("POSTGRES_PASSWORD".into(), "pw".into());
+    vars.dotenv.insert("PVE_TOKEN_SECRET".into(), "s3cret".into());
+    vars.environment.insert("PG_PORT".into(), "6543".into());
+    vars
+}
+
+/// Loads `source` and returns each diagnostic as `line:col severity: message`.
+fn diagnostics(source: &str) -> Vec<String> {
+    let list = match load(source, &vars()) {
+        Ok(loaded) => loaded.warnings,
+        Err(all) => all,
+    };
+    list.iter()
+        .map(|d| {
+            let pos = d.pos.map_or("-".to_string(), |p| format!("{}:{}", p.line, p.col));
+            let sev = if d.is_error() { "error" } else { "warning" };
+            format!("{pos} {sev}: {}", d.message)
+        })
+        .collect()
+}
+
+fn check(source: &str, expect: &[&str]) {
+    assert_eq!(diagnostics(source), expect, "source:\n{source}");
+}
+
+const UPSTREAM: &str = r#"
+deployment:
+  target: docker
+  datahub:
+    postgres: true
+    postgres_version: 16
+  image:
+    build_from_source: false
+  docker:
+    network: rivetos-net
+    postgres_port: ${PG_PORT}
+agents:
+  opus: { provider: anthropic, model: claude-opus-4 }
+  grok: { provider: xai, default_thinking: high, tools: [shell, web] }
+mesh:
+  enabled: true
+  advertise_host: 10.0.0.5
+  discovery: { mode: seed, seed_host: 10.0.0.1 }
+runtime:
+  log_level: info
+providers:
+  anthropic: { api_key: "${ANTHROPIC_API_KEY}" }
+"#;
+
+#[test]
+fn upstream_config_loads_unchanged_with_defaults() {
+    let loaded = load(UPSTREAM, &vars()).expect("valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let d = &loaded.config.raw.deployment;
+    assert_eq!(d.target, Target::Docker);
+    assert_eq!(d.datahub.postgres_version, "16");
+    assert_eq!(d.datahub.shared_mount_path, "/rivet-shared");
+    assert_eq!(d.docker.postgres_port, 6543);
+    assert_eq!(d.docker.project_name, "rivetos");
+    assert_eq!(d.image.registry, "ghcr.io/philbert440");
+    assert_eq!(d.kubernetes.namespace, "rivetos");
+    assert_eq!(d.health.port, 3100);
+    assert_eq!(d.update.stop_grace_period, 30_000);
+    assert_eq!(loaded.config.name, "rivetos");
+    let mesh = loaded.config.raw.mesh.as_ref().unwrap();
+    assert_eq!(mesh.agent_channel_port, 3000);
+    assert_eq!(mesh.discovery.seed_port, 3100);
+    assert_eq!(loaded.config.raw.agents.len(), 2);
+}
+
+#[test]
+fn runtime_sections_are_kept_and_hashed() {
+    let a = load(UPSTREAM, &vars()).unwrap();
+    let b = load(&UPSTREAM.replace("log_level: info", "log_level: debug"), &vars()).unwrap();
+    let c = load(&UPSTREAM.replace("network: rivetos-net", "network: other-net"), &vars()).unwrap();
+    assert_ne!(a.config.runtime_digest, b.config.runtime_digest, "runtime changes reach agents");
+    assert_eq!(a.config.runtime_digest, c.config.runtime_digest, "deployment changes are not runtime changes");
+}
+
+#[test]
+fn upstream_messages_keep_their_wording() {
+    check("deployment: {}\n", &["1:13 error: Missing required field \"deployment.target\" — must be one of: docker, proxmox, kubernetes, manual"]);
+    check(
+        "deployment:\n  target: nomad\n",
+        &["2:11 error: Invalid deployment target \"nomad\" — must be one of: docker, proxmox, kubernetes, manual"],
+    );
+    check("deployment:\n  target: docker\n  datahub: yes\n", &["3:12 error: \"deployment.datahub\" must be an object (found a string)"]);
+    check(
+        "deployment:\n  target: docker\n  image: {build_from_source: \"true\"}\n",
+        &["3:30 error: \"build_from_source\" must be a boolean"],
+    );
+    check(
+        "deployment:\n  target: docker\n  docker: {postgres_port: 70000}\n",
+        &["3:27 error: \"postgres_port\" must be a number between 0 and 65535 (found \"70000\")"],
+    );
+    check(
+        "deployment:\n  target: proxmox\n  proxmox:\n    api_url: https://pve:8006/api2/json\n    nodes: [{role: both}, {name: b, role: master}]\n",
+        &[
+            "5:13 error: Node requires a string \"name\"",
+            "5:43 error: Node role must be one of: datahub, agents, both",
+        ],
+    );
+}
+
+#[test]
+fn upstream_warnings_keep_their_wording() {
+    check(
+        "deployment:\n  target: kubernetes\n  docker: {network: n}\n  colour: red\n",
+        &[
+            "3:3 warning: \"deployment.docker\" is configured but target is \"kubernetes\" — Docker settings will be ignored",
+            "4:3 warning: Unknown deployment key \"colour\"",
+        ],
+    );
+    check(
+        "deployment:\n  target: proxmox\n  proxmox:\n    api_url: https://pve:8006/api2/json\n    nodes: [{name: a, role: agents}]\n",
+        &["5:12 warning: No node has role \"datahub\" or \"both\" — at least one node should run the datahub"],
+    );
+}
+
+#[test]
+fn every_error_of_a_file_is_reported_at_once() {
+    let source = "deployment:\n  target: docker\n  docker:\n    postgres_port: -1\n    project_name: \"a b\"\n  update:\n    max_parallel: 0\n    stop_grace_period: 30\n";
+    let got = diagnostics(source);
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(got.iter().all(|line| line.contains("error")), "{got:#?}");
+}
+
+#[test]
+fn unknown_keys_suggest_the_closest() {
+    let loaded = load("deployment:\n  target: docker\n  docker: {postgres_prot: 1}\n", &vars()).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert_eq!(loaded.warnings[0].hint.as_deref(), Some("did you mean \"postgres_port\"?"));
+    let loaded = load("deploymnt:\n  target: docker\ndeployment: {target: docker}\n", &vars()).unwrap();
+    assert_eq!(loaded.warnings[0].hint.as_deref(), Some("did you mean \"deployment\"?"));
+}
+
+#[test]
+fn missing_variables_name_the_variable_and_the_field() {
+    let list = load("deployment:\n  target: docker\n  proxmox: {token_secret: \"${NOPE}\"}\n", &vars()).unwrap_err();
+    assert_eq!(list[0].message, "environment variable \"NOPE\" is not set (used in \"deployment.proxmox.token_secret\")");
+    assert_eq!(list[0].pos, Some(Pos::new(3, 27)));
+    assert!(list[0].hint.as_deref().unwrap().contains("${NOPE:-value}"));
+}
+
+#[test]
+fn secrets_from_dotenv_are_marked_sensitive() {
+    let loaded = load(
+        "deployment:\n  target: proxmox\n  proxmox:\n    api_url: https://pve:8006/api2/json\n    token_secret: ${PVE_TOKEN_SECRET}\n    nodes: [{name: a, role: both}]\n",
+        &vars(),
+    )
+    .unwrap();
+    assert!(loaded.config.sensitive.contains("deployment.proxmox.token_secret"));
+    assert_eq!(loaded.config.raw.deployment.proxmox.token_secret.as_deref(), Some("s3cret"));
+}
+
+#[test]
+fn advertise_host_refuses_shell_metacharacters() {
+    let got = diagnostics("deployment: {target: docker}\nmesh:\n  advertise_host: \"10.0.0.1; rm -rf /\"\n");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("3:19 error: \"advertise_host\" must be a host name or address without whitespace"), "{got:?}");
+}
+
+#[test]
+fn nodes_must_place_every_agent_once() {
+    let source = "deployment:\n  target: docker\n  nodes:\n    - {name: a, role: both, agents: [opus, gork]}\n    - {name: b, role: agents, agents: [opus]}\nagents: {opus: {}, grok: {}}\n";
+    let got = diagnostics(source);
+    assert!(got.iter().any(|l| l.contains("unknown agent \"gork\"")), "{got:#?}");
+    assert!(got.iter().any(|l| l.contains("agent \"opus\" is placed on two nodes")), "{got:#?}");
+    assert!(got.iter().any(|l| l.contains("agents not placed on any node: grok")), "{got:#?}");
+}
+
+#[test]
+fn a_non_object_document_is_an_error() {
+    check("- a\n- b\n", &["1:1 error: the config must be an object (found a list)"]);
+    check("", &["1:1 error: the config is empty: expected an object with a `deployment:` section"]);
+}
+
+#[test]
+fn durations_and_sizes_are_normalised() {
+    let loaded = load(
+        "deployment:\n  target: docker\n  resources: {agent: {memory: 512m, cpus: 0.5}}\n  update: {max_parallel: 25%, min_healthy_time: 1m30s}\n",
+        &vars(),
+    )
+    .unwrap();
+    let d = &loaded.config.raw.deployment;
+    assert_eq!(d.resources.agent.memory, Some(512 * 1024 * 1024));
+    assert_eq!(d.resources.agent.cpus, Some(0.5));
+    assert_eq!(d.update.max_parallel, "25%");
+    assert_eq!(d.update.min_healthy_time, 90_000);
+}

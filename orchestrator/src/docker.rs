@@ -1,0 +1,397 @@
+//! The fleet as Docker objects: networks, volumes and containers, per node.
+//!
+//! Pure data, complete enough that the Docker adapter only translates it into API calls and
+//! the compose template only prints it. Security defaults live here, once: every container
+//! drops all capabilities, sets `no-new-privileges`, has memory/CPU/pid limits and never runs
+//! as root (the adapter refuses images whose user is root unless a user is set here).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::fleet::{Env, Fleet, ResolvedLimits};
+use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
+
+/// Label keys rivetctl puts on what it owns.
+pub mod labels {
+    pub const MANAGED_BY: &str = "io.rivetctl.managed-by";
+    pub const DEPLOYMENT: &str = "io.rivetctl.deployment";
+    pub const NODE: &str = "io.rivetctl.node";
+    pub const COMPONENT: &str = "io.rivetctl.component";
+    pub const AGENT: &str = "io.rivetctl.agent";
+    pub const STATEFUL: &str = "io.rivetctl.stateful";
+    pub const REVISION: &str = "io.rivetctl.revision";
+    pub const SPEC_HASH: &str = "io.rivetctl.spec-hash";
+    pub const SPEC: &str = "io.rivetctl.spec";
+}
+
+/// Where a mount comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    Volume(String),
+    /// An absolute path on the engine's host.
+    Bind(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// A container health check (durations in milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// Docker's form: `["CMD", ...]` or `["CMD-SHELL", "..."]`.
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+/// Restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    No,
+    UnlessStopped,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::No => "no",
+            Restart::UnlessStopped => "unless-stopped",
+        }
+    }
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub hostname: String,
+    pub image: String,
+    pub env: Env,
+    /// `uid:gid`; `None`: the image's `USER`.
+    pub user: Option<String>,
+    /// Networks joined, with the DNS aliases on each.
+    pub networks: Vec<(String, Vec<String>)>,
+    pub mounts: Vec<Mount>,
+    pub ports: Vec<Port>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub limits: ResolvedLimits,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: Restart,
+    /// Seconds between SIGTERM and SIGKILL.
+    pub stop_grace_secs: u64,
+    pub labels: BTreeMap<String, String>,
+    /// Runs to completion (the migrate step).
+    pub one_shot: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// No route outside the host: the datahub's network.
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the Docker adapter applies.
+#[derive(Debug, Clone)]
+pub enum DockerObject {
+    Network(NetworkSpec),
+    Volume(VolumeSpec),
+    Container(ContainerSpec),
+}
+
+/// A Docker resource.
+pub type DockerResource = Resource<DockerObject>;
+
+/// Kinds as the plan names them.
+pub const KIND_NETWORK: &str = "network";
+pub const KIND_VOLUME: &str = "volume";
+pub const KIND_CONTAINER: &str = "container";
+
+/// Where the agent's config is mounted (upstream's path).
+pub const CONFIG_MOUNT: &str = "/home/rivetos/.rivetos/config.yaml";
+
+fn ownership(fleet: &Fleet, node: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED_BY.to_string(), "rivetctl".to_string()),
+        (labels::DEPLOYMENT.to_string(), fleet.name.clone()),
+        (labels::NODE.to_string(), node.to_string()),
+        (labels::COMPONENT.to_string(), component.to_string()),
+    ])
+}
+
+/// Names that differ per node when the deployment has several (they may share an engine).
+fn per_node(fleet: &Fleet, base: &str, node: &str) -> String {
+    if fleet.nodes.len() > 1 { format!("{base}-{node}") } else { base.to_string() }
+}
+
+/// The agents' network on a node.
+pub fn network_name(fleet: &Fleet, node: &str) -> String {
+    per_node(fleet, &fleet.network, node)
+}
+
+/// The datahub's internal network on a node.
+pub fn internal_network_name(fleet: &Fleet, node: &str) -> String {
+    format!("{}-internal", network_name(fleet, node))
+}
+
+fn shared_volume_name(fleet: &Fleet, node: &str) -> Option<String> {
+    fleet.shared_volume.as_ref().map(|base| per_node(fleet, base, node))
+}
+
+fn env_fields(fields: &mut Fields, deployment: &str, env: &Env) {
+    for (key, value) in env {
+        let field = format!("env.{key}");
+        let v = if value.sensitive {
+            FieldValue::secret(deployment, &field, &value.value)
+        } else {
+            FieldValue::plain(value.value.clone())
+        };
+        fields.insert(field, v);
+    }
+}
+
+fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
+    let mut fields = Fields::new();
+    let mut put = |k: &str, v: String| {
+        fields.insert(k.to_string(), FieldValue::plain(v));
+    };
+    put("image", spec.image.clone());
+    put("user", spec.user.clone().unwrap_or_else(|| "(image default)".into()));
+    put("restart", spec.restart.as_str().into());
+    put("memory", spec.limits.memory.to_string());
+    put("cpus", format!("{}", spec.limits.cpus));
+    put("pids", spec.limits.pids.to_string());
+    put("stop_grace_period", format!("{}s", spec.stop_grace_secs));
+    let mut security = vec![format!("cap_drop={}", spec.cap_drop.join(","))];
+    if spec.no_new_privileges {
+        security.push("no-new-privileges".into());
+    }
+    put("security", security.join(" "));
+    if let Some(check) = &spec.healthcheck {
+        put(
+            "healthcheck",
+            format!(
+                "{} every {}ms timeout {}ms retries {} start {}ms",
+                check.test.join(" "),
+                check.interval_ms,
+                check.timeout_ms,
+                check.retries,
+                check.start_period_ms
+            ),
+        );
+    }
+    for (network, aliases) in &spec.networks {
+        put(&format!("network.{network}"), aliases.join(","));
+    }
+    for mount in &spec.mounts {
+        let source = match &mount.source {
+            MountSource::Volume(name) => format!("volume:{name}"),
+            MountSource::Bind(path) => format!("bind:{path}"),
+        };
+        let mode = if mount.read_only { ":ro" } else { "" };
+        put(&format!("mount.{}", mount.target), format!("{source}{mode}"));
+    }
+    for port in &spec.ports {
+        put(&format!("port.{}", port.container_port), format!("{}:{}", port.host_ip, port.host_port));
+    }
+    env_fields(&mut fields, deployment, &spec.env);
+    fields
+}
+
+fn hardened(name: String, image: String, env: Env, limits: ResolvedLimits, labels: BTreeMap<String, String>) -> ContainerSpec {
+    ContainerSpec {
+        hostname: name.clone(),
+        name,
+        image,
+        env,
+        user: None,
+        networks: Vec::new(),
+        mounts: Vec::new(),
+        ports: Vec::new(),
+        cap_drop: vec!["ALL".into()],
+        no_new_privileges: true,
+        limits,
+        healthcheck: None,
+        restart: Restart::UnlessStopped,
+        stop_grace_secs: 10,
+        labels,
+        one_shot: false,
+    }
+}
+
+/// Lowers the fleet into Docker resources on every node, in a stable order.
+pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
+    let mut out = Vec::new();
+    let health = &fleet.health;
+    let grace_secs = fleet.update.stop_grace_period.div_ceil(1000);
+    for node in &fleet.nodes {
+        let runs_hub = fleet.datahub.as_ref().is_some_and(|h| h.node == node.name);
+        if !runs_hub && node.agents.is_empty() {
+            continue;
+        }
+        let key = |kind: &str, name: &str| ResourceKey { node: node.name.clone(), kind: kind.into(), name: name.into() };
+        let net = network_name(fleet, &node.name);
+        let internal = internal_network_name(fleet, &node.name);
+        for (name, is_internal) in [(net.clone(), false), (internal.clone(), true)] {
+            let spec = NetworkSpec { name: name.clone(), internal: is_internal, labels: ownership(fleet, &node.name, "network") };
+            let mut fields = Fields::new();
+            fields.insert("driver".into(), FieldValue::plain("bridge"));
+            fields.insert("internal".into(), FieldValue::plain(is_internal.to_string()));
+            out.push(Resource {
+                key: key(KIND_NETWORK, &name),
+                component: Component::Foundation,
+                stateful: false,
+                fields,
+                replace_on: BTreeSet::from(["driver".to_string(), "internal".to_string()]),
+                run_state: None,
+                payload: DockerObject::Network(spec),
+            });
+        }
+        let shared = shared_volume_name(fleet, &node.name);
+        let mut volumes: Vec<String> = shared.iter().cloned().collect();
+        if runs_hub && let Some(hub) = &fleet.datahub {
+            volumes.push(hub.data_volume.clone());
+        }
+        for name in volumes {
+            let mut labels = ownership(fleet, &node.name, "storage");
+            labels.insert(labels::STATEFUL.into(), "true".into());
+            let mut fields = Fields::new();
+            fields.insert("driver".into(), FieldValue::plain("local"));
+            out.push(Resource {
+                key: key(KIND_VOLUME, &name),
+                component: Component::Storage,
+                stateful: true,
+                fields,
+                replace_on: BTreeSet::from(["driver".to_string()]),
+                run_state: None,
+                payload: DockerObject::Volume(VolumeSpec { name, labels }),
+            });
+        }
+        let shared_mount = shared.as_ref().map(|volume| Mount {
+            source: MountSource::Volume(volume.clone()),
+            target: fleet.shared_mount_path.clone(),
+            read_only: false,
+        });
+        let config_mount =
+            Mount { source: MountSource::Bind(fleet.config_file.clone()), target: CONFIG_MOUNT.into(), read_only: true };
+
+        if let (true, Some(hub)) = (runs_hub, &fleet.datahub) {
+            let name = format!("{}-datahub", fleet.project);
+            let mut labels = ownership(fleet, &node.name, "datahub");
+            labels.insert(labels::REVISION.into(), fleet.revision.clone());
+            let mut spec = hardened(name.clone(), hub.image.clone(), hub.env.clone(), hub.limits, labels);
+            spec.hostname = "datahub".into();
+            spec.user = hub.run_as.clone();
+            spec.networks.push((internal.clone(), vec!["datahub".into()]));
+            if let Some((ip, port)) = &hub.publish {
+                spec.networks.push((net.clone(), vec![]));
+                spec.ports.push(Port { host_ip: ip.clone(), host_port: *port, container_port: 5432 });
+            }
+            spec.mounts.push(Mount {
+                source: MountSource::Volume(hub.data_volume.clone()),
+                target: "/var/lib/postgresql/data".into(),
+                read_only: false,
+            });
+            spec.mounts.extend(shared_mount.clone());
+            spec.healthcheck = Some(Healthcheck {
+                test: vec!["CMD".into(), "pg_isready".into(), "-U".into(), hub.user.clone(), "-d".into(), hub.database.clone()],
+                interval_ms: health.interval,
+                timeout_ms: health.timeout,
+                retries: health.retries,
+                start_period_ms: health.start_period,
+            });
+            spec.stop_grace_secs = grace_secs.max(30);
+            let mut fields = container_fields(&fleet.name, &spec);
+            fields.insert("postgres_version".into(), FieldValue::plain(hub.postgres_version.clone()));
+            out.push(Resource {
+                key: key(KIND_CONTAINER, &name),
+                component: Component::Datahub,
+                stateful: false,
+                fields,
+                replace_on: BTreeSet::from(["postgres_version".to_string()]),
+                run_state: Some(RunState::Running),
+                payload: DockerObject::Container(spec),
+            });
+            if let Some(migrate) = &fleet.migrate {
+                let name = format!("{}-migrate", fleet.project);
+                let mut labels = ownership(fleet, &node.name, "migrate");
+                labels.insert(labels::REVISION.into(), fleet.revision.clone());
+                let mut spec = hardened(name.clone(), migrate.image.clone(), migrate.env.clone(), crate::fleet::AGENT_LIMITS, labels);
+                spec.restart = Restart::No;
+                spec.one_shot = true;
+                spec.networks.push((internal.clone(), vec![]));
+                spec.mounts.extend(shared_mount.clone());
+                spec.mounts.push(config_mount.clone());
+                let mut fields = container_fields(&fleet.name, &spec);
+                fields.insert("config".into(), FieldValue::plain(fleet.runtime_digest[..16].to_string()));
+                out.push(Resource {
+                    key: key(KIND_CONTAINER, &name),
+                    component: Component::Migrate,
+                    stateful: false,
+                    fields,
+                    replace_on: BTreeSet::new(),
+                    run_state: Some(RunState::Completed),
+                    payload: DockerObject::Container(spec),
+                });
+            }
+        }
+        for agent in fleet.agents.iter().filter(|a| a.node == node.name) {
+            let name = format!("{}-agent-{}", fleet.project, agent.name);
+            let mut labels = ownership(fleet, &node.name, "agent");
+            labels.insert(labels::AGENT.into(), agent.id.clone());
+            labels.insert(labels::REVISION.into(), fleet.revision.clone());
+            let mut spec = hardened(name.clone(), agent.image.clone(), agent.env.clone(), agent.limits, labels);
+            spec.hostname = agent.name.clone();
+            spec.networks.push((net.clone(), vec![agent.name.clone()]));
+            if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {
+                spec.networks.push((internal.clone(), vec![]));
+            }
+            spec.mounts.extend(shared_mount.clone());
+            spec.mounts.push(config_mount.clone());
+            spec.healthcheck = Some(Healthcheck {
+                test: vec![
+                    "CMD-SHELL".into(),
+                    format!("wget -q -O /dev/null http://127.0.0.1:{}{} || exit 1", health.port, health.live_path),
+                ],
+                interval_ms: health.interval,
+                timeout_ms: health.timeout,
+                retries: health.retries,
+                start_period_ms: health.start_period,
+            });
+            spec.stop_grace_secs = grace_secs;
+            let mut fields = container_fields(&fleet.name, &spec);
+            fields.insert("config".into(), FieldValue::plain(fleet.runtime_digest[..16].to_string()));
+            out.push(Resource {
+                key: key(KIND_CONTAINER, &name),
+                component: Component::Agent(agent.id.clone()),
+                stateful: false,
+                fields,
+                replace_on: BTreeSet::new(),
+                run_state: Some(RunState::Running),
+                payload: DockerObject::Container(spec),
+            });
+        }
+    }
+    out
+}

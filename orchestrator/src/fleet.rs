@@ -1,0 +1,484 @@
+//! The desired state of a deployment, independent of the target: which nodes, which
+//! datahub, which agents with which images, environment and limits.
+//!
+//! Built from a checked [`Config`] plus the facts the runtime gathered (the `.env` values,
+//! the image references resolved from the source). Every target lowers the same `Fleet`, so
+//! a Docker deployment and a Kubernetes one of the same config run the same containers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::config::model::{HealthSettings, Limits, UpdateSettings};
+use crate::config::rules::{Endpoint, parse_endpoint};
+use crate::config::{Config, Role, Target};
+
+/// Where a value of the environment came from decides whether it may be shown.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvValue {
+    pub value: String,
+    pub sensitive: bool,
+}
+
+impl fmt::Debug for EnvValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.sensitive { f.write_str("(sensitive)") } else { write!(f, "{:?}", self.value) }
+    }
+}
+
+/// A container's environment, sorted by name.
+pub type Env = BTreeMap<String, EnvValue>;
+
+fn plain(value: impl Into<String>) -> EnvValue {
+    EnvValue { value: value.into(), sensitive: false }
+}
+
+fn secret(value: impl Into<String>) -> EnvValue {
+    EnvValue { value: value.into(), sensitive: true }
+}
+
+/// Which image: the agent image also runs the migrate step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    Agent,
+    Datahub,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Agent => "agent",
+            Component::Datahub => "datahub",
+        }
+    }
+}
+
+/// How an image is obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// Dockerfile path relative to the source root.
+    pub dockerfile: String,
+    /// Content hash of every build input (context files, Dockerfile, build args).
+    pub content_hash: String,
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// One image the fleet runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub component: Component,
+    /// `repository:tag` as containers refer to it.
+    pub reference: String,
+    /// `None`: prebuilt, pulled from its registry.
+    pub build: Option<BuildSpec>,
+}
+
+/// What the runtime resolved about images before the fleet is built (reading the source
+/// tree is I/O, so it happens outside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImages {
+    pub agent: ImageSpec,
+    pub datahub: Option<ImageSpec>,
+    /// Source revision (commit, or `content:<hash>` for a checkout that is not a git tree).
+    pub revision: String,
+}
+
+/// Everything the fleet needs besides the config.
+#[derive(Debug, Clone)]
+pub struct FleetInputs {
+    /// Values of the `.env` beside the config (all secret).
+    pub dotenv: BTreeMap<String, String>,
+    pub images: ResolvedImages,
+    /// Absolute path of the config file on the control host (mounted into agents).
+    pub config_file: String,
+}
+
+/// Memory in bytes, CPUs in cores, process count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResolvedLimits {
+    pub memory: u64,
+    pub cpus: f64,
+    pub pids: u32,
+}
+
+fn resolve_limits(specific: &Limits, general: &Limits, fallback: ResolvedLimits) -> ResolvedLimits {
+    ResolvedLimits {
+        memory: specific.memory.or(general.memory).unwrap_or(fallback.memory),
+        cpus: specific.cpus.or(general.cpus).unwrap_or(fallback.cpus),
+        pids: specific.pids.or(general.pids).unwrap_or(fallback.pids),
+    }
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+/// Default agent limits: 1 GiB, 1 CPU, 512 processes.
+pub const AGENT_LIMITS: ResolvedLimits = ResolvedLimits { memory: GIB, cpus: 1.0, pids: 512 };
+/// Default datahub limits: 2 GiB, 2 CPUs, 1024 processes.
+pub const DATAHUB_LIMITS: ResolvedLimits = ResolvedLimits { memory: 2 * GIB, cpus: 2.0, pids: 1024 };
+
+/// A machine (or engine) that runs part of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetNode {
+    pub name: String,
+    pub role: Role,
+    pub endpoint: Endpoint,
+    /// How other nodes reach this one (the datahub's published port).
+    pub address: Option<String>,
+    /// Agent ids placed here, sorted.
+    pub agents: Vec<String>,
+}
+
+/// The datahub: PostgreSQL with pgvector, and the shared directory.
+#[derive(Debug, Clone)]
+pub struct DatahubSpec {
+    pub node: String,
+    pub image: String,
+    pub postgres_version: String,
+    pub user: String,
+    pub database: String,
+    pub env: Env,
+    pub data_volume: String,
+    /// Host address and port the PostgreSQL port is published on, if any.
+    pub publish: Option<(String, u16)>,
+    pub limits: ResolvedLimits,
+    /// Run as this user instead of the image's (the prebuilt pgvector image starts as root).
+    pub run_as: Option<String>,
+}
+
+/// The one-shot migration step: the agent image with `RIVETOS_ROLE=migrate`.
+#[derive(Debug, Clone)]
+pub struct MigrateSpec {
+    pub node: String,
+    pub image: String,
+    pub env: Env,
+}
+
+/// One agent container or process.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The id in `agents:`.
+    pub id: String,
+    /// The id as container names accept it (lower-case, `_` → `-`).
+    pub name: String,
+    pub node: String,
+    pub image: String,
+    pub env: Env,
+    pub limits: ResolvedLimits,
+}
+
+/// The whole desired deployment.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// The deployment's identity (ownership labels, locks).
+    pub name: String,
+    pub target: Target,
+    /// Prefix of container and volume names.
+    pub project: String,
+    pub network: String,
+    pub nodes: Vec<FleetNode>,
+    pub datahub: Option<DatahubSpec>,
+    pub migrate: Option<MigrateSpec>,
+    pub agents: Vec<AgentSpec>,
+    /// The shared volume, when `shared_storage` is on.
+    pub shared_volume: Option<String>,
+    pub shared_mount_path: String,
+    pub images: Vec<ImageSpec>,
+    pub revision: String,
+    pub health: HealthSettings,
+    pub update: UpdateSettings,
+    pub config_file: String,
+    pub runtime_digest: String,
+    /// The config as checked, for target-specific settings.
+    pub config: Config,
+}
+
+/// Why a fleet cannot be built from an otherwise valid config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    #[error("{name} is not set in the .env beside the config (the datahub needs it)")]
+    MissingSecret { name: &'static str },
+    #[error("the datahub is off (deployment.datahub.postgres: false) and RIVETOS_PG_URL is not set in .env")]
+    MissingDatabaseUrl,
+    #[error("node \"{node}\" has an invalid host \"{host}\"")]
+    BadEndpoint { node: String, host: String },
+}
+
+impl FleetError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            FleetError::MissingSecret { .. } => {
+                "add it to .env, for example: POSTGRES_PASSWORD=$(openssl rand -hex 16)"
+            }
+            FleetError::MissingDatabaseUrl => "set RIVETOS_PG_URL=postgres://user:password@host:5432/db in .env",
+            FleetError::BadEndpoint { .. } => "use local, unix:///path, tcp://host:port or ssh://user@host:port",
+        }
+    }
+}
+
+/// Lower-cases an agent id and maps `_` to `-` so it fits container, host and Kubernetes
+/// names; characters outside `[a-z0-9-]` are dropped.
+pub fn container_name_of(id: &str) -> String {
+    let mapped: String = id
+        .chars()
+        .filter_map(|c| match c {
+            'A'..='Z' => Some(c.to_ascii_lowercase()),
+            'a'..='z' | '0'..='9' | '-' => Some(c),
+            '_' | '.' | ' ' => Some('-'),
+            _ => None,
+        })
+        .collect();
+    mapped.trim_matches('-').to_string()
+}
+
+impl Fleet {
+    /// Builds the desired state.
+    pub fn build(config: &Config, inputs: &FleetInputs) -> Result<Fleet, FleetError> {
+        let raw = &config.raw;
+        let deployment = &raw.deployment;
+        let project = deployment.docker.project_name.clone();
+        let nodes = place_nodes(config)?;
+        let hub_node = nodes.iter().find(|n| n.role.runs_datahub()).map(|n| n.name.clone());
+        let shared_volume =
+            deployment.datahub.shared_storage.then(|| format!("{project}-shared"));
+
+        let mut agent_env: Env = inputs.dotenv.iter().map(|(k, v)| (k.clone(), secret(v))).collect();
+        let datahub = if deployment.datahub.postgres {
+            let password = inputs
+                .dotenv
+                .get("POSTGRES_PASSWORD")
+                .filter(|p| !p.is_empty())
+                .ok_or(FleetError::MissingSecret { name: "POSTGRES_PASSWORD" })?;
+            let user = inputs.dotenv.get("POSTGRES_USER").cloned().unwrap_or_else(|| "rivetos".into());
+            let database = inputs.dotenv.get("POSTGRES_DB").cloned().unwrap_or_else(|| "rivetos".into());
+            let node = hub_node.clone().unwrap_or_else(|| nodes[0].name.clone());
+            let env: Env = [
+                ("POSTGRES_USER".to_string(), plain(&user)),
+                ("POSTGRES_PASSWORD".to_string(), secret(password)),
+                ("POSTGRES_DB".to_string(), plain(&database)),
+                ("PGDATA".to_string(), plain("/var/lib/postgresql/data")),
+            ]
+            .into_iter()
+            .collect();
+            let publish = (deployment.docker.postgres_port != 0)
+                .then(|| (deployment.docker.postgres_bind.clone(), deployment.docker.postgres_port));
+            let image = inputs
+                .images
+                .datahub
+                .as_ref()
+                .map(|i| i.reference.clone())
+                .unwrap_or_else(|| format!("pgvector/pgvector:pg{}", deployment.datahub.postgres_version));
+            let prebuilt = inputs.images.datahub.as_ref().is_none_or(|i| i.build.is_none());
+            Some(DatahubSpec {
+                node,
+                image,
+                postgres_version: deployment.datahub.postgres_version.clone(),
+                user,
+                database,
+                env,
+                data_volume: format!("{project}-pgdata"),
+                publish,
+                limits: resolve_limits(&deployment.resources.datahub, &Limits::default(), DATAHUB_LIMITS),
+                run_as: prebuilt.then(|| "999:999".to_string()),
+            })
+        } else {
+            if !inputs.dotenv.contains_key("RIVETOS_PG_URL") {
+                return Err(FleetError::MissingDatabaseUrl);
+            }
+            None
+        };
+
+        agent_env.insert("RIVETOS_HEALTH_PORT".into(), plain(deployment.health.port.to_string()));
+        agent_env.insert("RIVETOS_CONFIG".into(), plain("/home/rivetos/.rivetos/config.yaml"));
+        if let Some(hub) = &datahub {
+            let password = &hub.env["POSTGRES_PASSWORD"].value;
+            agent_env.insert(
+                "RIVETOS_PG_URL".into(),
+                secret(format!("postgres://{}:{password}@datahub:5432/{}", hub.user, hub.database)),
+            );
+        }
+        if deployment.datahub.shared_storage {
+            agent_env.insert("RIVETOS_SHARED_DIR".into(), plain(&deployment.datahub.shared_mount_path));
+        }
+
+        let migrate = datahub.as_ref().map(|hub| {
+            let mut env = agent_env.clone();
+            env.insert("RIVETOS_ROLE".into(), plain("migrate"));
+            MigrateSpec { node: hub.node.clone(), image: inputs.images.agent.reference.clone(), env }
+        });
+
+        let agents = nodes
+            .iter()
+            .flat_map(|node| node.agents.iter().map(move |id| (node, id)))
+            .map(|(node, id)| {
+                let overrides = deployment.agents.get(id);
+                let mut env = agent_env.clone();
+                if let (Some(hub), Some(hub_node)) = (&datahub, &hub_node)
+                    && *hub_node != node.name
+                {
+                    let address = nodes
+                        .iter()
+                        .find(|n| n.name == *hub_node)
+                        .and_then(|n| n.address.clone())
+                        .unwrap_or_else(|| "datahub".into());
+                    let password = &hub.env["POSTGRES_PASSWORD"].value;
+                    let port = deployment.docker.postgres_port;
+                    env.insert(
+                        "RIVETOS_PG_URL".into(),
+                        secret(format!("postgres://{}:{password}@{address}:{port}/{}", hub.user, hub.database)),
+                    );
+                }
+                let extra = deployment.env.iter().map(|(k, v)| (k, v, format!("deployment.env.{k}"))).chain(
+                    overrides.into_iter().flat_map(|o| {
+                        o.env.iter().map(move |(k, v)| (k, v, format!("deployment.agents.{id}.env.{k}")))
+                    }),
+                );
+                for (key, value, path) in extra {
+                    let sensitive = config.sensitive.contains(&path);
+                    env.insert(key.clone(), EnvValue { value: value.clone(), sensitive });
+                }
+                env.insert("RIVETOS_ROLE".into(), plain("agent"));
+                env.insert("RIVETOS_AGENT_ID".into(), plain(id));
+                env.insert("RIVETOS_NODE_NAME".into(), plain(&node.name));
+                let limits = resolve_limits(
+                    &overrides.map(|o| o.resources.clone()).unwrap_or_default(),
+                    &deployment.resources.agent,
+                    AGENT_LIMITS,
+                );
+                AgentSpec {
+                    id: id.clone(),
+                    name: container_name_of(id),
+                    node: node.name.clone(),
+                    image: inputs.images.agent.reference.clone(),
+                    env,
+                    limits,
+                }
+            })
+            .collect();
+
+        let mut images = vec![inputs.images.agent.clone()];
+        if datahub.is_some()
+            && let Some(image) = &inputs.images.datahub
+        {
+            images.push(image.clone());
+        }
+        Ok(Fleet {
+            name: config.name.clone(),
+            target: deployment.target,
+            project,
+            network: deployment.docker.network.clone(),
+            nodes,
+            datahub,
+            migrate,
+            agents,
+            shared_volume,
+            shared_mount_path: deployment.datahub.shared_mount_path.clone(),
+            images,
+            revision: inputs.images.revision.clone(),
+            health: deployment.health.clone(),
+            update: deployment.update.clone(),
+            config_file: inputs.config_file.clone(),
+            runtime_digest: config.runtime_digest.clone(),
+            config: config.clone(),
+        })
+    }
+
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<&FleetNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// Resolves where every agent runs. Docker uses `deployment.nodes` (default: one local node);
+/// Proxmox spreads agents over its agent nodes in id order; Kubernetes and manual use one
+/// logical node.
+fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
+    let deployment = &config.raw.deployment;
+    let ids: Vec<String> = config.raw.agents.keys().cloned().collect();
+    match deployment.target {
+        Target::Docker if !deployment.nodes.is_empty() => {
+            let mut nodes = Vec::new();
+            let mut placed: BTreeSet<&str> = BTreeSet::new();
+            for node in &deployment.nodes {
+                for id in node.agents.iter().flatten() {
+                    placed.insert(id);
+                }
+            }
+            for (id, settings) in &deployment.agents {
+                if settings.node.is_some() {
+                    placed.insert(id);
+                }
+            }
+            let catch_all = deployment.nodes.iter().find(|n| n.role.runs_agents() && n.agents.is_none());
+            for node in &deployment.nodes {
+                let endpoint = parse_endpoint(&node.host)
+                    .ok_or_else(|| FleetError::BadEndpoint { node: node.name.clone(), host: node.host.clone() })?;
+                let mut agents: Vec<String> = node.agents.clone().unwrap_or_default();
+                for (id, settings) in &deployment.agents {
+                    if settings.node.as_deref() == Some(node.name.as_str()) && !agents.contains(id) {
+                        agents.push(id.clone());
+                    }
+                }
+                if catch_all.is_some_and(|c| c.name == node.name) {
+                    agents.extend(ids.iter().filter(|id| !placed.contains(id.as_str())).cloned());
+                }
+                if !node.role.runs_agents() {
+                    agents.clear();
+                }
+                agents.sort();
+                agents.dedup();
+                let address = node.address.clone().or_else(|| endpoint.host().map(str::to_string));
+                nodes.push(FleetNode { name: node.name.clone(), role: node.role, endpoint, address, agents });
+            }
+            Ok(nodes)
+        }
+        Target::Proxmox if !deployment.proxmox.nodes.is_empty() => {
+            let agent_nodes: Vec<&str> = deployment
+                .proxmox
+                .nodes
+                .iter()
+                .filter(|n| n.role.runs_agents())
+                .map(|n| n.name.as_str())
+                .collect();
+            let mut nodes: Vec<FleetNode> = deployment
+                .proxmox
+                .nodes
+                .iter()
+                .map(|n| FleetNode {
+                    name: n.name.clone(),
+                    role: n.role,
+                    endpoint: Endpoint::Local,
+                    address: n.host.clone(),
+                    agents: Vec::new(),
+                })
+                .collect();
+            for (i, id) in ids.iter().enumerate() {
+                let pinned = deployment.agents.get(id).and_then(|a| a.node.clone());
+                let target = pinned.or_else(|| {
+                    (!agent_nodes.is_empty()).then(|| agent_nodes[i % agent_nodes.len()].to_string())
+                });
+                if let Some(node) = target.and_then(|t| nodes.iter_mut().find(|n| n.name == t)) {
+                    node.agents.push(id.clone());
+                }
+            }
+            Ok(nodes)
+        }
+        _ => {
+            let host = deployment.docker.host.clone().unwrap_or_else(|| "local".into());
+            let endpoint = parse_endpoint(&host)
+                .ok_or_else(|| FleetError::BadEndpoint { node: "local".into(), host: host.clone() })?;
+            Ok(vec![FleetNode { name: "local".into(), role: Role::Both, endpoint, address: None, agents: ids }])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_become_container_names() {
+        assert_eq!(container_name_of("Opus_4"), "opus-4");
+        assert_eq!(container_name_of("grok"), "grok");
+        assert_eq!(container_name_of("__x__"), "x");
+        assert_eq!(container_name_of("ü"), "");
+    }
+}

@@ -1,0 +1,19 @@
+//! The rivetctl domain: pure, synchronous, deterministic, no I/O.
+//!
+//! - [`config`]: `rivet.config.yaml` from text to a checked, typed model.
+//! - [`fleet`]: the desired state of a deployment, independent of the target.
+//! - [`resource`]: managed objects as flat, diffable fields with a spec hash.
+//! - [`docker`]: the fleet lowered into Docker networks, volumes and containers.
+//! - [`plan`]: desired × observed → an immutable plan, and how to print it.
+//! - [`memory`]: an in-memory target for tests.
+//!
+//! Architecture invariant: this crate depends on no I/O crate (no tokio, bollard, kube,
+//! russh, hyper, reqwest); clocks and randomness are passed in.
+
+pub mod config;
+pub mod digest;
+pub mod docker;
+pub mod fleet;
+pub mod memory;
+pub mod plan;
+pub mod resource;

@@ -1,0 +1,314 @@
+//! The planner: desired resources × observed resources → an immutable [`Plan`].
+//!
+//! The plan decides everything: what to create, update, replace or delete, in which order
+//! (waves: steps in one wave are independent and may run together), whether a replacement
+//! starts the new object before removing the old one, and what to wait for. A target
+//! executes it without making choices of its own.
+
+mod display;
+mod document;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use display::{RenderOptions, render_text};
+pub use document::{PlanDocument, plan_document};
+
+use crate::resource::{Component, FieldValue, ObservedResource, Resource, ResourceKey, RunState};
+
+/// What happens to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    Create,
+    /// Changed in place, or recreated with the same identity and data (stateless objects).
+    Update,
+    /// Destroyed and created again: the named fields cannot change otherwise.
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// One field's change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub field: String,
+    pub before: Option<FieldValue>,
+    pub after: Option<FieldValue>,
+    pub forces_replacement: bool,
+}
+
+/// How a replacement or update of a running object proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Start the new object next to the old one, wait for it, then remove the old one: the
+    /// old keeps serving if the new one fails (stateless agents).
+    CreateBeforeDestroy,
+    /// Remove the old object first (it holds a volume or a port the new one needs).
+    DestroyBeforeCreate,
+}
+
+/// What a step waits for before the next wave starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Nothing,
+    /// Running and, when it has a health check, healthy.
+    Healthy,
+    /// Exited with code 0.
+    Completed,
+}
+
+/// The run state differs from the desired one while the spec matches (stopped by hand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub observed: String,
+    pub desired: RunState,
+}
+
+/// One object's part of the plan.
+#[derive(Debug, Clone)]
+pub struct Step<P> {
+    pub action: Action,
+    pub key: ResourceKey,
+    pub component: Component,
+    pub stateful: bool,
+    /// Create: every field; delete: every recorded field; otherwise the differing ones.
+    pub changes: Vec<Change>,
+    pub forced_by: Vec<String>,
+    pub drift: Option<Drift>,
+    pub wave: u32,
+    pub strategy: Strategy,
+    pub wait: Wait,
+    pub desired: Option<Resource<P>>,
+    pub observed: Option<ObservedResource>,
+}
+
+impl<P> Step<P> {
+    /// Whether executing the step can lose data or interrupt the datahub (asks for
+    /// confirmation).
+    pub fn is_destructive(&self) -> bool {
+        matches!(self.action, Action::Replace | Action::Delete)
+            && (self.stateful || self.component == Component::Datahub)
+    }
+}
+
+/// Choices made when planning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Delete owned objects that are no longer desired.
+    pub prune: bool,
+    /// Also delete owned data (volumes, claims, disks) that is no longer desired.
+    pub delete_data: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { prune: true, delete_data: false }
+    }
+}
+
+/// The immutable result of planning.
+#[derive(Debug, Clone)]
+pub struct Plan<P> {
+    pub deployment: String,
+    pub target: String,
+    /// Steps in execution order (by wave, then by key).
+    pub steps: Vec<Step<P>>,
+    /// Owned data that is no longer desired and is kept (not deleted).
+    pub kept: Vec<ObservedResource>,
+    /// Objects that match the desired state.
+    pub unchanged: usize,
+}
+
+impl<P> Plan<P> {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Counts of steps by action.
+    pub fn summary(&self) -> BTreeMap<Action, usize> {
+        let mut counts = BTreeMap::new();
+        for step in &self.steps {
+            *counts.entry(step.action).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Steps grouped by wave, in order.
+    pub fn waves(&self) -> Vec<(u32, Vec<&Step<P>>)> {
+        let mut waves: BTreeMap<u32, Vec<&Step<P>>> = BTreeMap::new();
+        for step in &self.steps {
+            waves.entry(step.wave).or_default().push(step);
+        }
+        waves.into_iter().collect()
+    }
+}
+
+fn wave_of(component: &Component, action: Action) -> u32 {
+    match (action, component) {
+        (Action::Delete, Component::Agent(_) | Component::Migrate) => 6,
+        (Action::Delete, Component::Datahub) => 7,
+        (Action::Delete, Component::Foundation) => 8,
+        (Action::Delete, Component::Storage) => 9,
+        (_, Component::Foundation) => 1,
+        (_, Component::Storage) => 2,
+        (_, Component::Datahub) => 3,
+        (_, Component::Migrate) => 4,
+        (_, Component::Agent(_)) => 5,
+    }
+}
+
+fn diff_fields(desired: &Resource<impl Sized>, recorded: Option<&crate::resource::Fields>) -> Vec<Change> {
+    let empty = BTreeMap::new();
+    let recorded = recorded.unwrap_or(&empty);
+    let names: BTreeSet<&String> = desired.fields.keys().chain(recorded.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let before = recorded.get(name);
+            let after = desired.fields.get(name);
+            (before != after).then(|| Change {
+                field: name.clone(),
+                before: before.cloned(),
+                after: after.cloned(),
+                forces_replacement: desired.forces_replacement(name),
+            })
+        })
+        .collect()
+}
+
+/// Plans the changes that take `observed` to `desired`.
+pub fn plan<P: Clone>(
+    deployment: &str,
+    target: &str,
+    desired: &[Resource<P>],
+    observed: &[ObservedResource],
+    options: PlanOptions,
+) -> Plan<P> {
+    let by_key: BTreeMap<&ResourceKey, &ObservedResource> = observed.iter().map(|o| (&o.key, o)).collect();
+    let wanted: BTreeSet<&ResourceKey> = desired.iter().map(|d| &d.key).collect();
+    let mut steps = Vec::new();
+    let mut unchanged = 0;
+    for resource in desired {
+        let wait = match resource.run_state {
+            Some(RunState::Running) => Wait::Healthy,
+            Some(RunState::Completed) => Wait::Completed,
+            None => Wait::Nothing,
+        };
+        let strategy = if matches!(resource.component, Component::Agent(_)) && !resource.stateful {
+            Strategy::CreateBeforeDestroy
+        } else {
+            Strategy::DestroyBeforeCreate
+        };
+        let base = |action, changes: Vec<Change>, forced_by, drift, observed: Option<&ObservedResource>| Step {
+            action,
+            key: resource.key.clone(),
+            component: resource.component.clone(),
+            stateful: resource.stateful,
+            changes,
+            forced_by,
+            drift,
+            wave: wave_of(&resource.component, action),
+            strategy,
+            wait,
+            desired: Some(resource.clone()),
+            observed: observed.cloned(),
+        };
+        match by_key.get(&resource.key) {
+            None => {
+                let changes = resource
+                    .fields
+                    .iter()
+                    .map(|(k, v)| Change { field: k.clone(), before: None, after: Some(v.clone()), forces_replacement: false })
+                    .collect();
+                steps.push(base(Action::Create, changes, Vec::new(), None, None));
+            }
+            Some(found) => {
+                let changes = diff_fields(resource, found.fields.as_ref());
+                let drift = (!found.state.satisfies(resource.run_state)).then(|| Drift {
+                    observed: found.state.describe(),
+                    desired: resource.run_state.unwrap_or(RunState::Running),
+                });
+                let forced_by: Vec<String> =
+                    changes.iter().filter(|c| c.forces_replacement).map(|c| c.field.clone()).collect();
+                if changes.is_empty() && drift.is_none() {
+                    unchanged += 1;
+                } else if !forced_by.is_empty() {
+                    steps.push(base(Action::Replace, changes, forced_by, drift, Some(found)));
+                } else {
+                    steps.push(base(Action::Update, changes, Vec::new(), drift, Some(found)));
+                }
+            }
+        }
+    }
+    let mut kept = Vec::new();
+    for found in observed.iter().filter(|o| !wanted.contains(&o.key)) {
+        if !options.prune || (found.stateful && !options.delete_data) {
+            if found.stateful {
+                kept.push(found.clone());
+            }
+            continue;
+        }
+        steps.push(delete_step(found));
+    }
+    steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
+    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged }
+}
+
+fn delete_step<P>(found: &ObservedResource) -> Step<P> {
+    let changes = found
+        .fields
+        .iter()
+        .flatten()
+        .map(|(k, v)| Change { field: k.clone(), before: Some(v.clone()), after: None, forces_replacement: false })
+        .collect();
+    Step {
+        action: Action::Delete,
+        key: found.key.clone(),
+        component: found.component.clone(),
+        stateful: found.stateful,
+        changes,
+        forced_by: Vec::new(),
+        drift: None,
+        wave: wave_of(&found.component, Action::Delete),
+        strategy: Strategy::DestroyBeforeCreate,
+        wait: Wait::Nothing,
+        desired: None,
+        observed: Some(found.clone()),
+    }
+}
+
+/// Plans removing everything the deployment owns; data only with `delete_data`.
+pub fn plan_destroy<P>(deployment: &str, target: &str, observed: &[ObservedResource], delete_data: bool) -> Plan<P> {
+    let mut steps = Vec::new();
+    let mut kept = Vec::new();
+    for found in observed {
+        if found.stateful && !delete_data {
+            kept.push(found.clone());
+        } else {
+            steps.push(delete_step(found));
+        }
+    }
+    steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
+    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged: 0 }
+}
+
+#[cfg(test)]
+mod tests;
