@@ -179,7 +179,7 @@ fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
     put("image", spec.image.clone());
     put("user", spec.user.clone().unwrap_or_else(|| "(image default)".into()));
     put("restart", spec.restart.as_str().into());
-    put("memory", spec.limits.memory.to_string());
+    put("memory", format_bytes(spec.limits.memory));
     put("cpus", format!("{}", spec.limits.cpus));
     put("pids", spec.limits.pids.to_string());
     put("stop_grace_period", format!("{}s", spec.stop_grace_secs));
@@ -217,6 +217,18 @@ fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
     }
     env_fields(&mut fields, deployment, &spec.env);
     fields
+}
+
+/// `1GiB`, `512MiB`, or bytes when not a whole number of MiB.
+pub fn format_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes % (1024 * MIB) == 0 {
+        format!("{}GiB", bytes / (1024 * MIB))
+    } else if bytes % MIB == 0 {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        bytes.to_string()
+    }
 }
 
 fn hardened(name: String, image: String, env: Env, limits: ResolvedLimits, labels: BTreeMap<String, String>) -> ContainerSpec {
@@ -337,14 +349,14 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 let name = format!("{}-migrate", fleet.project);
                 let mut labels = ownership(fleet, &node.name, "migrate");
                 labels.insert(labels::REVISION.into(), fleet.revision.clone());
-                let mut spec = hardened(name.clone(), migrate.image.clone(), migrate.env.clone(), crate::fleet::AGENT_LIMITS, labels);
+                let mut spec = hardened(name.clone(), migrate.image.clone(), migrate.env.clone(), migrate.limits, labels);
                 spec.restart = Restart::No;
                 spec.one_shot = true;
                 spec.networks.push((internal.clone(), vec![]));
                 spec.mounts.extend(shared_mount.clone());
                 spec.mounts.push(config_mount.clone());
                 let mut fields = container_fields(&fleet.name, &spec);
-                fields.insert("config".into(), FieldValue::plain(fleet.runtime_digest[..16].to_string()));
+                fields.insert("config".into(), FieldValue::plain(fleet.config.shared_digest[..16].to_string()));
                 out.push(Resource {
                     key: key(KIND_CONTAINER, &name),
                     component: Component::Migrate,
@@ -381,7 +393,8 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             });
             spec.stop_grace_secs = grace_secs;
             let mut fields = container_fields(&fleet.name, &spec);
-            fields.insert("config".into(), FieldValue::plain(fleet.runtime_digest[..16].to_string()));
+            let digest = fleet.config.agent_digests.get(&agent.id).map_or("", |d| &d[..16]);
+            fields.insert("config".into(), FieldValue::plain(digest.to_string()));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),
                 component: Component::Agent(agent.id.clone()),

@@ -149,6 +149,8 @@ pub struct MigrateSpec {
     pub node: String,
     pub image: String,
     pub env: Env,
+    /// The agents' default limits.
+    pub limits: ResolvedLimits,
 }
 
 /// One agent container or process.
@@ -185,7 +187,6 @@ pub struct Fleet {
     pub health: HealthSettings,
     pub update: UpdateSettings,
     pub config_file: String,
-    pub runtime_digest: String,
     /// The config as checked, for target-specific settings.
     pub config: Config,
 }
@@ -302,7 +303,12 @@ impl Fleet {
         let migrate = datahub.as_ref().map(|hub| {
             let mut env = agent_env.clone();
             env.insert("RIVETOS_ROLE".into(), plain("migrate"));
-            MigrateSpec { node: hub.node.clone(), image: inputs.images.agent.reference.clone(), env }
+            MigrateSpec {
+                node: hub.node.clone(),
+                image: inputs.images.agent.reference.clone(),
+                env,
+                limits: resolve_limits(&Limits::default(), &deployment.resources.agent, AGENT_LIMITS),
+            }
         });
 
         let agents = nodes
@@ -376,7 +382,6 @@ impl Fleet {
             health: deployment.health.clone(),
             update: deployment.update.clone(),
             config_file: inputs.config_file.clone(),
-            runtime_digest: config.runtime_digest.clone(),
             config: config.clone(),
         })
     }

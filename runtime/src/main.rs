@@ -1,1 +1,53 @@
-fn main(){}
+//! The `rivetctl` binary: parses the command line, runs the command, maps the outcome to an
+//! exit code. The work lives in the orchestrator and targets crates.
+
+mod artifacts;
+mod cli;
+mod commands;
+mod engines;
+mod exit;
+mod fleet;
+mod printer;
+mod project;
+mod source;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, ConfigCommand, InfraCommand};
+use exit::{ExitStatus, Hinted, Reported};
+use printer::{BrokenPipe, Printer};
+
+async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    match &cli.command {
+        Command::Infra(InfraCommand::Preview(args)) => commands::preview::run(printer, &cli.global, args).await,
+        Command::Config(ConfigCommand::Validate) => commands::config::validate(printer, &cli.global),
+        Command::Config(ConfigCommand::Schema) => commands::config::schema(printer),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "rivetctl", &mut std::io::stdout());
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let printer = Printer::new(&cli.global);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(run(&cli, &printer));
+    let code = match result {
+        Ok(status) => status.code(),
+        Err(err) if err.is::<BrokenPipe>() => 0,
+        Err(err) if err.is::<Reported>() => 1,
+        Err(err) => {
+            printer.error(&format!("{err:#}"));
+            if let Some(hinted) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {
+                printer.hint(&hinted.hint);
+            }
+            1
+        }
+    };
+    // Background tasks (engine connections) must not keep the process alive.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}

@@ -1,1 +1,10 @@
-pub fn x(){}
+//! rivetctl's adapters: the Docker Engine (bollard), rendered artifacts (compose files,
+//! Kubernetes manifests, Proxmox LXC parameters, systemd units), and later Kubernetes,
+//! Proxmox and SSH-reached hosts.
+//!
+//! Each adapter turns the orchestrator's plans into real calls or files; none makes a
+//! decision the plan did not make.
+
+pub mod build;
+pub mod docker;
+pub mod render;

@@ -33,9 +33,12 @@ pub struct Config {
     pub name: String,
     /// Paths of values that came from sensitive variables (never printed).
     pub sensitive: BTreeSet<String>,
-    /// Digest of everything the runtime reads from the file (all but `deployment:`): when it
-    /// changes, agents restart to pick the new config up.
-    pub runtime_digest: String,
+    /// Digest of what every process of the runtime reads from the file (all sections but
+    /// `deployment:` and `agents:`): when it changes, every agent restarts.
+    pub shared_digest: String,
+    /// Per agent id: the shared digest combined with the agent's own `agents:` entry, so
+    /// editing one agent restarts only that agent.
+    pub agent_digests: std::collections::BTreeMap<String, String>,
 }
 
 /// A loaded config and the warnings found on the way.
@@ -77,12 +80,25 @@ pub fn load(source: &str, vars: &Variables) -> Result<Loaded, Vec<Diagnostic>> {
         return Err(sorted(diagnostics));
     }
     let mut runtime = raw_value(&root);
+    let mut agents = serde_json::Map::new();
     if let Some(map) = runtime.as_object_mut() {
         map.remove("deployment");
+        if let Some(serde_json::Value::Object(entries)) = map.remove("agents") {
+            agents = entries;
+        }
     }
+    let shared_digest = canonical_digest(&runtime);
+    let agent_digests = raw
+        .agents
+        .keys()
+        .map(|id| {
+            let own = agents.get(id).cloned().unwrap_or(serde_json::Value::Null);
+            (id.clone(), canonical_digest(&serde_json::json!([shared_digest, own])))
+        })
+        .collect();
     let name = raw.deployment.name.clone().unwrap_or_else(|| raw.deployment.docker.project_name.clone());
     Ok(Loaded {
-        config: Config { raw, name, sensitive: checked.sensitive, runtime_digest: canonical_digest(&runtime) },
+        config: Config { raw, name, sensitive: checked.sensitive, shared_digest, agent_digests },
         warnings: sorted(diagnostics),
     })
 }

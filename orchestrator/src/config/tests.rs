@@ -77,8 +77,13 @@ fn runtime_sections_are_kept_and_hashed() {
     let a = load(UPSTREAM, &vars()).unwrap();
     let b = load(&UPSTREAM.replace("log_level: info", "log_level: debug"), &vars()).unwrap();
     let c = load(&UPSTREAM.replace("network: rivetos-net", "network: other-net"), &vars()).unwrap();
-    assert_ne!(a.config.runtime_digest, b.config.runtime_digest, "runtime changes reach agents");
-    assert_eq!(a.config.runtime_digest, c.config.runtime_digest, "deployment changes are not runtime changes");
+    let d = load(&UPSTREAM.replace("provider: xai", "provider: openai"), &vars()).unwrap();
+    assert_ne!(a.config.shared_digest, b.config.shared_digest, "runtime changes reach agents");
+    assert_eq!(a.config.shared_digest, c.config.shared_digest, "deployment changes are not runtime changes");
+    assert_eq!(a.config.agent_digests, c.config.agent_digests);
+    assert_eq!(a.config.shared_digest, d.config.shared_digest, "an agent's entry is its own");
+    assert_eq!(a.config.agent_digests["opus"], d.config.agent_digests["opus"]);
+    assert_ne!(a.config.agent_digests["grok"], d.config.agent_digests["grok"]);
 }
 
 #[test]

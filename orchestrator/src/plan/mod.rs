@@ -310,5 +310,3 @@ pub fn plan_destroy<P>(deployment: &str, target: &str, observed: &[ObservedResou
     Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged: 0 }
 }
 
-#[cfg(test)]
-mod tests;

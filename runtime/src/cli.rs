@@ -1,0 +1,93 @@
+//! What the user typed: the command line as clap parses it. No I/O here; `main` turns it
+//! into work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Deploys and updates RivetOS fleets: Docker, Proxmox LXC or Kubernetes, built from source,
+/// rolled out across the mesh with health checks.
+#[derive(Debug, Parser)]
+#[command(name = "rivetctl", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok, 1 error, 2 changes present (only with --detailed-exitcode), 3 rollout failed.\nDocs: docs/ in the repository; `rivetctl config schema` prints the config's JSON Schema.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The config file.
+    #[arg(short, long, global = true, env = "RIVET_CONFIG", default_value = "rivet.config.yaml", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Output format of data on stdout (JSON Lines for streaming commands).
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// When to use colours (NO_COLOR is honoured with `auto`).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Print only errors and data.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan, apply and remove the deployment's infrastructure.
+    #[command(subcommand)]
+    Infra(InfraCommand),
+    /// Check the config, or print its JSON Schema.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InfraCommand {
+    /// Show what `infra up` would change; changes nothing, builds nothing.
+    Preview(PreviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// Also write the rendered artifacts (compose file, manifests, LXC/systemd files) here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan against an empty target instead of reading the Docker Engine.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config and its .env; print every problem with its position.
+    Validate,
+    /// Print the JSON Schema of rivet.config.yaml (for editors).
+    Schema,
+}

@@ -1,0 +1,5 @@
+//! Images from source: build contexts, content hashes, and (with the Docker adapter)
+//! building them.
+
+pub mod context;
+pub mod ignore;
