@@ -292,8 +292,12 @@ impl Checker<'_> {
             Ty::Bool => match parse_bool(&text).filter(|_| plain) {
                 Some(b) => json!(b),
                 None => {
-                    let hint = (!plain && parse_bool(&text).is_some()).then(|| "remove the quotes".to_string());
-                    self.invalid_with(node, field, format!("\"{key}\" must be a boolean"), hint);
+                    let hint = if !plain && parse_bool(&text).is_some() {
+                        "remove the quotes".to_string()
+                    } else {
+                        "write true or false, without quotes".to_string()
+                    };
+                    self.invalid_with(node, field, format!("\"{key}\" must be a boolean"), Some(hint));
                     Value::Null
                 }
             },
@@ -305,7 +309,7 @@ impl Checker<'_> {
                         node,
                         field,
                         format!("\"{key}\" must be a number between {min} and {max} (found {found})"),
-                        None,
+                        Some(format!("write a whole number from {min} to {max}, without quotes")),
                     );
                     Value::Null
                 }
@@ -317,7 +321,7 @@ impl Checker<'_> {
                         node,
                         field,
                         format!("\"{key}\" must be a number between {min} and {max} (found {text:?})"),
-                        None,
+                        Some(format!("write a number from {min} to {max}, without quotes")),
                     );
                     Value::Null
                 }
@@ -344,8 +348,11 @@ impl Checker<'_> {
                         Some(template) => template.replace("{value}", &text),
                         None => format!("\"{key}\" must be {} (found {text:?})", rule.expected),
                     };
-                    let hint = field.and_then(|f| f.hint).map(str::to_string);
-                    self.error(Some(node), message, hint);
+                    let hint = field
+                        .and_then(|f| f.hint)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| rule.hint.to_string());
+                    self.error(Some(node), message, Some(hint));
                     Value::Null
                 }
             },
@@ -355,13 +362,13 @@ impl Checker<'_> {
 
     fn invalid(&mut self, node: &Yaml, path: &str, field: Option<&Field>, what: &str) {
         let message = format!("\"{}\" {what}", last_segment(path));
-        self.invalid_with(node, field, message, None);
+        self.invalid_with(node, field, message, Some("see `rivetctl config schema` for every field's type".into()));
     }
 
     fn invalid_with(&mut self, node: &Yaml, field: Option<&Field>, generic: String, hint: Option<String>) {
         let text = node.as_scalar().unwrap_or_default();
         let message = field.and_then(|f| f.invalid).map(|m| m.replace("{value}", text)).unwrap_or(generic);
-        let hint = hint.or_else(|| field.and_then(|f| f.hint).map(str::to_string));
+        let hint = field.and_then(|f| f.hint).map(str::to_string).or(hint);
         self.error(Some(node), message, hint);
     }
 }

@@ -74,7 +74,13 @@ impl Diagnostic {
         match self.pos {
             Some(pos) => {
                 let _ = writeln!(out, "  --> {file}:{}:{}", pos.line, pos.col);
-                if let Some(line) = source.lines().nth(pos.line.saturating_sub(1)) {
+                // A position just past the end (an unclosed bracket) points after the last line.
+                let lines: Vec<&str> = source.lines().collect();
+                let pos = match lines.len() {
+                    n if n > 0 && pos.line > n => Pos::new(n, lines[n - 1].chars().count() + 1),
+                    _ => pos,
+                };
+                if let Some(line) = lines.get(pos.line.saturating_sub(1)) {
                     let number = pos.line.to_string();
                     let gutter = " ".repeat(number.len());
                     let indent: String = line

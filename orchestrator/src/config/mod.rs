@@ -71,6 +71,7 @@ pub fn load(source: &str, vars: &Variables) -> Result<Loaded, Vec<Diagnostic>> {
         config: &raw,
         locations: &checked.locations,
         written: &written,
+        dotenv: &vars.dotenv,
         diagnostics: Vec::new(),
     };
     semantic.run();

@@ -13,18 +13,21 @@ pub const SHELL_METACHARACTERS: &[char] = &[';', '&', '|', '`', '$', '<', '>', '
 pub const DURATION: TextRule = TextRule {
     expected: "a duration such as `500ms`, `30s`, `5m` or `1h30m`",
     pattern: "^([0-9]+(ms|s|m|h))+$",
+    hint: "add a unit, for example `30s`",
     check: |text| parse_duration_ms(text).map(|ms| json!(ms)),
 };
 
 pub const MEMORY: TextRule = TextRule {
     expected: "a size with a unit such as `512m`, `1g`, `512Mi` or `2Gi`",
     pattern: "^[0-9]+(\\.[0-9]+)?\\s*([kKmMgGtT]([iI]?[bB]?)?|[bB])$",
+    hint: "add a unit, for example `512m`",
     check: |text| parse_memory_bytes(text).map(|bytes| json!(bytes)),
 };
 
 pub const NAME: TextRule = TextRule {
     expected: "a name of letters, digits, `-`, `_` or `.`, starting with a letter or digit (at most 63 characters)",
     pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+    hint: "use letters, digits, `-`, `_` and `.` only, for example `rivetos`",
     check: |text| {
         let mut chars = text.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
@@ -36,24 +39,28 @@ pub const NAME: TextRule = TextRule {
 pub const HOST: TextRule = TextRule {
     expected: "a host name or address without whitespace or any of ;&|`$<>()'\"\\",
     pattern: "^[^\\s;&|`$<>()'\"\\\\]+$",
+    hint: "use a plain host name or IP address",
     check: |text| is_safe_host(text).then(|| json!(text)),
 };
 
 pub const QUANTITY: TextRule = TextRule {
     expected: "a Kubernetes quantity such as `500m`, `2`, `512Mi` or `10Gi`",
     pattern: "^[0-9]+(\\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$",
+    hint: "for example `500m` (CPU) or `1Gi` (memory)",
     check: |text| is_quantity(text).then(|| json!(text)),
 };
 
 pub const ABS_PATH: TextRule = TextRule {
     expected: "an absolute path starting with `/`",
     pattern: "^/[^\\s]*$",
+    hint: "start the path with `/`",
     check: |text| (text.starts_with('/') && !text.chars().any(char::is_whitespace)).then(|| json!(text)),
 };
 
 pub const PG_VERSION: TextRule = TextRule {
     expected: "a PostgreSQL major version such as `16`",
     pattern: "^[0-9]{1,2}$",
+    hint: "write the major version only, for example `16`",
     check: |text| {
         (!text.is_empty() && text.len() <= 2 && text.bytes().all(|b| b.is_ascii_digit())).then(|| json!(text))
     },
@@ -62,6 +69,7 @@ pub const PG_VERSION: TextRule = TextRule {
 pub const PARALLEL: TextRule = TextRule {
     expected: "a positive number of agents such as `2`, or a percentage such as `25%`",
     pattern: "^[0-9]+%?$",
+    hint: "use a number such as `1`, or a percentage such as `25%`",
     check: |text| {
         let (digits, percent) = match text.strip_suffix('%') {
             Some(d) => (d, true),
@@ -76,12 +84,14 @@ pub const PARALLEL: TextRule = TextRule {
 pub const ENDPOINT: TextRule = TextRule {
     expected: "`local`, `unix:///path`, `tcp://host:port` or `ssh://user@host[:port]`",
     pattern: "^(local|unix:///.+|tcp://[^\\s]+:[0-9]+|ssh://([^@\\s]+@)?[^\\s:]+(:[0-9]+)?)$",
+    hint: "for example `ssh://deploy@10.0.0.2:22` or `local`",
     check: |text| parse_endpoint(text).is_some().then(|| json!(text)),
 };
 
 pub const CIDR: TextRule = TextRule {
     expected: "an IPv4 subnet such as `10.4.0.0/24`",
     pattern: "^[0-9.]+/[0-9]{1,2}$",
+    hint: "for example `10.4.0.0/24`",
     check: |text| {
         let (ip, bits) = text.split_once('/')?;
         let bits: u8 = bits.parse().ok()?;
@@ -92,12 +102,14 @@ pub const CIDR: TextRule = TextRule {
 pub const IP: TextRule = TextRule {
     expected: "an IPv4 address such as `10.4.0.1`",
     pattern: "^[0-9.]+$",
+    hint: "for example `10.4.0.1`",
     check: |text| text.parse::<std::net::Ipv4Addr>().ok().map(|_| json!(text)),
 };
 
 pub const HTTPS_URL: TextRule = TextRule {
     expected: "an https:// URL such as `https://pve1:8006/api2/json` (TLS is always verified)",
     pattern: "^https://[^\\s]+$",
+    hint: "for example `https://pve1:8006/api2/json`",
     check: |text| {
         let rest = text.strip_prefix("https://")?;
         (!rest.is_empty() && !rest.chars().any(char::is_whitespace)).then(|| json!(text))

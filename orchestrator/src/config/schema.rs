@@ -32,6 +32,8 @@ pub struct TextRule {
     pub expected: &'static str,
     /// A regular expression for the JSON Schema (editors); the check below is authoritative.
     pub pattern: &'static str,
+    /// What to write instead, for the `hint:` line.
+    pub hint: &'static str,
     /// Returns the normalised value, or `None` when the text does not fit.
     pub check: fn(&str) -> Option<serde_json::Value>,
 }

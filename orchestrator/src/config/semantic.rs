@@ -14,6 +14,8 @@ pub struct Semantic<'a> {
     pub locations: &'a BTreeMap<String, Loc>,
     /// Top-level keys present under `deployment:` in the file (not defaulted).
     pub written: &'a BTreeSet<String>,
+    /// Values of the `.env` beside the config.
+    pub dotenv: &'a BTreeMap<String, String>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -55,6 +57,29 @@ impl Semantic<'_> {
         }
         self.agent_overrides();
         self.images();
+        self.secrets();
+    }
+
+    /// The datahub's password (or, without a datahub, the database URL) lives in `.env`.
+    fn secrets(&mut self) {
+        let deployment = &self.config.deployment;
+        if deployment.target == Target::Manual {
+            return;
+        }
+        let (name, path, what) = if deployment.datahub.postgres {
+            ("POSTGRES_PASSWORD", "deployment.datahub.postgres", "the datahub needs it")
+        } else {
+            ("RIVETOS_PG_URL", "deployment.datahub.postgres", "agents need it when the datahub is off")
+        };
+        if self.dotenv.get(name).is_none_or(|v| v.is_empty()) {
+            let at = if self.locations.contains_key(path) { path.to_string() } else { "deployment#key".to_string() };
+            let hint = if deployment.datahub.postgres {
+                "add a line to the .env beside the config: POSTGRES_PASSWORD=<a long random string> (for example from `openssl rand -hex 24`)"
+            } else {
+                "add RIVETOS_PG_URL=postgres://user:password@host:5432/db to the .env beside the config"
+            };
+            self.error(&at, format!("{name} is not set in the .env beside the config ({what})"), Some(hint.into()));
+        }
     }
 
     fn target_sections(&mut self) {

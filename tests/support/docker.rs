@@ -1,0 +1,1 @@
+//! Docker helpers for end-to-end tests (filled in by the Docker target tests).
