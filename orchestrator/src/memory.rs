@@ -13,7 +13,9 @@ pub fn apply<P>(plan: &Plan<P>, observed: &[ObservedResource]) -> Vec<ObservedRe
         if step.action == Action::Delete {
             continue;
         }
-        let Some(resource) = &step.desired else { continue };
+        let Some(resource) = &step.desired else {
+            continue;
+        };
         out.push(ObservedResource {
             key: resource.key.clone(),
             component: resource.component.clone(),

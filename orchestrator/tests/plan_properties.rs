@@ -37,17 +37,19 @@ fn shape() -> impl Strategy<Value = Shape> {
         prop_oneof![Just(512u32), Just(1024), Just(2048)],
         0u8..3,
     )
-        .prop_map(|(agents, nodes, postgres, shared, port, version, env, memory_mb, hash)| Shape {
-            agents: agents.into_iter().collect(),
-            nodes,
-            postgres,
-            shared,
-            port: if nodes > 1 && port == 0 { 5432 } else { port },
-            version,
-            env: env.into_iter().collect(),
-            memory_mb,
-            hash,
-        })
+        .prop_map(
+            |(agents, nodes, postgres, shared, port, version, env, memory_mb, hash)| Shape {
+                agents: agents.into_iter().collect(),
+                nodes,
+                postgres,
+                shared,
+                port: if nodes > 1 && port == 0 { 5432 } else { port },
+                version,
+                env: env.into_iter().collect(),
+                memory_mb,
+                hash,
+            },
+        )
 }
 
 fn render(shape: &Shape) -> String {
@@ -57,7 +59,10 @@ fn render(shape: &Shape) -> String {
         shape.postgres, shape.shared, shape.version
     ));
     yaml.push_str(&format!("  docker: {{postgres_port: {}}}\n", shape.port));
-    yaml.push_str(&format!("  resources: {{agent: {{memory: {}m}}}}\n", shape.memory_mb));
+    yaml.push_str(&format!(
+        "  resources: {{agent: {{memory: {}m}}}}\n",
+        shape.memory_mb
+    ));
     if !shape.env.is_empty() {
         yaml.push_str("  env:\n");
         for (k, v) in &shape.env {

@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// rolled out across the mesh with health checks.
 #[derive(Debug, Parser)]
 #[command(name = "rivetctl", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 error, 2 changes present (only with --detailed-exitcode), 3 rollout failed.\nDocs: docs/ in the repository; `rivetctl config schema` prints the config's JSON Schema.")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 error, 2 changes present (only with --detailed-exitcode), 3 rollout failed.\nDocs: docs/ in the repository; `rivetctl config schema` prints the config's JSON Schema."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -21,7 +23,14 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The config file.
-    #[arg(short, long, global = true, env = "RIVET_CONFIG", default_value = "rivet.config.yaml", value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "RIVET_CONFIG",
+        default_value = "rivet.config.yaml",
+        value_name = "FILE"
+    )]
     pub config: PathBuf,
     /// Output format of data on stdout (JSON Lines for streaming commands).
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
@@ -55,6 +64,15 @@ pub enum Command {
     /// Plan, apply and remove the deployment's infrastructure.
     #[command(subcommand)]
     Infra(InfraCommand),
+    /// Build the datahub and agent images from source; print their content-addressed tags.
+    Build,
+    /// Per node and service: image, revision, state, health, uptime, drift.
+    Status,
+    /// Check the config, the source, engine connections and what builds need.
+    Doctor,
+    /// Show or release the deployment's lock.
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Check the config, or print its JSON Schema.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -69,6 +87,42 @@ pub enum Command {
 pub enum InfraCommand {
     /// Show what `infra up` would change; changes nothing, builds nothing.
     Preview(PreviewArgs),
+    /// Build what the plan needs, apply it, wait until everything is healthy.
+    Up(UpArgs),
+    /// Remove the deployment's containers and networks; keep data unless --volumes.
+    Destroy(DestroyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Confirm destructive steps (pruning agents, replacing the datahub) without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Do not build images; use the ones already on the engines.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Also delete data volumes (the datahub's database and the shared directory).
+    #[arg(long)]
+    pub volumes: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the lock, since when, until when.
+    Status,
+    /// Remove a lock whose holder is gone.
+    Release {
+        /// Remove it even if its holder still runs.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]

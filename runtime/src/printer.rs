@@ -26,7 +26,9 @@ fn wants_color(choice: ColorChoice, is_tty: bool) -> bool {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
         ColorChoice::Auto => {
-            is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::env::var("TERM").map_or(true, |t| t != "dumb")
+            is_tty
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::env::var("TERM").map_or(true, |t| t != "dumb")
         }
     }
 }
@@ -45,7 +47,9 @@ impl Printer {
             color_err: wants_color(args.color, err_tty),
             quiet: args.quiet,
             verbose: args.verbose,
-            interactive: err_tty && !args.quiet && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+            interactive: err_tty
+                && !args.quiet
+                && std::env::var("TERM").map_or(true, |t| t != "dumb"),
         }
     }
 
@@ -56,7 +60,9 @@ impl Printer {
     /// Data: always printed, to stdout.
     pub fn data(&self, text: &str) -> Result<(), BrokenPipe> {
         let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|_| BrokenPipe)
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|_| BrokenPipe)
     }
 
     /// One JSON value as a line on stdout.
@@ -66,7 +72,11 @@ impl Printer {
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color_err { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color_err {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 
     /// A progress or status line on stderr (hidden with -q).

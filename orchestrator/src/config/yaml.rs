@@ -33,7 +33,10 @@ pub struct Yaml {
 pub enum YamlKind {
     /// A scalar: its text and whether it was written plain (unquoted, so `16`, `true`, `~`
     /// may mean a number, a boolean or null).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Yaml>),
     /// Keys in document order; duplicate keys are rejected while parsing.
     Map(Vec<(Yaml, Yaml)>),
@@ -129,11 +132,13 @@ pub fn parse(source: &str) -> Result<Yaml, Vec<Diagnostic>> {
             }
             Err(err) => {
                 let mark = err.marker();
-                return Err(vec![Diagnostic::error(
-                    format!("invalid YAML: {}", err.info()),
-                    Some(Pos::new(mark.line(), mark.col() + 1)),
-                )
-                .with_hint("check the indentation and quoting around this position")]);
+                return Err(vec![
+                    Diagnostic::error(
+                        format!("invalid YAML: {}", err.info()),
+                        Some(Pos::new(mark.line(), mark.col() + 1)),
+                    )
+                    .with_hint("check the indentation and quoting around this position"),
+                ]);
             }
         }
     }
@@ -143,14 +148,25 @@ pub fn parse(source: &str) -> Result<Yaml, Vec<Diagnostic>> {
     Ok(builder.root.unwrap_or(Yaml {
         pos: Pos::new(1, 1),
         len: 0,
-        kind: YamlKind::Scalar { text: String::new(), plain: true },
+        kind: YamlKind::Scalar {
+            text: String::new(),
+            plain: true,
+        },
     }))
 }
 
 enum Open {
-    Seq { node: Yaml, anchor: usize },
+    Seq {
+        node: Yaml,
+        anchor: usize,
+    },
     /// `merged`: keys copied in by a merge key (`<<`), which explicit keys override.
-    Map { node: Yaml, anchor: usize, key: Option<Yaml>, merged: Vec<String> },
+    Map {
+        node: Yaml,
+        anchor: usize,
+        key: Option<Yaml>,
+        merged: Vec<String>,
+    },
 }
 
 #[derive(Default)]
@@ -172,7 +188,10 @@ fn count_nodes(node: &Yaml) -> usize {
         YamlKind::Scalar { .. } => 1,
         YamlKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
         YamlKind::Map(entries) => {
-            1 + entries.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum::<usize>()
+            1 + entries
+                .iter()
+                .map(|(k, v)| count_nodes(k) + count_nodes(v))
+                .sum::<usize>()
         }
     }
 }
@@ -187,14 +206,20 @@ impl Builder {
                         "expected a single YAML document, found a second one",
                         Some(pos_of(&span)),
                     )
-                    .with_hint("remove the `---` separator: rivet.config.yaml holds one document"));
+                    .with_hint(
+                        "remove the `---` separator: rivet.config.yaml holds one document",
+                    ));
                 }
             }
             Event::Scalar(text, style, anchor, _tag) => {
                 let len = text.lines().next().map_or(0, |l| l.chars().count()).max(1);
                 let node = Yaml {
                     pos: pos_of(&span),
-                    len: if matches!(style, ScalarStyle::Plain) { len } else { len + 2 },
+                    len: if matches!(style, ScalarStyle::Plain) {
+                        len
+                    } else {
+                        len + 2
+                    },
                     kind: YamlKind::Scalar {
                         text: text.into_owned(),
                         plain: matches!(style, ScalarStyle::Plain),
@@ -205,14 +230,22 @@ impl Builder {
             Event::SequenceStart(anchor, _) => {
                 self.open_check(&span)?;
                 self.stack.push(Open::Seq {
-                    node: Yaml { pos: pos_of(&span), len: 1, kind: YamlKind::Seq(Vec::new()) },
+                    node: Yaml {
+                        pos: pos_of(&span),
+                        len: 1,
+                        kind: YamlKind::Seq(Vec::new()),
+                    },
                     anchor,
                 });
             }
             Event::MappingStart(anchor, _) => {
                 self.open_check(&span)?;
                 self.stack.push(Open::Map {
-                    node: Yaml { pos: pos_of(&span), len: 1, kind: YamlKind::Map(Vec::new()) },
+                    node: Yaml {
+                        pos: pos_of(&span),
+                        len: 1,
+                        kind: YamlKind::Map(Vec::new()),
+                    },
                     anchor,
                     key: None,
                     merged: Vec::new(),
@@ -229,13 +262,18 @@ impl Builder {
             }
             Event::Alias(id) => {
                 let Some(target) = self.anchors.get(&id) else {
-                    return Err(Diagnostic::error("alias to an unknown anchor", Some(pos_of(&span))));
+                    return Err(Diagnostic::error(
+                        "alias to an unknown anchor",
+                        Some(pos_of(&span)),
+                    ));
                 };
                 let mut node = target.clone();
                 self.nodes += count_nodes(&node);
                 if self.nodes > MAX_NODES {
                     return Err(Diagnostic::error(
-                        format!("the document expands to more than {MAX_NODES} nodes through aliases"),
+                        format!(
+                            "the document expands to more than {MAX_NODES} nodes through aliases"
+                        ),
                         Some(pos_of(&span)),
                     )
                     .with_hint("aliases (`*name`) copy whole subtrees; use fewer nested aliases"));
@@ -280,7 +318,12 @@ impl Builder {
                     items.push(node);
                 }
             }
-            Some(Open::Map { node: map, key, merged, .. }) => match key.take() {
+            Some(Open::Map {
+                node: map,
+                key,
+                merged,
+                ..
+            }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
                     if let YamlKind::Map(entries) = &mut map.kind {
@@ -327,14 +370,22 @@ impl Builder {
 
 /// `<<: *base` (or a list of them): copies keys not already present, as YAML 1.1 merge keys
 /// (Docker Compose files use them, so people expect them).
-fn merge_into(entries: &mut Vec<(Yaml, Yaml)>, source: Yaml, merged: &mut Vec<String>, errors: &mut Vec<Diagnostic>) {
+fn merge_into(
+    entries: &mut Vec<(Yaml, Yaml)>,
+    source: Yaml,
+    merged: &mut Vec<String>,
+    errors: &mut Vec<Diagnostic>,
+) {
     let sources = match source.kind {
         YamlKind::Map(_) => vec![source],
         YamlKind::Seq(items) => items,
         YamlKind::Scalar { .. } => {
             errors.push(
-                Diagnostic::error("a merge key (`<<`) needs an object or a list of objects", Some(source.pos))
-                    .with_len(source.len),
+                Diagnostic::error(
+                    "a merge key (`<<`) needs an object or a list of objects",
+                    Some(source.pos),
+                )
+                .with_len(source.len),
             );
             return;
         }
@@ -344,7 +395,10 @@ fn merge_into(entries: &mut Vec<(Yaml, Yaml)>, source: Yaml, merged: &mut Vec<St
         match source.kind {
             YamlKind::Map(from) => {
                 for (k, v) in from {
-                    if !entries.iter().any(|(existing, _)| existing.as_scalar() == k.as_scalar()) {
+                    if !entries
+                        .iter()
+                        .any(|(existing, _)| existing.as_scalar() == k.as_scalar())
+                    {
                         merged.extend(k.as_scalar().map(str::to_string));
                         entries.push((k, v));
                     }
@@ -364,9 +418,10 @@ mod tests {
 
     fn map_keys(node: &Yaml) -> Vec<String> {
         match &node.kind {
-            YamlKind::Map(entries) => {
-                entries.iter().map(|(k, _)| k.as_scalar().unwrap().to_string()).collect()
-            }
+            YamlKind::Map(entries) => entries
+                .iter()
+                .map(|(k, _)| k.as_scalar().unwrap().to_string())
+                .collect(),
             _ => panic!("not a map"),
         }
     }
@@ -374,8 +429,12 @@ mod tests {
     #[test]
     fn positions_are_one_based() {
         let doc = parse("a:\n  b: 16\n").unwrap();
-        let YamlKind::Map(top) = &doc.kind else { panic!() };
-        let YamlKind::Map(inner) = &top[0].1.kind else { panic!() };
+        let YamlKind::Map(top) = &doc.kind else {
+            panic!()
+        };
+        let YamlKind::Map(inner) = &top[0].1.kind else {
+            panic!()
+        };
         assert_eq!(inner[0].1.pos, Pos::new(2, 6));
         assert_eq!(inner[0].1.as_scalar(), Some("16"));
     }
@@ -383,7 +442,9 @@ mod tests {
     #[test]
     fn quoted_scalars_are_not_plain() {
         let doc = parse("a: \"16\"\nb: 16\n").unwrap();
-        let YamlKind::Map(top) = &doc.kind else { panic!() };
+        let YamlKind::Map(top) = &doc.kind else {
+            panic!()
+        };
         assert_eq!(top[0].1.type_name(), "a string");
         assert_eq!(top[1].1.type_name(), "a number");
     }
@@ -391,10 +452,18 @@ mod tests {
     #[test]
     fn merge_keys_copy_missing_entries() {
         let doc = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").unwrap();
-        let YamlKind::Map(top) = &doc.kind else { panic!() };
+        let YamlKind::Map(top) = &doc.kind else {
+            panic!()
+        };
         assert_eq!(map_keys(&top[1].1), vec!["x", "y"]);
-        let YamlKind::Map(other) = &top[1].1.kind else { panic!() };
-        assert_eq!(other[1].1.as_scalar(), Some("3"), "explicit keys override merged ones");
+        let YamlKind::Map(other) = &top[1].1.kind else {
+            panic!()
+        };
+        assert_eq!(
+            other[1].1.as_scalar(),
+            Some("3"),
+            "explicit keys override merged ones"
+        );
     }
 
     #[test]
@@ -415,7 +484,10 @@ mod tests {
             ));
         }
         let errors = parse(&doc).unwrap_err();
-        assert!(errors[0].message.contains("expands to more than"), "{errors:?}");
+        assert!(
+            errors[0].message.contains("expands to more than"),
+            "{errors:?}"
+        );
     }
 
     #[test]

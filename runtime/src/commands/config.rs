@@ -64,8 +64,19 @@ pub fn validate(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitSt
                     files.shown_path,
                     config.raw.deployment.target.as_str(),
                     config.raw.agents.len(),
-                    if config.raw.agents.len() == 1 { "" } else { "s" },
-                    if warnings > 0 { format!(", {warnings} warning{}", if warnings == 1 { "" } else { "s" }) } else { String::new() }
+                    if config.raw.agents.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                    if warnings > 0 {
+                        format!(
+                            ", {warnings} warning{}",
+                            if warnings == 1 { "" } else { "s" }
+                        )
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             Ok(ExitStatus::Success)
@@ -73,7 +84,11 @@ pub fn validate(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitSt
         None => {
             if !printer.json() {
                 let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-                printer.error(&format!("{}: {errors} error{} found", files.shown_path, if errors == 1 { "" } else { "s" }));
+                printer.error(&format!(
+                    "{}: {errors} error{} found",
+                    files.shown_path,
+                    if errors == 1 { "" } else { "s" }
+                ));
             }
             Err(Reported.into())
         }

@@ -21,16 +21,21 @@ to have rivetctl create and update the fleet.";
 
 /// The artifacts of a fleet for its target.
 pub fn artifacts_of(project: &Project, fleet: &Fleet) -> anyhow::Result<Vec<Artifact>> {
-    let name = project.config_path.file_name().map_or("rivet.config.yaml".into(), |n| n.to_string_lossy().into_owned());
+    let name = project
+        .config_path
+        .file_name()
+        .map_or("rivet.config.yaml".into(), |n| {
+            n.to_string_lossy().into_owned()
+        });
     Ok(match fleet.target {
         Target::Docker => render::compose::artifacts(fleet, &name, &project.text)?,
-        Target::Kubernetes => pending::artifacts(fleet)?,
+        Target::Kubernetes => render::kubernetes::artifacts(fleet)?,
         Target::Proxmox => {
-            let mut all = pending::artifacts(fleet)?;
-            all.extend(pending::artifacts(fleet)?);
+            let mut all = render::proxmox::artifacts(fleet)?;
+            all.extend(render::systemd::artifacts(fleet)?);
             all
         }
-        Target::Manual => pending::artifacts(fleet)?,
+        Target::Manual => render::systemd::artifacts(fleet)?,
     })
 }
 
@@ -38,7 +43,12 @@ fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<
     if printer.json() {
         printer.json_line(&plan_document(plan, observed))?;
     } else {
-        printer.data(&render_text(plan, RenderOptions { color: printer.color_out }))?;
+        printer.data(&render_text(
+            plan,
+            RenderOptions {
+                color: printer.color_out,
+            },
+        ))?;
     }
     Ok(())
 }
@@ -56,24 +66,43 @@ async fn plan_and_show(printer: &Printer, fleet: &Fleet, offline: bool) -> anyho
             } else {
                 let engines = engines::connect_all(fleet).await?;
                 let found = engines::observe_all(&engines, deployment).await?;
-                let addresses: Vec<String> = engines.iter().map(|e| format!("{} ({})", e.node, e.address)).collect();
-                printer.info(&format!("Observed: {} object(s) of \"{deployment}\" on {}.", found.len(), addresses.join(", ")));
+                let addresses: Vec<String> = engines
+                    .iter()
+                    .map(|e| format!("{} ({})", e.node, e.address))
+                    .collect();
+                printer.info(&format!(
+                    "Observed: {} object(s) of \"{deployment}\" on {}.",
+                    found.len(),
+                    addresses.join(", ")
+                ));
                 (found, "live")
             };
-            let plan = plan::plan(deployment, target, &desired, &observed, PlanOptions::default());
+            let plan = plan::plan(
+                deployment,
+                target,
+                &desired,
+                &observed,
+                PlanOptions::default(),
+            );
             show(printer, &plan, mode)?;
             Ok(!plan.is_empty())
         }
         Target::Kubernetes | Target::Proxmox => {
             let desired = match fleet.target {
-                Target::Kubernetes => pending::resources(fleet)?,
-                _ => pending::resources(fleet)?,
+                Target::Kubernetes => render::kubernetes::resources(fleet)?,
+                _ => render::proxmox::resources(fleet)?,
             };
             printer.info(&format!(
                 "Observed: nothing — reading a live {target} {} is not implemented yet, so this plan is against an empty one.",
                 if fleet.target == Target::Kubernetes { "cluster" } else { "cluster's containers" }
             ));
-            let plan = plan::plan::<serde_json::Value>(deployment, target, &desired, &[], PlanOptions::default());
+            let plan = plan::plan::<serde_json::Value>(
+                deployment,
+                target,
+                &desired,
+                &[],
+                PlanOptions::default(),
+            );
             show(printer, &plan, "offline")?;
             Ok(!plan.is_empty())
         }
@@ -81,7 +110,11 @@ async fn plan_and_show(printer: &Printer, fleet: &Fleet, offline: bool) -> anyho
     }
 }
 
-pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> anyhow::Result<ExitStatus> {
+pub async fn run(
+    printer: &Printer,
+    global: &GlobalArgs,
+    args: &PreviewArgs,
+) -> anyhow::Result<ExitStatus> {
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project)?;
     let fleet = fleet::build(&project, &resolved)?;
@@ -101,18 +134,9 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
             dir.display()
         ));
     }
-    Ok(if args.detailed_exitcode && changed { ExitStatus::Changes } else { ExitStatus::Success })
-}
-
-// TEMPORARY until the Kubernetes/Proxmox/systemd renderers land.
-mod pending {
-    use orchestrator::fleet::Fleet;
-    use orchestrator::resource::Resource;
-    use targets::render::Artifact;
-    pub fn artifacts(_: &Fleet) -> anyhow::Result<Vec<Artifact>> {
-        anyhow::bail!("not yet")
-    }
-    pub fn resources(_: &Fleet) -> anyhow::Result<Vec<Resource<serde_json::Value>>> {
-        anyhow::bail!("not yet")
-    }
+    Ok(if args.detailed_exitcode && changed {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
 }

@@ -67,8 +67,15 @@ impl IgnoreRules {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|source| PatternError { line: i + 1, pattern: raw.to_string(), source })?;
-            patterns.push(Pattern { matcher: glob.compile_matcher(), exclusion });
+                .map_err(|source| PatternError {
+                    line: i + 1,
+                    pattern: raw.to_string(),
+                    source,
+                })?;
+            patterns.push(Pattern {
+                matcher: glob.compile_matcher(),
+                exclusion,
+            });
         }
         Ok(IgnoreRules { patterns })
     }
@@ -121,17 +128,36 @@ mod tests {
 
     #[test]
     fn directories_exclude_their_contents() {
-        check("node_modules\n/target/\n", &[("node_modules/a/b.js", true), ("target/debug/x", true), ("src/target.rs", false)]);
+        check(
+            "node_modules\n/target/\n",
+            &[
+                ("node_modules/a/b.js", true),
+                ("target/debug/x", true),
+                ("src/target.rs", false),
+            ],
+        );
     }
 
     #[test]
     fn exceptions_and_last_match_wins() {
-        check("*\n!containers/datahub\n", &[("containers/datahub/bin/x", false), ("containers/agent/Dockerfile", true)]);
-        check("docs\n!docs/keep.md\ndocs/keep.md\n", &[("docs/keep.md", true)]);
+        check(
+            "*\n!containers/datahub\n",
+            &[
+                ("containers/datahub/bin/x", false),
+                ("containers/agent/Dockerfile", true),
+            ],
+        );
+        check(
+            "docs\n!docs/keep.md\ndocs/keep.md\n",
+            &[("docs/keep.md", true)],
+        );
     }
 
     #[test]
     fn comments_and_blank_lines() {
-        check("# comment\n\n  .git  \n", &[(".git/HEAD", true), ("# comment", false)]);
+        check(
+            "# comment\n\n  .git  \n",
+            &[(".git/HEAD", true), ("# comment", false)],
+        );
     }
 }

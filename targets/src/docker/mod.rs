@@ -4,7 +4,11 @@
 //! Every call goes through [`Engine`], which counts API calls (the no-op `up` benchmark
 //! reports them) and knows which node it serves.
 
+pub mod apply;
+pub mod build;
 mod connect;
+pub mod container;
+pub mod health;
 mod observe;
 
 use std::sync::Arc;
@@ -27,7 +31,12 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(docker: Docker, node: impl Into<String>, address: impl Into<String>) -> Self {
-        Engine { docker, node: node.into(), address: address.into(), calls: Arc::new(AtomicUsize::new(0)) }
+        Engine {
+            docker,
+            node: node.into(),
+            address: address.into(),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Counts one API call; returns the client to make it with.

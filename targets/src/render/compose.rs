@@ -18,7 +18,11 @@ use super::{Artifact, RenderError, render};
 pub const CONFIG_COPY: &str = "rivet.config.yaml";
 
 fn duration(ms: u64) -> String {
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 fn service_name(component: &Component, spec: &ContainerSpec) -> String {
@@ -31,22 +35,36 @@ fn service_name(component: &Component, spec: &ContainerSpec) -> String {
 }
 
 fn secrets_of(env: &Env) -> BTreeMap<String, String> {
-    env.iter().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.clone(), v.value.clone())).collect()
+    env.iter()
+        .filter(|(_, v)| v.sensitive)
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect()
 }
 
 /// An env file in the format `docker compose` reads (`KEY=value`, one per line; values are
 /// single-line, as `.env` values are).
 fn env_file(secrets: &BTreeMap<String, String>) -> String {
-    let mut out = String::from("# Written by rivetctl: secrets for docker compose. Keep this file private.\n");
+    let mut out = String::from(
+        "# Written by rivetctl: secrets for docker compose. Keep this file private.\n",
+    );
     for (key, value) in secrets {
         out.push_str(&format!("{key}={value}\n"));
     }
     out
 }
 
-fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, depends: &[(String, &str)]) -> Value {
-    let environment: BTreeMap<&String, &String> =
-        spec.env.iter().filter(|(_, v)| !v.sensitive).map(|(k, v)| (k, &v.value)).collect();
+fn service(
+    component: &Component,
+    spec: &ContainerSpec,
+    env_files: Vec<String>,
+    depends: &[(String, &str)],
+) -> Value {
+    let environment: BTreeMap<&String, &String> = spec
+        .env
+        .iter()
+        .filter(|(_, v)| !v.sensitive)
+        .map(|(k, v)| (k, &v.value))
+        .collect();
     let volumes: Vec<Value> = spec
         .mounts
         .iter()
@@ -74,13 +92,14 @@ fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, 
         "networks": spec.networks.iter().map(|(name, aliases)| json!({"name": name, "aliases": aliases})).collect::<Vec<_>>(),
         "ports": spec.ports.iter().map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port)).collect::<Vec<_>>(),
         "volumes": volumes,
-        "healthcheck": spec.healthcheck.as_ref().map(|h| json!({
+        "healthcheck": spec.healthcheck.as_ref().map(|h| if h.test == ["NONE"] { json!({"disable": true}) } else { json!({
+            "disable": false,
             "test": h.test,
             "interval": duration(h.interval_ms),
             "timeout": duration(h.timeout_ms),
             "retries": h.retries,
             "start_period": duration(h.start_period_ms),
-        })),
+        })}),
         "depends_on": depends.iter().map(|(service, condition)| json!({"service": service, "condition": condition})).collect::<Vec<_>>(),
         "cap_drop": spec.cap_drop,
         "no_new_privileges": spec.no_new_privileges,
@@ -96,13 +115,21 @@ fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, 
 /// The compose files and their env files, one set per node that runs something.
 /// `config_text` is copied beside each compose file (agents mount it) and written 0600, as
 /// it may hold values people should have put in `.env`.
-pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<Vec<Artifact>, RenderError> {
+pub fn artifacts(
+    fleet: &Fleet,
+    config_name: &str,
+    config_text: &str,
+) -> Result<Vec<Artifact>, RenderError> {
     let resources = docker::resources(fleet);
     let nodes: BTreeSet<&str> = resources.iter().map(|r| r.key.node.as_str()).collect();
     let multi = fleet.nodes.len() > 1;
     let mut out = Vec::new();
     for node in nodes {
-        let dir = if multi { format!("{node}/") } else { String::new() };
+        let dir = if multi {
+            format!("{node}/")
+        } else {
+            String::new()
+        };
         let mine: Vec<_> = resources.iter().filter(|r| r.key.node == node).collect();
         let mut networks = Vec::new();
         let mut volumes = Vec::new();
@@ -112,7 +139,9 @@ pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<
         let has_migrate = mine.iter().any(|r| r.component == Component::Migrate);
         for resource in &mine {
             match &resource.payload {
-                DockerObject::Network(net) => networks.push(json!({"name": net.name, "internal": net.internal})),
+                DockerObject::Network(net) => {
+                    networks.push(json!({"name": net.name, "internal": net.internal}))
+                }
                 DockerObject::Volume(volume) => volumes.push(json!(volume.name)),
                 DockerObject::Container(spec) => {
                     let secrets = secrets_of(&spec.env);
@@ -122,7 +151,9 @@ pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<
                             Component::Datahub => "datahub.env".to_string(),
                             _ => files
                                 .iter()
-                                .find(|(name, content)| name.starts_with("agent") && **content == secrets)
+                                .find(|(name, content)| {
+                                    name.starts_with("agent") && **content == secrets
+                                })
                                 .map(|(name, _)| name.clone())
                                 .unwrap_or_else(|| {
                                     if files.keys().any(|k| k.starts_with("agent")) {
@@ -159,9 +190,17 @@ pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<
             contents: render("docker-compose.yaml.j2", &context)?,
             secret: false,
         });
-        out.push(Artifact { path: format!("{dir}{CONFIG_COPY}"), contents: config_text.to_string(), secret: true });
+        out.push(Artifact {
+            path: format!("{dir}{CONFIG_COPY}"),
+            contents: config_text.to_string(),
+            secret: true,
+        });
         for (name, secrets) in files {
-            out.push(Artifact { path: format!("{dir}{name}"), contents: env_file(&secrets), secret: true });
+            out.push(Artifact {
+                path: format!("{dir}{name}"),
+                contents: env_file(&secrets),
+                secret: true,
+            });
         }
     }
     Ok(out)

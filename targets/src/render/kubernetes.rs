@@ -9,6 +9,18 @@
 //! service-account token, and a NetworkPolicy that lets only this deployment's agents and
 //! migrate job reach the datahub.
 //!
+//! Choices the manifests make (the template's comments repeat them for readers of the file):
+//! - The config is not part of the fleet: the pods mount the ConfigMap `<project>-config`
+//!   (key `config.yaml`, created by the runtime) as an *optional* directory volume at
+//!   `~/.rivetos`, read-only. A directory, not a `subPath`, so a later ConfigMap still shows.
+//! - The datahub's `PGDATA` is a subdirectory of its claim (a fresh volume may hold `lost+found`).
+//! - Agents: one replica, surge-first rollouts, a PodDisruptionBudget of `maxUnavailable: 1`.
+//!   Resources come from `kubernetes.resources` when set, else from the fleet's limits;
+//!   requests equal limits. Kubernetes has no per-pod pid limit, so `pids` is not rendered.
+//! - The migrate Job runs before the agents only because rivetctl applies it first and waits.
+//! - A sensitive value's Secret key is its variable name, or `NAME.<owner>` when containers differ.
+//! - The Namespace is a stateful resource: deleting it would delete the claims in it.
+//!
 //! Pure: no I/O; the same fleet gives byte-identical text (maps are `BTreeMap`s, lists sorted).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,62 +61,67 @@ fn secret_name(fleet: &Fleet) -> String {
     format!("{}-secrets", prefix(fleet))
 }
 
+/// Label keys a selector matches on: stable across revisions (selectors are immutable).
+const SELECTOR_KEYS: &[&str] = &[
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "rivetctl.io/agent",
+];
+
 fn labels(fleet: &Fleet, component: &str, agent: Option<&str>) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "rivetos".to_string()),
-        ("app.kubernetes.io/instance".to_string(), fleet.name.clone()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
-        ("app.kubernetes.io/managed-by".to_string(), "rivetctl".to_string()),
-        ("rivetctl.io/deployment".to_string(), fleet.name.clone()),
-    ]);
+    let mut labels: BTreeMap<String, String> = [
+        ("app.kubernetes.io/name", "rivetos"),
+        ("app.kubernetes.io/instance", fleet.name.as_str()),
+        ("app.kubernetes.io/component", component),
+        ("app.kubernetes.io/managed-by", "rivetctl"),
+        ("rivetctl.io/deployment", fleet.name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     if let Some(id) = agent {
         labels.insert("rivetctl.io/agent".into(), id.to_string());
     }
     labels
 }
 
-/// The labels a selector matches on: stable across revisions (selectors are immutable).
-fn selector(fleet: &Fleet, component: &str, agent: Option<&str>) -> BTreeMap<String, String> {
-    let mut selector = BTreeMap::from([
-        ("app.kubernetes.io/instance".to_string(), fleet.name.clone()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
-    ]);
-    if let Some(id) = agent {
-        selector.insert("rivetctl.io/agent".into(), id.to_string());
-    }
-    selector
+fn selector(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| SELECTOR_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
-/// Which Secret key holds each sensitive value. Keys are the variable names; a name whose
-/// value differs between containers (an agent's own sensitive override) gets one key per
-/// container, `NAME.<owner>`.
-struct SecretKeys {
-    values: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl SecretKeys {
-    fn collect<'a>(envs: impl IntoIterator<Item = &'a Env>) -> SecretKeys {
-        let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for env in envs {
-            for (name, value) in env.iter().filter(|(_, v)| v.sensitive) {
-                values.entry(name.clone()).or_default().insert(value.value.clone());
-            }
+/// Sensitive variables whose value differs between containers (an agent's own sensitive
+/// override). Each container gets its own Secret key for them, `NAME.<owner>`; every other
+/// Secret key is the variable's name.
+fn conflicting_secrets<'a>(envs: impl IntoIterator<Item = &'a Env>) -> BTreeSet<String> {
+    let mut values: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut conflicts = BTreeSet::new();
+    for (name, value) in envs.into_iter().flatten().filter(|(_, v)| v.sensitive) {
+        if *values.entry(name).or_insert(&value.value) != value.value {
+            conflicts.insert(name.clone());
         }
-        SecretKeys { values }
     }
-
-    fn key(&self, name: &str, owner: &str) -> String {
-        if self.values.get(name).is_some_and(|v| v.len() > 1) { format!("{name}.{owner}") } else { name.to_string() }
-    }
+    conflicts
 }
 
 /// `[{name, value, secret_key}]` with exactly one of value / secret_key set.
-fn env_entries(env: &Env, owner: &str, keys: &SecretKeys, secrets: &mut BTreeMap<String, String>) -> Value {
+fn env_entries(
+    env: &Env,
+    owner: &str,
+    conflicts: &BTreeSet<String>,
+    secrets: &mut BTreeMap<String, String>,
+) -> Value {
     let entries: Vec<Value> = env
         .iter()
         .map(|(name, value)| {
             if value.sensitive {
-                let key = keys.key(name, owner);
+                let key = match conflicts.contains(name) {
+                    true => format!("{name}.{owner}"),
+                    false => name.clone(),
+                };
                 secrets.insert(key.clone(), value.value.clone());
                 json!({ "name": name, "value": null, "secret_key": key })
             } else {
@@ -144,12 +161,13 @@ fn seconds(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
-fn probe(kind: &str, fleet: &Fleet, http: Option<(&str, u16)>, exec: Option<Vec<String>>, delay: bool) -> Value {
+/// A probe: `action` is `{"http": {path, port}}` or `{"exec": [command]}`.
+fn probe(kind: &str, fleet: &Fleet, action: Value, delay: bool) -> Value {
     let health = &fleet.health;
     json!({
         "kind": kind,
-        "http": http.map(|(path, port)| json!({ "path": path, "port": port })),
-        "exec": exec,
+        "http": action.get("http"),
+        "exec": action.get("exec"),
         "initial_delay": if delay { seconds(health.start_period) } else { 0 },
         "period": seconds(health.interval).max(1),
         "timeout": seconds(health.timeout).max(1),
@@ -170,7 +188,7 @@ pub fn context(fleet: &Fleet) -> Value {
     let config_map = format!("{prefix}-config");
     let grace = seconds(fleet.update.stop_grace_period);
     let health_port = fleet.health.port;
-    let keys = SecretKeys::collect(
+    let keys = conflicting_secrets(
         fleet
             .datahub
             .iter()
@@ -208,16 +226,15 @@ pub fn context(fleet: &Fleet) -> Value {
         }
         let mut hub_mounts = vec![mount("pgdata", DATA_MOUNT, false)];
         hub_mounts.extend(mounts.iter().cloned());
-        let pg_isready = || {
-            Some(vec!["pg_isready".into(), "-U".into(), hub.user.clone(), "-d".into(), hub.database.clone()])
-        };
+        let pg_isready = json!({ "exec": ["pg_isready", "-U", hub.user, "-d", hub.database] });
+        let labels = labels(fleet, "datahub", None);
         workloads.push(json!({
             "kind": "StatefulSet",
             "api_version": "apps/v1",
             "name": format!("{prefix}-datahub"),
             "container": "datahub",
-            "labels": labels(fleet, "datahub", None),
-            "selector": selector(fleet, "datahub", None),
+            "selector": selector(&labels),
+            "labels": labels,
             "annotations": {
                 "rivetctl.io/postgres-version": hub.postgres_version,
                 "rivetctl.io/revision": fleet.revision,
@@ -229,8 +246,8 @@ pub fn context(fleet: &Fleet) -> Value {
             "grace": grace.max(30),
             "ports": [{ "name": "postgres", "port": 5432 }],
             "probes": [
-                probe("readinessProbe", fleet, None, pg_isready(), false),
-                probe("livenessProbe", fleet, None, pg_isready(), true),
+                probe("readinessProbe", fleet, pg_isready.clone(), false),
+                probe("livenessProbe", fleet, pg_isready, true),
             ],
             "mounts": hub_mounts,
             "volumes": volumes,
@@ -244,13 +261,14 @@ pub fn context(fleet: &Fleet) -> Value {
         }));
     }
     if let Some(migrate) = &fleet.migrate {
+        let labels = labels(fleet, "migrate", None);
         workloads.push(json!({
             "kind": "Job",
             "api_version": "batch/v1",
             "name": format!("{prefix}-migrate"),
             "container": "migrate",
-            "labels": labels(fleet, "migrate", None),
-            "selector": selector(fleet, "migrate", None),
+            "selector": selector(&labels),
+            "labels": labels,
             "annotations": { "rivetctl.io/revision": fleet.revision },
             "image": migrate.image,
             "env": env_entries(&migrate.env, "migrate", &keys, &mut secrets),
@@ -275,13 +293,16 @@ pub fn context(fleet: &Fleet) -> Value {
         }
         let name = format!("{prefix}-agent-{}", agent.name);
         let health = &fleet.health;
+        let labels = labels(fleet, "agent", Some(&agent.id));
+        let ready = json!({ "http": { "path": health.path, "port": health_port } });
+        let live = json!({ "http": { "path": health.live_path, "port": health_port } });
         workloads.push(json!({
             "kind": "Deployment",
             "api_version": "apps/v1",
             "name": name,
             "container": "agent",
-            "labels": labels(fleet, "agent", Some(&agent.id)),
-            "selector": selector(fleet, "agent", Some(&agent.id)),
+            "selector": selector(&labels),
+            "labels": labels,
             "annotations": { "rivetctl.io/revision": fleet.revision },
             "image": agent.image,
             "env": env_entries(&agent.env, &agent.name, &keys, &mut secrets),
@@ -290,8 +311,8 @@ pub fn context(fleet: &Fleet) -> Value {
             "grace": grace,
             "ports": [{ "name": "health", "port": health_port }],
             "probes": [
-                probe("readinessProbe", fleet, Some((&health.path, health_port)), None, false),
-                probe("livenessProbe", fleet, Some((&health.live_path, health_port)), None, true),
+                probe("readinessProbe", fleet, ready, false),
+                probe("livenessProbe", fleet, live, true),
             ],
             "mounts": runtime_mounts,
             "volumes": runtime_volumes,
@@ -301,13 +322,15 @@ pub fn context(fleet: &Fleet) -> Value {
     }
     json!({
         "part": "manifests",
-        "namespace": k8s.namespace,
+        // Not `namespace`: that is a minijinja builtin, so a missing key would not be undefined.
+        "namespace_name": k8s.namespace,
         "deployment": fleet.name,
         "config_map": config_map,
         "secret_name": secret_name,
+        "policy_name": format!("{prefix}-datahub-ingress"),
         "history": fleet.update.keep_images,
         "namespace_labels": labels(fleet, "foundation", None),
-        "datahub_selector": fleet.datahub.as_ref().map(|_| selector(fleet, "datahub", None)),
+        "datahub_selector": fleet.datahub.as_ref().map(|_| selector(&labels(fleet, "datahub", None))),
         "datahub_policy_labels": labels(fleet, "datahub", None),
         "shared": shared,
         "workloads": workloads,
@@ -322,8 +345,16 @@ pub fn artifacts(fleet: &Fleet) -> Result<Vec<Artifact>, RenderError> {
     ctx["part"] = json!("secret");
     let secret = render(TEMPLATE, &ctx)?;
     Ok(vec![
-        Artifact { path: MANIFESTS_PATH.into(), contents: manifests, secret: false },
-        Artifact { path: SECRET_PATH.into(), contents: secret, secret: true },
+        Artifact {
+            path: MANIFESTS_PATH.into(),
+            contents: manifests,
+            secret: false,
+        },
+        Artifact {
+            path: SECRET_PATH.into(),
+            contents: secret,
+            secret: true,
+        },
     ])
 }
 
@@ -339,7 +370,27 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, RenderError> {
 }
 
 fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// `replace_on` entries for these roots: each root and, where it is a list, each element
+/// (`spec.accessModes[0]`): [`Resource::forces_replacement`] matches `root.` prefixes only.
+fn replace_paths(roots: &[&str], fields: &Fields) -> BTreeSet<String> {
+    let mut paths: BTreeSet<String> = roots.iter().map(|r| r.to_string()).collect();
+    for field in fields.keys() {
+        for root in roots {
+            let element = field
+                .strip_prefix(root)
+                .and_then(|rest| rest.strip_prefix('['));
+            if let Some(end) = element.and_then(|rest| rest.find(']').map(|end| &rest[..end])) {
+                paths.insert(format!("{root}[{end}]"));
+            }
+        }
+    }
+    paths
 }
 
 /// One resource per rendered object, in file order (manifests, then the Secret).
@@ -359,8 +410,12 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
                 "StatefulSet" => (Component::Datahub, false, Some(RunState::Running)),
                 "Job" => (Component::Migrate, false, Some(RunState::Completed)),
                 "Deployment" => (Component::Agent(agent), false, Some(RunState::Running)),
-                "Service" | "PodDisruptionBudget" if !agent.is_empty() => (Component::Agent(agent), false, None),
+                "Service" | "PodDisruptionBudget" if !agent.is_empty() => {
+                    (Component::Agent(agent), false, None)
+                }
                 "Service" => (Component::Datahub, false, None),
+                // Deleting a namespace deletes every claim in it: it is kept like data.
+                "Namespace" => (Component::Foundation, true, None),
                 _ => (Component::Foundation, false, None),
             };
             let replace_on: &[&str] = match kind.as_str() {
@@ -378,15 +433,26 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
             };
             let is_secret = kind == "Secret";
             let mut fields = Fields::new();
-            let secret = |path: &str| is_secret && (path.starts_with("stringData.") || path.starts_with("data."));
+            let secret = |path: &str| {
+                is_secret && (path.starts_with("stringData.") || path.starts_with("data."))
+            };
             flatten_json(&object, "", &mut fields, &secret, &fleet.name);
-            let node = if kind == "Namespace" { CLUSTER } else { namespace.as_str() };
+            let replace_on = replace_paths(replace_on, &fields);
+            let node = if kind == "Namespace" {
+                CLUSTER
+            } else {
+                namespace.as_str()
+            };
             out.push(Resource {
-                key: ResourceKey { node: node.to_string(), kind, name },
+                key: ResourceKey {
+                    node: node.to_string(),
+                    kind,
+                    name,
+                },
                 component,
                 stateful,
                 fields,
-                replace_on: replace_on.iter().map(|s| s.to_string()).collect(),
+                replace_on,
                 run_state,
                 payload: object,
             });

@@ -1,0 +1,166 @@
+//! `rivetctl status`: per node and service, the image and revision, state, health, uptime,
+//! and whether it matches the configuration (drift).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use orchestrator::docker::{KIND_CONTAINER, labels};
+use orchestrator::plan::{self, Action, PlanOptions};
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::exit::ExitStatus;
+use crate::printer::Printer;
+use crate::session::Session;
+
+/// One service in `status --output json` (docs/output.md).
+#[derive(Debug, Serialize)]
+struct ServiceDocument {
+    node: String,
+    name: String,
+    component: String,
+    image: String,
+    revision: String,
+    state: String,
+    health: String,
+    uptime_seconds: Option<i64>,
+    /// `in sync`, `missing`, `stopped`, or the changed fields.
+    drift: String,
+}
+
+fn uptime(started: &str) -> Option<i64> {
+    let started: Timestamp = started.parse().ok()?;
+    Some((Timestamp::now().as_second() - started.as_second()).max(0))
+}
+
+fn human(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
+    let session = Session::open(printer, global, "status").await?;
+    let desired = session.desired();
+    let observed = session.observe().await?;
+    let plan = plan::plan(
+        &session.fleet.name,
+        "docker",
+        &desired,
+        &observed,
+        PlanOptions::default(),
+    );
+    let mut drift: BTreeMap<(String, String), String> = BTreeMap::new();
+    for step in &plan.steps {
+        let what = match (step.action, &step.drift) {
+            (Action::Create, _) => "missing".to_string(),
+            (Action::Delete, _) => "no longer in the config".to_string(),
+            (_, Some(d)) if step.changes.is_empty() => d.observed.clone(),
+            _ => {
+                let fields: Vec<&str> = step
+                    .changes
+                    .iter()
+                    .map(|c| c.field.as_str())
+                    .take(4)
+                    .collect();
+                format!("changed: {}", fields.join(", "))
+            }
+        };
+        drift.insert((step.key.node.clone(), step.key.name.clone()), what);
+    }
+    let mut services = Vec::new();
+    for found in observed.iter().filter(|o| o.key.kind == KIND_CONTAINER) {
+        let engine = &session.engines[&found.key.node];
+        let info = engine
+            .call()
+            .inspect_container(&found.key.name, None)
+            .await?;
+        let state = info.state.unwrap_or_default();
+        let config_labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let running = state.running == Some(true);
+        services.push(ServiceDocument {
+            node: found.key.node.clone(),
+            name: found.key.name.clone(),
+            component: config_labels
+                .get(labels::COMPONENT)
+                .cloned()
+                .unwrap_or_default(),
+            image: info.config.and_then(|c| c.image).unwrap_or_default(),
+            revision: config_labels
+                .get(labels::REVISION)
+                .cloned()
+                .unwrap_or_default(),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map_or_else(|| "-".to_string(), |h| h.to_string()),
+            uptime_seconds: if running {
+                state.started_at.as_deref().and_then(uptime)
+            } else {
+                None
+            },
+            drift: drift
+                .remove(&(found.key.node.clone(), found.key.name.clone()))
+                .unwrap_or_else(|| "in sync".into()),
+        });
+    }
+    for ((node, name), what) in drift {
+        if what == "missing"
+            && desired
+                .iter()
+                .any(|d| d.key.name == name && d.key.kind == KIND_CONTAINER)
+        {
+            services.push(ServiceDocument {
+                node,
+                name,
+                component: String::new(),
+                image: String::new(),
+                revision: String::new(),
+                state: "missing".into(),
+                health: "-".into(),
+                uptime_seconds: None,
+                drift: what,
+            });
+        }
+    }
+    if printer.json() {
+        for service in &services {
+            printer.json_line(service)?;
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let mut out = format!(
+        "{:<10} {:<36} {:<32} {:<14} {:<9} {:<10} {:>7}  {}\n",
+        "NODE", "SERVICE", "IMAGE", "REVISION", "STATE", "HEALTH", "UPTIME", "DRIFT"
+    );
+    for s in &services {
+        let revision: String = s.revision.chars().take(12).collect();
+        out.push_str(&format!(
+            "{:<10} {:<36} {:<32} {:<14} {:<9} {:<10} {:>7}  {}\n",
+            s.node,
+            s.name,
+            s.image,
+            revision,
+            s.state,
+            s.health,
+            s.uptime_seconds.map_or("-".into(), human),
+            s.drift
+        ));
+    }
+    if services.is_empty() {
+        out = format!(
+            "Deployment \"{}\" has no containers. Run `rivetctl infra up`.\n",
+            session.fleet.name
+        );
+    }
+    printer.data(&out)?;
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,82 @@
+//! What the Docker commands share: the loaded project, its images and fleet, and a
+//! connection to every node's engine.
+
+use std::collections::HashMap;
+
+use orchestrator::config::Target;
+use orchestrator::docker::{self, DockerObject};
+use orchestrator::fleet::Fleet;
+use orchestrator::resource::{ObservedResource, Resource};
+use targets::docker::Engine;
+
+use crate::cli::GlobalArgs;
+use crate::exit::hinted;
+use crate::printer::Printer;
+use crate::project::{self, Project};
+use crate::source::{self, Resolved};
+use crate::{engines, fleet};
+
+/// A project with its fleet and engines.
+pub struct Session {
+    pub project: Project,
+    pub resolved: Resolved,
+    pub fleet: Fleet,
+    pub engines: HashMap<String, Engine>,
+}
+
+/// Refuses targets whose apply is not built yet, saying what works instead.
+pub fn require_docker(project: &Project, command: &str) -> anyhow::Result<()> {
+    match project.config.raw.deployment.target {
+        Target::Docker => Ok(()),
+        Target::Manual => Err(hinted(
+            format!("`{command}` does not apply to target \"manual\""),
+            crate::commands::preview::MANUAL,
+        )),
+        other => Err(hinted(
+            format!(
+                "`{command}` is not implemented for the {} target yet",
+                other.as_str()
+            ),
+            "`rivetctl infra preview --out DIR` renders its manifests/parameters for you to apply",
+        )),
+    }
+}
+
+impl Session {
+    /// Loads the project (checking its target) and connects to its engines.
+    pub async fn open(
+        printer: &Printer,
+        global: &GlobalArgs,
+        command: &str,
+    ) -> anyhow::Result<Session> {
+        let project = project::load(printer, &global.config)?;
+        require_docker(&project, command)?;
+        let resolved = source::resolve(&project)?;
+        let fleet = fleet::build(&project, &resolved)?;
+        let connected = engines::connect_all(&fleet).await?;
+        let engines = connected.into_iter().map(|e| (e.node.clone(), e)).collect();
+        Ok(Session {
+            project,
+            resolved,
+            fleet,
+            engines,
+        })
+    }
+
+    /// The desired Docker resources.
+    pub fn desired(&self) -> Vec<Resource<DockerObject>> {
+        docker::resources(&self.fleet)
+    }
+
+    /// What the deployment owns on every engine.
+    pub async fn observe(&self) -> anyhow::Result<Vec<ObservedResource>> {
+        let mut engines: Vec<Engine> = self.engines.values().cloned().collect();
+        engines.sort_by(|a, b| a.node.cmp(&b.node));
+        engines::observe_all(&engines, &self.fleet.name).await
+    }
+
+    /// Engine API calls made so far.
+    pub fn api_calls(&self) -> usize {
+        self.engines.values().map(Engine::calls).sum()
+    }
+}

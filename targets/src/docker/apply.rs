@@ -1,0 +1,427 @@
+//! Executing a plan on Docker Engines, wave by wave; the steps of a wave run together.
+//!
+//! Every step is idempotent with respect to its end state (a leftover from an interrupted
+//! run is removed first), and the plan decides how replacements happen: agents start their
+//! new container next to the old one and only remove the old one once the new one is
+//! healthy, so a revision that fails its health check leaves the fleet as it was.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{EndpointSettings, NetworkConnectRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::future::join_all;
+use orchestrator::docker::{ContainerSpec, DockerObject, DockerResource};
+use orchestrator::plan::{Action, Plan, Step, Strategy, Wait};
+use orchestrator::resource::ResourceKey;
+
+use super::Engine;
+use super::container::{container_request, network_request, volume_request};
+use super::health::{Readiness, Ready, wait_ready};
+
+/// Suffix of the container that replaces a running agent until it is healthy.
+pub const NEXT_SUFFIX: &str = "-rivetctl-next";
+
+/// Something that happened to one object, for progress output.
+#[derive(Debug, Clone)]
+pub struct ApplyEvent {
+    pub key: ResourceKey,
+    pub status: EventStatus,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    Started,
+    Waiting,
+    Done,
+    Failed,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Started => "started",
+            EventStatus::Waiting => "waiting",
+            EventStatus::Done => "done",
+            EventStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A step whose container did not become ready.
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub key: ResourceKey,
+    pub reason: String,
+    pub logs: Vec<String>,
+    /// The previous container is still there, serving.
+    pub previous_kept: bool,
+}
+
+/// What applying did.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Steps that completed, with how long each took.
+    pub done: Vec<(ResourceKey, Action, Duration)>,
+    pub failures: Vec<StepFailure>,
+    /// Steps not started because an earlier wave failed.
+    pub skipped: Vec<ResourceKey>,
+}
+
+/// Engine API failures (not health failures: those are [`StepFailure`]s).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {name} on node {node}")]
+pub struct ApplyError {
+    pub what: &'static str,
+    pub name: String,
+    pub node: String,
+    #[source]
+    pub source: bollard::errors::Error,
+}
+
+/// Settings of one apply run.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions {
+    /// How long a container may take to become healthy (or to finish).
+    pub health_deadline: Duration,
+}
+
+fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(
+        err,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn api<'a>(
+    what: &'static str,
+    key: &'a ResourceKey,
+) -> impl FnOnce(bollard::errors::Error) -> ApplyError + 'a {
+    move |source| ApplyError {
+        what,
+        name: key.name.clone(),
+        node: key.node.clone(),
+        source,
+    }
+}
+
+/// Stops (SIGTERM, then SIGKILL after the grace period) and removes a container; absent is fine.
+pub async fn remove_container(
+    engine: &Engine,
+    name: &str,
+    grace_secs: u64,
+) -> Result<(), bollard::errors::Error> {
+    let stop = StopContainerOptionsBuilder::default()
+        .t(grace_secs as i32)
+        .build();
+    match engine.call().stop_container(name, Some(stop)).await {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => {}
+        Err(e) => return Err(e),
+    }
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    match engine.call().remove_container(name, Some(remove)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates a container under `name`, joins its networks, starts it.
+async fn create_and_start(
+    engine: &Engine,
+    name: &str,
+    spec: &ContainerSpec,
+    resource: &DockerResource,
+) -> Result<(), ApplyError> {
+    let key = &resource.key;
+    let options = CreateContainerOptionsBuilder::default().name(name).build();
+    engine
+        .call()
+        .create_container(Some(options), container_request(spec, &resource.fields))
+        .await
+        .map_err(api("cannot create container", key))?;
+    for (network, aliases) in spec.networks.iter().skip(1) {
+        let request = NetworkConnectRequest {
+            container: name.to_string(),
+            endpoint_config: Some(EndpointSettings {
+                aliases: Some(aliases.clone()),
+                ..Default::default()
+            }),
+        };
+        engine
+            .call()
+            .connect_network(network, request)
+            .await
+            .map_err(api("cannot connect to network", key))?;
+    }
+    engine
+        .call()
+        .start_container(name, None)
+        .await
+        .map_err(api("cannot start container", key))?;
+    Ok(())
+}
+
+fn ready_of(wait: Wait) -> Option<Ready> {
+    match wait {
+        Wait::Healthy => Some(Ready::Healthy),
+        Wait::Completed => Some(Ready::Completed),
+        Wait::Nothing => None,
+    }
+}
+
+/// Runs one step. `Ok(Some(failure))` when a container did not become ready.
+async fn run_step(
+    engine: &Engine,
+    step: &Step<DockerObject>,
+    options: ApplyOptions,
+    emit: &(dyn Fn(ApplyEvent) + Sync),
+) -> Result<Option<StepFailure>, ApplyError> {
+    let key = &step.key;
+    let event = |status, detail: String| {
+        emit(ApplyEvent {
+            key: key.clone(),
+            status,
+            detail,
+        })
+    };
+    if step.action == Action::Delete {
+        event(EventStatus::Started, "removing".into());
+        match key.kind.as_str() {
+            orchestrator::docker::KIND_CONTAINER => remove_container(engine, &key.name, 30)
+                .await
+                .map_err(api("cannot remove container", key))?,
+            orchestrator::docker::KIND_NETWORK => {
+                match engine.call().remove_network(&key.name).await {
+                    Err(e) if !is_not_found(&e) => {
+                        return Err(api("cannot remove network", key)(e));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {
+                let options = RemoveVolumeOptionsBuilder::default().force(false).build();
+                match engine.call().remove_volume(&key.name, Some(options)).await {
+                    Err(e) if !is_not_found(&e) => return Err(api("cannot remove volume", key)(e)),
+                    _ => {}
+                }
+            }
+        }
+        return Ok(None);
+    }
+    let resource = step
+        .desired
+        .as_ref()
+        .expect("non-delete steps carry the desired resource");
+    match &resource.payload {
+        DockerObject::Network(spec) => {
+            if step.action == Action::Replace {
+                let _ = engine.call().remove_network(&spec.name).await;
+            }
+            event(EventStatus::Started, "creating network".into());
+            engine
+                .call()
+                .create_network(network_request(spec, &resource.fields))
+                .await
+                .map_err(api("cannot create network", key))?;
+            Ok(None)
+        }
+        DockerObject::Volume(spec) => {
+            event(EventStatus::Started, "creating volume".into());
+            engine
+                .call()
+                .create_volume(volume_request(spec, &resource.fields))
+                .await
+                .map_err(api("cannot create volume", key))?;
+            Ok(None)
+        }
+        DockerObject::Container(spec) => {
+            run_container(engine, step, resource, spec, options, &event).await
+        }
+    }
+}
+
+async fn run_container(
+    engine: &Engine,
+    step: &Step<DockerObject>,
+    resource: &DockerResource,
+    spec: &ContainerSpec,
+    options: ApplyOptions,
+    event: &dyn Fn(EventStatus, String),
+) -> Result<Option<StepFailure>, ApplyError> {
+    let key = &step.key;
+    let ready = ready_of(step.wait);
+    let wait = |name: String| async move {
+        match ready {
+            None => Ok(Readiness::Ready),
+            Some(ready) => wait_ready(engine, &name, ready, options.health_deadline)
+                .await
+                .map_err(api("cannot inspect container", key)),
+        }
+    };
+    // Drift only (stopped by hand, spec unchanged): start the same container again.
+    if step.action == Action::Update && step.changes.is_empty() && step.observed.is_some() {
+        event(EventStatus::Started, "starting (was stopped)".into());
+        engine
+            .call()
+            .start_container(&key.name, None)
+            .await
+            .map_err(api("cannot start container", key))?;
+        event(EventStatus::Waiting, "waiting for health".into());
+        return Ok(match wait(key.name.clone()).await? {
+            Readiness::Ready => None,
+            Readiness::Failed { reason, logs } => Some(StepFailure {
+                key: key.clone(),
+                reason,
+                logs,
+                previous_kept: false,
+            }),
+        });
+    }
+    let previous = step.observed.is_some();
+    let next_name = format!("{}{NEXT_SUFFIX}", spec.name);
+    // A leftover of an interrupted run is never what we want.
+    remove_container(engine, &next_name, 0)
+        .await
+        .map_err(api("cannot remove container", key))?;
+    if previous && step.strategy == Strategy::CreateBeforeDestroy {
+        event(
+            EventStatus::Started,
+            "starting the new container next to the old one".into(),
+        );
+        create_and_start(engine, &next_name, spec, resource).await?;
+        event(EventStatus::Waiting, "waiting for health".into());
+        if let Readiness::Failed { reason, logs } = wait(next_name.clone()).await? {
+            remove_container(engine, &next_name, 0)
+                .await
+                .map_err(api("cannot remove container", key))?;
+            return Ok(Some(StepFailure {
+                key: key.clone(),
+                reason,
+                logs,
+                previous_kept: true,
+            }));
+        }
+        remove_container(engine, &spec.name, spec.stop_grace_secs)
+            .await
+            .map_err(api("cannot remove container", key))?;
+        let rename = RenameContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        engine
+            .call()
+            .rename_container(&next_name, rename)
+            .await
+            .map_err(api("cannot rename container", key))?;
+        return Ok(None);
+    }
+    if previous {
+        event(EventStatus::Started, "stopping the old container".into());
+    }
+    remove_container(engine, &spec.name, spec.stop_grace_secs)
+        .await
+        .map_err(api("cannot remove container", key))?;
+    event(EventStatus::Started, "starting".into());
+    create_and_start(engine, &spec.name, spec, resource).await?;
+    if ready.is_some() {
+        event(
+            EventStatus::Waiting,
+            if ready == Some(Ready::Completed) {
+                "running to completion"
+            } else {
+                "waiting for health"
+            }
+            .into(),
+        );
+    }
+    Ok(match wait(spec.name.clone()).await? {
+        Readiness::Ready => None,
+        Readiness::Failed { reason, logs } => {
+            // A new container that never became ready is removed: the fleet stays as it was.
+            if !previous {
+                remove_container(engine, &spec.name, 0)
+                    .await
+                    .map_err(api("cannot remove container", key))?;
+            }
+            Some(StepFailure {
+                key: key.clone(),
+                reason,
+                logs,
+                previous_kept: false,
+            })
+        }
+    })
+}
+
+/// Applies a plan across engines (by node name), emitting events; stops after the first
+/// wave with a failure.
+pub async fn apply(
+    engines: &HashMap<String, Engine>,
+    plan: &Plan<DockerObject>,
+    options: ApplyOptions,
+    emit: &(dyn Fn(ApplyEvent) + Sync),
+) -> Result<ApplyReport, ApplyError> {
+    let mut report = ApplyReport::default();
+    for (_, steps) in plan.waves() {
+        if !report.failures.is_empty() {
+            report.skipped.extend(steps.iter().map(|s| s.key.clone()));
+            continue;
+        }
+        let runs = steps.iter().map(|step| async move {
+            let engine = engines
+                .get(&step.key.node)
+                .expect("an engine for every node of the plan");
+            let started = Instant::now();
+            let result = run_step(engine, step, options, emit).await;
+            (step, started.elapsed(), result)
+        });
+        let mut first_error = None;
+        for (step, elapsed, result) in join_all(runs).await {
+            match result {
+                Ok(None) => {
+                    emit(ApplyEvent {
+                        key: step.key.clone(),
+                        status: EventStatus::Done,
+                        detail: format!(
+                            "{} in {:.1}s",
+                            step.action.as_str(),
+                            elapsed.as_secs_f64()
+                        ),
+                    });
+                    report.done.push((step.key.clone(), step.action, elapsed));
+                }
+                Ok(Some(failure)) => {
+                    emit(ApplyEvent {
+                        key: step.key.clone(),
+                        status: EventStatus::Failed,
+                        detail: failure.reason.clone(),
+                    });
+                    report.failures.push(failure);
+                }
+                Err(err) => {
+                    emit(ApplyEvent {
+                        key: step.key.clone(),
+                        status: EventStatus::Failed,
+                        detail: format!("{err}"),
+                    });
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+    }
+    Ok(report)
+}
