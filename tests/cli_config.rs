@@ -31,27 +31,19 @@ fn every_broken_config_fails_with_a_position_and_a_hint() {
         let position = regex_like_position(&stderr, name);
         assert!(position, "{name}: no {name}:line:col in\n{text}");
         assert!(stderr.contains("\nhint: "), "{name}: no hint in\n{text}");
-        golden(
-            &format!(
-                "tests/config/broken/{}.stderr",
-                name.trim_end_matches(".yaml")
-            ),
-            &stderr,
-        );
+        golden(&format!("tests/config/broken/{}.stderr", name.trim_end_matches(".yaml")), &stderr);
     }
 }
 
 /// True when `stderr` holds `--> <name>:<line>:<col>`.
 fn regex_like_position(stderr: &str, name: &str) -> bool {
     stderr.lines().any(|line| {
-        line.trim_start()
-            .strip_prefix(&format!("--> {name}:"))
-            .is_some_and(|rest| {
-                let mut parts = rest.split(':');
-                let line_ok = parts.next().is_some_and(|p| p.parse::<u32>().is_ok());
-                let col_ok = parts.next().is_some_and(|p| p.parse::<u32>().is_ok());
-                line_ok && col_ok
-            })
+        line.trim_start().strip_prefix(&format!("--> {name}:")).is_some_and(|rest| {
+            let mut parts = rest.split(':');
+            let line_ok = parts.next().is_some_and(|p| p.parse::<u32>().is_ok());
+            let col_ok = parts.next().is_some_and(|p| p.parse::<u32>().is_ok());
+            line_ok && col_ok
+        })
     })
 }
 
@@ -60,35 +52,20 @@ fn preview_refuses_broken_configs_before_touching_anything() {
     let dir = repo().join("tests/config/broken");
     let output = run(rivetctl(&dir).args(["-c", "04-port-out-of-range.yaml", "infra", "preview"]));
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    assert!(
-        output.stdout.is_empty(),
-        "no plan is printed: {}",
-        describe(&output)
-    );
+    assert!(output.stdout.is_empty(), "no plan is printed: {}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing was changed"));
 }
 
 #[test]
 fn json_diagnostics() {
     let dir = repo().join("tests/config/broken");
-    let output = run(rivetctl(&dir).args([
-        "-c",
-        "25-many-errors.yaml",
-        "--output",
-        "json",
-        "config",
-        "validate",
-    ]));
+    let output = run(rivetctl(&dir).args(["-c", "25-many-errors.yaml", "--output", "json", "config", "validate"]));
     assert_eq!(output.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
     assert_eq!(doc["valid"], false);
     let diagnostics = doc["diagnostics"].as_array().unwrap();
     assert!(diagnostics.len() >= 5, "{doc:#}");
-    assert!(
-        diagnostics
-            .iter()
-            .all(|d| d["line"].is_u64() && d["column"].is_u64())
-    );
+    assert!(diagnostics.iter().all(|d| d["line"].is_u64() && d["column"].is_u64()));
 }
 
 #[test]
@@ -97,10 +74,7 @@ fn a_missing_config_file_says_how_to_point_at_one() {
     let output = run(rivetctl(&dir).args(["-c", "nope.yaml", "config", "validate"]));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("config file nope.yaml not found"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("config file nope.yaml not found"), "{stderr}");
     assert!(stderr.contains("hint: pass -c PATH"), "{stderr}");
 }
 
@@ -108,11 +82,6 @@ fn a_missing_config_file_says_how_to_point_at_one() {
 fn examples_are_valid() {
     for example in ["examples/quickstart/rivet.config.yaml"] {
         let output = run(rivetctl(&repo()).args(["-c", example, "config", "validate"]));
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{example}: {}",
-            describe(&output)
-        );
+        assert_eq!(output.status.code(), Some(0), "{example}: {}", describe(&output));
     }
 }

@@ -11,11 +11,7 @@ use support::docker::{TestFleet, docker};
 const AGENTS: &[&str] = &["grok", "opus"];
 
 fn ids(fleet: &TestFleet) -> Vec<(String, String)> {
-    fleet
-        .containers()
-        .into_iter()
-        .map(|(name, c)| (name, c.id))
-        .collect()
+    fleet.containers().into_iter().map(|(name, c)| (name, c.id)).collect()
 }
 
 #[test]
@@ -26,28 +22,17 @@ fn up_converges_is_idempotent_and_repairs_drift() {
     let before = ids(&fleet);
 
     let again = fleet.expect(&["infra", "up"], 0);
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("No changes"),
-        "{}",
-        describe(&again)
-    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("No changes"), "{}", describe(&again));
     assert_eq!(ids(&fleet), before, "a no-op up touches nothing");
 
     // Stopped by hand: drift in preview, repaired by up (same container).
     docker(&["stop", "-t", "1", &fleet.agent("grok")]);
     let preview = fleet.expect(&["infra", "preview", "--detailed-exitcode"], 2);
     let text = String::from_utf8_lossy(&preview.stdout);
-    assert!(
-        text.contains(&fleet.agent("grok")) && text.contains("(drift)"),
-        "{text}"
-    );
+    assert!(text.contains(&fleet.agent("grok")) && text.contains("(drift)"), "{text}");
     fleet.expect(&["infra", "up"], 0);
     fleet.assert_healthy(AGENTS);
-    assert_eq!(
-        ids(&fleet),
-        before,
-        "a stopped container is started again, not replaced"
-    );
+    assert_eq!(ids(&fleet), before, "a stopped container is started again, not replaced");
 
     // Removed by hand: created again; nothing else changes.
     docker(&["rm", "-f", &fleet.agent("opus")]);
@@ -64,15 +49,9 @@ fn up_converges_is_idempotent_and_repairs_drift() {
     }
 
     let status = fleet.expect(&["--output", "json", "status"], 0);
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&status.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        lines.len(),
-        4,
-        "datahub, migrate and two agents: {lines:#?}"
-    );
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&status.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "datahub, migrate and two agents: {lines:#?}");
     for line in lines.iter().filter(|l| l["component"] == "agent") {
         assert_eq!(line["health"], "healthy");
         assert_eq!(line["drift"], "in sync");
@@ -94,18 +73,10 @@ fn changing_one_agent_recreates_only_that_agent() {
     );
     fleet.assert_healthy(AGENTS);
     let after = ids(&fleet);
-    let changed: Vec<&String> = after
-        .iter()
-        .filter(|(name, id)| !before.contains(&(name.clone(), id.clone())))
-        .map(|(n, _)| n)
-        .collect();
+    let changed: Vec<&String> =
+        after.iter().filter(|(name, id)| !before.contains(&(name.clone(), id.clone()))).map(|(n, _)| n).collect();
     assert_eq!(changed, [&fleet.agent("opus")]);
-    let env = docker(&[
-        "inspect",
-        "--format",
-        "{{range .Config.Env}}{{println .}}{{end}}",
-        &fleet.agent("opus"),
-    ]);
+    let env = docker(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", &fleet.agent("opus")]);
     assert!(env.lines().any(|l| l == "LOG_LEVEL=debug"), "{env}");
 }
 
@@ -117,15 +88,10 @@ fn removed_agents_are_pruned_only_after_confirmation() {
     let refused = fleet.expect(&["infra", "up"], 1);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.contains("refusing")
-            && stderr.contains(&fleet.agent("grok"))
-            && stderr.contains("--yes"),
+        stderr.contains("refusing") && stderr.contains(&fleet.agent("grok")) && stderr.contains("--yes"),
         "{stderr}"
     );
-    assert!(
-        fleet.containers().contains_key(&fleet.agent("grok")),
-        "nothing changed without confirmation"
-    );
+    assert!(fleet.containers().contains_key(&fleet.agent("grok")), "nothing changed without confirmation");
     fleet.expect(&["infra", "up", "--yes"], 0);
     assert!(!fleet.containers().contains_key(&fleet.agent("grok")));
     fleet.assert_healthy(&["opus"]);
@@ -136,23 +102,14 @@ fn destroy_keeps_data_unless_volumes_is_given() {
     let fleet = TestFleet::new("destroy");
     fleet.expect(&["infra", "up", "--yes"], 0);
     let hub = format!("{}-datahub", fleet.name);
-    docker(&[
-        "exec",
-        &hub,
-        "sh",
-        "-c",
-        "echo kept-across-destroy > /var/lib/postgresql/data/marker",
-    ]);
+    docker(&["exec", &hub, "sh", "-c", "echo kept-across-destroy > /var/lib/postgresql/data/marker"]);
     let refused = fleet.expect(&["infra", "destroy"], 1);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
     assert_eq!(fleet.containers().len(), 4, "refused: nothing removed");
 
     let output = fleet.expect(&["infra", "destroy", "--yes"], 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("Kept") && stdout.contains(&format!("{}-pgdata", fleet.name)),
-        "{stdout}"
-    );
+    assert!(stdout.contains("Kept") && stdout.contains(&format!("{}-pgdata", fleet.name)), "{stdout}");
     assert!(fleet.containers().is_empty());
     assert!(fleet.list("network").is_empty());
     assert_eq!(fleet.list("volume").len(), 2);
@@ -171,11 +128,7 @@ fn a_revision_that_fails_its_health_check_leaves_the_fleet_serving() {
     let fleet = TestFleet::new("failing");
     fleet.expect(&["infra", "up", "--yes"], 0);
     let before = ids(&fleet);
-    std::fs::write(
-        fleet.dir.path().join("containers/agent/FAIL_HEALTH"),
-        "broken on purpose\n",
-    )
-    .unwrap();
+    std::fs::write(fleet.dir.path().join("containers/agent/FAIL_HEALTH"), "broken on purpose\n").unwrap();
     let output = fleet.expect(&["infra", "up"], 3);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("health check failed"), "{stderr}");
@@ -183,54 +136,27 @@ fn a_revision_that_fails_its_health_check_leaves_the_fleet_serving() {
     assert!(stderr.contains("log lines"), "{stderr}");
     // The migrate step ran with the new image (it passed); every serving container is the
     // previous one.
-    let serving = |all: Vec<(String, String)>| {
-        all.into_iter()
-            .filter(|(n, _)| !n.ends_with("-migrate"))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        serving(ids(&fleet)),
-        serving(before),
-        "the previous containers are untouched"
-    );
+    let serving =
+        |all: Vec<(String, String)>| all.into_iter().filter(|(n, _)| !n.ends_with("-migrate")).collect::<Vec<_>>();
+    assert_eq!(serving(ids(&fleet)), serving(before), "the previous containers are untouched");
     fleet.assert_healthy(AGENTS);
-    assert!(
-        !fleet
-            .containers()
-            .keys()
-            .any(|n| n.ends_with("-rivetctl-next"))
-    );
+    assert!(!fleet.containers().keys().any(|n| n.ends_with("-rivetctl-next")));
 }
 
 #[test]
 fn a_second_concurrent_up_fails_on_the_lock() {
     let fleet = TestFleet::new("lock");
-    let mut first = fleet
-        .command(&["infra", "up", "--yes"])
-        .spawn()
-        .expect("spawn rivetctl");
-    let lock = fleet
-        .dir
-        .path()
-        .join(format!(".rivetctl/{0}/locks/{0}.lock", fleet.name));
+    let mut first = fleet.command(&["infra", "up", "--yes"]).spawn().expect("spawn rivetctl");
+    let lock = fleet.dir.path().join(format!(".rivetctl/{0}/locks/{0}.lock", fleet.name));
     let started = Instant::now();
     while !lock.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the first run never took the lock"
-        );
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the first run ended before taking the lock"
-        );
+        assert!(started.elapsed() < Duration::from_secs(60), "the first run never took the lock");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended before taking the lock");
         std::thread::sleep(Duration::from_millis(20));
     }
     let second = fleet.expect(&["infra", "up", "--yes"], 1);
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        stderr.contains("is locked by `rivetctl infra up`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("is locked by `rivetctl infra up`"), "{stderr}");
     assert!(stderr.contains(&format!("pid {}", first.id())), "{stderr}");
     assert!(first.wait().unwrap().success());
     assert!(!lock.exists(), "the lock is released");
@@ -242,11 +168,7 @@ fn a_bad_config_touches_nothing() {
     let fleet = TestFleet::new("bad");
     fleet.edit(|text| text.replace("postgres_port: 0", "postgres_port: 70000"));
     let output = fleet.expect(&["infra", "up", "--yes"], 1);
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("rivet.config.yaml:"),
-        "{}",
-        describe(&output)
-    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rivet.config.yaml:"), "{}", describe(&output));
     assert!(fleet.containers().is_empty());
     assert!(fleet.list("volume").is_empty());
     assert!(fleet.list("network").is_empty());
@@ -256,31 +178,15 @@ fn a_bad_config_touches_nothing() {
 fn docker_compose_accepts_the_rendered_file() {
     let fleet = TestFleet::new("compose");
     let out = fleet.dir.path().join("rendered");
-    fleet.expect(
-        &[
-            "infra",
-            "preview",
-            "--offline",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        0,
-    );
+    fleet.expect(&["infra", "preview", "--offline", "--out", out.to_str().unwrap()], 0);
     let check = std::process::Command::new("docker-compose")
         .args(["-f", "docker-compose.yaml", "config", "--quiet"])
         .current_dir(&out)
         .output()
         .expect("docker-compose (Debian package docker-compose) must be installed");
-    assert!(
-        check.status.success(),
-        "docker-compose rejected the file: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert!(check.status.success(), "docker-compose rejected the file: {}", String::from_utf8_lossy(&check.stderr));
     let compose = std::fs::read_to_string(out.join("docker-compose.yaml")).unwrap();
-    assert!(
-        !compose.contains("quickstart-demo-password"),
-        "secrets stay out of the compose file"
-    );
+    assert!(!compose.contains("quickstart-demo-password"), "secrets stay out of the compose file");
     let secret = std::fs::metadata(out.join("agents.env")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(secret.permissions().mode() & 0o777, 0o600);

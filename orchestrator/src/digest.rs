@@ -61,13 +61,7 @@ mod tests {
 
     #[test]
     fn key_order_does_not_matter() {
-        assert_eq!(
-            canonical_json(&json!({"b": 1, "a": [true, null]})),
-            r#"{"a":[true,null],"b":1}"#
-        );
-        assert_eq!(
-            canonical_digest(&json!({"b": 1, "a": 2})),
-            canonical_digest(&json!({"a": 2, "b": 1}))
-        );
+        assert_eq!(canonical_json(&json!({"b": 1, "a": [true, null]})), r#"{"a":[true,null],"b":1}"#);
+        assert_eq!(canonical_digest(&json!({"b": 1, "a": 2})), canonical_digest(&json!({"a": 2, "b": 1})));
     }
 }

@@ -142,11 +142,7 @@ fn ownership(fleet: &Fleet, node: &str, component: &str) -> BTreeMap<String, Str
 
 /// Names that differ per node when the deployment has several (they may share an engine).
 fn per_node(fleet: &Fleet, base: &str, node: &str) -> String {
-    if fleet.nodes.len() > 1 {
-        format!("{base}-{node}")
-    } else {
-        base.to_string()
-    }
+    if fleet.nodes.len() > 1 { format!("{base}-{node}") } else { base.to_string() }
 }
 
 /// The agents' network on a node.
@@ -160,10 +156,7 @@ pub fn internal_network_name(fleet: &Fleet, node: &str) -> String {
 }
 
 fn shared_volume_name(fleet: &Fleet, node: &str) -> Option<String> {
-    fleet
-        .shared_volume
-        .as_ref()
-        .map(|base| per_node(fleet, base, node))
+    fleet.shared_volume.as_ref().map(|base| per_node(fleet, base, node))
 }
 
 fn env_fields(fields: &mut Fields, deployment: &str, env: &Env) {
@@ -184,12 +177,7 @@ fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
         fields.insert(k.to_string(), FieldValue::plain(v));
     };
     put("image", spec.image.clone());
-    put(
-        "user",
-        spec.user
-            .clone()
-            .unwrap_or_else(|| "(image default)".into()),
-    );
+    put("user", spec.user.clone().unwrap_or_else(|| "(image default)".into()));
     put("restart", spec.restart.as_str().into());
     put("memory", format_bytes(spec.limits.memory));
     put("cpus", format!("{}", spec.limits.cpus));
@@ -200,11 +188,7 @@ fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
         security.push("no-new-privileges".into());
     }
     put("security", security.join(" "));
-    if spec
-        .healthcheck
-        .as_ref()
-        .is_some_and(|c| c.test == ["NONE"])
-    {
+    if spec.healthcheck.as_ref().is_some_and(|c| c.test == ["NONE"]) {
         put("healthcheck", "disabled".into());
     } else if let Some(check) = &spec.healthcheck {
         put(
@@ -228,16 +212,10 @@ fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
             MountSource::Bind(path) => format!("bind:{path}"),
         };
         let mode = if mount.read_only { ":ro" } else { "" };
-        put(
-            &format!("mount.{}", mount.target),
-            format!("{source}{mode}"),
-        );
+        put(&format!("mount.{}", mount.target), format!("{source}{mode}"));
     }
     for port in &spec.ports {
-        put(
-            &format!("port.{}", port.container_port),
-            format!("{}:{}", port.host_ip, port.host_port),
-        );
+        put(&format!("port.{}", port.container_port), format!("{}:{}", port.host_ip, port.host_port));
     }
     env_fields(&mut fields, deployment, &spec.env);
     fields
@@ -292,11 +270,8 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
         if !runs_hub && node.agents.is_empty() {
             continue;
         }
-        let key = |kind: &str, name: &str| ResourceKey {
-            node: node.name.clone(),
-            kind: kind.into(),
-            name: name.into(),
-        };
+        let key =
+            |kind: &str, name: &str| ResourceKey { node: node.name.clone(), kind: kind.into(), name: name.into() };
         let net = network_name(fleet, &node.name);
         let internal = internal_network_name(fleet, &node.name);
         for (name, is_internal) in [(net.clone(), false), (internal.clone(), true)] {
@@ -307,10 +282,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             };
             let mut fields = Fields::new();
             fields.insert("driver".into(), FieldValue::plain("bridge"));
-            fields.insert(
-                "internal".into(),
-                FieldValue::plain(is_internal.to_string()),
-            );
+            fields.insert("internal".into(), FieldValue::plain(is_internal.to_string()));
             out.push(Resource {
                 key: key(KIND_NETWORK, &name),
                 component: Component::Foundation,
@@ -356,24 +328,13 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             let name = format!("{}-datahub", fleet.project);
             let mut labels = ownership(fleet, &node.name, "datahub");
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let mut spec = hardened(
-                name.clone(),
-                hub.image.clone(),
-                hub.env.clone(),
-                hub.limits,
-                labels,
-            );
+            let mut spec = hardened(name.clone(), hub.image.clone(), hub.env.clone(), hub.limits, labels);
             spec.hostname = "datahub".into();
             spec.user = hub.run_as.clone();
-            spec.networks
-                .push((internal.clone(), vec!["datahub".into()]));
+            spec.networks.push((internal.clone(), vec!["datahub".into()]));
             if let Some((ip, port)) = &hub.publish {
                 spec.networks.push((net.clone(), vec![]));
-                spec.ports.push(Port {
-                    host_ip: ip.clone(),
-                    host_port: *port,
-                    container_port: 5432,
-                });
+                spec.ports.push(Port { host_ip: ip.clone(), host_port: *port, container_port: 5432 });
             }
             spec.mounts.push(Mount {
                 source: MountSource::Volume(hub.data_volume.clone()),
@@ -397,10 +358,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             });
             spec.stop_grace_secs = grace_secs.max(30);
             let mut fields = container_fields(&fleet.name, &spec);
-            fields.insert(
-                "postgres_version".into(),
-                FieldValue::plain(hub.postgres_version.clone()),
-            );
+            fields.insert("postgres_version".into(), FieldValue::plain(hub.postgres_version.clone()));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),
                 component: Component::Datahub,
@@ -414,13 +372,8 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 let name = format!("{}-migrate", fleet.project);
                 let mut labels = ownership(fleet, &node.name, "migrate");
                 labels.insert(labels::REVISION.into(), fleet.revision.clone());
-                let mut spec = hardened(
-                    name.clone(),
-                    migrate.image.clone(),
-                    migrate.env.clone(),
-                    migrate.limits,
-                    labels,
-                );
+                let mut spec =
+                    hardened(name.clone(), migrate.image.clone(), migrate.env.clone(), migrate.limits, labels);
                 spec.restart = Restart::No;
                 spec.one_shot = true;
                 // The agent image's HEALTHCHECK means nothing for a one-shot step.
@@ -435,10 +388,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 spec.mounts.extend(shared_mount.clone());
                 spec.mounts.push(config_mount.clone());
                 let mut fields = container_fields(&fleet.name, &spec);
-                fields.insert(
-                    "config".into(),
-                    FieldValue::plain(fleet.config.shared_digest[..16].to_string()),
-                );
+                fields.insert("config".into(), FieldValue::plain(fleet.config.shared_digest[..16].to_string()));
                 out.push(Resource {
                     key: key(KIND_CONTAINER, &name),
                     component: Component::Migrate,
@@ -455,13 +405,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             let mut labels = ownership(fleet, &node.name, "agent");
             labels.insert(labels::AGENT.into(), agent.id.clone());
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let mut spec = hardened(
-                name.clone(),
-                agent.image.clone(),
-                agent.env.clone(),
-                agent.limits,
-                labels,
-            );
+            let mut spec = hardened(name.clone(), agent.image.clone(), agent.env.clone(), agent.limits, labels);
             spec.hostname = agent.name.clone();
             spec.networks.push((net.clone(), vec![agent.name.clone()]));
             if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {
@@ -472,10 +416,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             spec.healthcheck = Some(Healthcheck {
                 test: vec![
                     "CMD-SHELL".into(),
-                    format!(
-                        "wget -q -O /dev/null http://127.0.0.1:{}{} || exit 1",
-                        health.port, health.live_path
-                    ),
+                    format!("wget -q -O /dev/null http://127.0.0.1:{}{} || exit 1", health.port, health.live_path),
                 ],
                 interval_ms: health.interval,
                 timeout_ms: health.timeout,
@@ -484,11 +425,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             });
             spec.stop_grace_secs = grace_secs;
             let mut fields = container_fields(&fleet.name, &spec);
-            let digest = fleet
-                .config
-                .agent_digests
-                .get(&agent.id)
-                .map_or("", |d| &d[..16]);
+            let digest = fleet.config.agent_digests.get(&agent.id).map_or("", |d| &d[..16]);
             fields.insert("config".into(), FieldValue::plain(digest.to_string()));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),

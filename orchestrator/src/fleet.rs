@@ -21,11 +21,7 @@ pub struct EnvValue {
 
 impl fmt::Debug for EnvValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.sensitive {
-            f.write_str("(sensitive)")
-        } else {
-            write!(f, "{:?}", self.value)
-        }
+        if self.sensitive { f.write_str("(sensitive)") } else { write!(f, "{:?}", self.value) }
     }
 }
 
@@ -33,17 +29,11 @@ impl fmt::Debug for EnvValue {
 pub type Env = BTreeMap<String, EnvValue>;
 
 fn plain(value: impl Into<String>) -> EnvValue {
-    EnvValue {
-        value: value.into(),
-        sensitive: false,
-    }
+    EnvValue { value: value.into(), sensitive: false }
 }
 
 fn secret(value: impl Into<String>) -> EnvValue {
-    EnvValue {
-        value: value.into(),
-        sensitive: true,
-    }
+    EnvValue { value: value.into(), sensitive: true }
 }
 
 /// Which image: the agent image also runs the migrate step.
@@ -112,10 +102,7 @@ pub struct ResolvedLimits {
 
 fn resolve_limits(specific: &Limits, general: &Limits, fallback: ResolvedLimits) -> ResolvedLimits {
     ResolvedLimits {
-        memory: specific
-            .memory
-            .or(general.memory)
-            .unwrap_or(fallback.memory),
+        memory: specific.memory.or(general.memory).unwrap_or(fallback.memory),
         cpus: specific.cpus.or(general.cpus).unwrap_or(fallback.cpus),
         pids: specific.pids.or(general.pids).unwrap_or(fallback.pids),
     }
@@ -123,17 +110,9 @@ fn resolve_limits(specific: &Limits, general: &Limits, fallback: ResolvedLimits)
 
 const GIB: u64 = 1024 * 1024 * 1024;
 /// Default agent limits: 1 GiB, 1 CPU, 512 processes.
-pub const AGENT_LIMITS: ResolvedLimits = ResolvedLimits {
-    memory: GIB,
-    cpus: 1.0,
-    pids: 512,
-};
+pub const AGENT_LIMITS: ResolvedLimits = ResolvedLimits { memory: GIB, cpus: 1.0, pids: 512 };
 /// Default datahub limits: 2 GiB, 2 CPUs, 1024 processes.
-pub const DATAHUB_LIMITS: ResolvedLimits = ResolvedLimits {
-    memory: 2 * GIB,
-    cpus: 2.0,
-    pids: 1024,
-};
+pub const DATAHUB_LIMITS: ResolvedLimits = ResolvedLimits { memory: 2 * GIB, cpus: 2.0, pids: 1024 };
 
 /// A machine (or engine) that runs part of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,9 +196,7 @@ pub struct Fleet {
 pub enum FleetError {
     #[error("{name} is not set in the .env beside the config (the datahub needs it)")]
     MissingSecret { name: &'static str },
-    #[error(
-        "the datahub is off (deployment.datahub.postgres: false) and RIVETOS_PG_URL is not set in .env"
-    )]
+    #[error("the datahub is off (deployment.datahub.postgres: false) and RIVETOS_PG_URL is not set in .env")]
     MissingDatabaseUrl,
     #[error("node \"{node}\" has an invalid host \"{host}\"")]
     BadEndpoint { node: String, host: String },
@@ -232,12 +209,8 @@ impl FleetError {
             FleetError::MissingSecret { .. } => {
                 "add it to .env, for example: POSTGRES_PASSWORD=$(openssl rand -hex 16)"
             }
-            FleetError::MissingDatabaseUrl => {
-                "set RIVETOS_PG_URL=postgres://user:password@host:5432/db in .env"
-            }
-            FleetError::BadEndpoint { .. } => {
-                "use local, unix:///path, tcp://host:port or ssh://user@host:port"
-            }
+            FleetError::MissingDatabaseUrl => "set RIVETOS_PG_URL=postgres://user:password@host:5432/db in .env",
+            FleetError::BadEndpoint { .. } => "use local, unix:///path, tcp://host:port or ssh://user@host:port",
         }
     }
 }
@@ -264,38 +237,18 @@ impl Fleet {
         let deployment = &raw.deployment;
         let project = deployment.docker.project_name.clone();
         let nodes = place_nodes(config)?;
-        let hub_node = nodes
-            .iter()
-            .find(|n| n.role.runs_datahub())
-            .map(|n| n.name.clone());
-        let shared_volume = deployment
-            .datahub
-            .shared_storage
-            .then(|| format!("{project}-shared"));
+        let hub_node = nodes.iter().find(|n| n.role.runs_datahub()).map(|n| n.name.clone());
+        let shared_volume = deployment.datahub.shared_storage.then(|| format!("{project}-shared"));
 
-        let mut agent_env: Env = inputs
-            .dotenv
-            .iter()
-            .map(|(k, v)| (k.clone(), secret(v)))
-            .collect();
+        let mut agent_env: Env = inputs.dotenv.iter().map(|(k, v)| (k.clone(), secret(v))).collect();
         let datahub = if deployment.datahub.postgres {
             let password = inputs
                 .dotenv
                 .get("POSTGRES_PASSWORD")
                 .filter(|p| !p.is_empty())
-                .ok_or(FleetError::MissingSecret {
-                    name: "POSTGRES_PASSWORD",
-                })?;
-            let user = inputs
-                .dotenv
-                .get("POSTGRES_USER")
-                .cloned()
-                .unwrap_or_else(|| "rivetos".into());
-            let database = inputs
-                .dotenv
-                .get("POSTGRES_DB")
-                .cloned()
-                .unwrap_or_else(|| "rivetos".into());
+                .ok_or(FleetError::MissingSecret { name: "POSTGRES_PASSWORD" })?;
+            let user = inputs.dotenv.get("POSTGRES_USER").cloned().unwrap_or_else(|| "rivetos".into());
+            let database = inputs.dotenv.get("POSTGRES_DB").cloned().unwrap_or_else(|| "rivetos".into());
             let node = hub_node.clone().unwrap_or_else(|| nodes[0].name.clone());
             let env: Env = [
                 ("POSTGRES_USER".to_string(), plain(&user)),
@@ -305,28 +258,15 @@ impl Fleet {
             ]
             .into_iter()
             .collect();
-            let publish = (deployment.docker.postgres_port != 0).then(|| {
-                (
-                    deployment.docker.postgres_bind.clone(),
-                    deployment.docker.postgres_port,
-                )
-            });
+            let publish = (deployment.docker.postgres_port != 0)
+                .then(|| (deployment.docker.postgres_bind.clone(), deployment.docker.postgres_port));
             let image = inputs
                 .images
                 .datahub
                 .as_ref()
                 .map(|i| i.reference.clone())
-                .unwrap_or_else(|| {
-                    format!(
-                        "pgvector/pgvector:pg{}",
-                        deployment.datahub.postgres_version
-                    )
-                });
-            let prebuilt = inputs
-                .images
-                .datahub
-                .as_ref()
-                .is_none_or(|i| i.build.is_none());
+                .unwrap_or_else(|| format!("pgvector/pgvector:pg{}", deployment.datahub.postgres_version));
+            let prebuilt = inputs.images.datahub.as_ref().is_none_or(|i| i.build.is_none());
             Some(DatahubSpec {
                 node,
                 image,
@@ -336,11 +276,7 @@ impl Fleet {
                 env,
                 data_volume: format!("{project}-pgdata"),
                 publish,
-                limits: resolve_limits(
-                    &deployment.resources.datahub,
-                    &Limits::default(),
-                    DATAHUB_LIMITS,
-                ),
+                limits: resolve_limits(&deployment.resources.datahub, &Limits::default(), DATAHUB_LIMITS),
                 run_as: prebuilt.then(|| "999:999".to_string()),
             })
         } else {
@@ -350,29 +286,17 @@ impl Fleet {
             None
         };
 
-        agent_env.insert(
-            "RIVETOS_HEALTH_PORT".into(),
-            plain(deployment.health.port.to_string()),
-        );
-        agent_env.insert(
-            "RIVETOS_CONFIG".into(),
-            plain("/home/rivetos/.rivetos/config.yaml"),
-        );
+        agent_env.insert("RIVETOS_HEALTH_PORT".into(), plain(deployment.health.port.to_string()));
+        agent_env.insert("RIVETOS_CONFIG".into(), plain("/home/rivetos/.rivetos/config.yaml"));
         if let Some(hub) = &datahub {
             let password = &hub.env["POSTGRES_PASSWORD"].value;
             agent_env.insert(
                 "RIVETOS_PG_URL".into(),
-                secret(format!(
-                    "postgres://{}:{password}@datahub:5432/{}",
-                    hub.user, hub.database
-                )),
+                secret(format!("postgres://{}:{password}@datahub:5432/{}", hub.user, hub.database)),
             );
         }
         if deployment.datahub.shared_storage {
-            agent_env.insert(
-                "RIVETOS_SHARED_DIR".into(),
-                plain(&deployment.datahub.shared_mount_path),
-            );
+            agent_env.insert("RIVETOS_SHARED_DIR".into(), plain(&deployment.datahub.shared_mount_path));
         }
 
         let migrate = datahub.as_ref().map(|hub| {
@@ -382,11 +306,7 @@ impl Fleet {
                 node: hub.node.clone(),
                 image: inputs.images.agent.reference.clone(),
                 env,
-                limits: resolve_limits(
-                    &Limits::default(),
-                    &deployment.resources.agent,
-                    AGENT_LIMITS,
-                ),
+                limits: resolve_limits(&Limits::default(), &deployment.resources.agent, AGENT_LIMITS),
             }
         });
 
@@ -408,30 +328,17 @@ impl Fleet {
                     let port = deployment.docker.postgres_port;
                     env.insert(
                         "RIVETOS_PG_URL".into(),
-                        secret(format!(
-                            "postgres://{}:{password}@{address}:{port}/{}",
-                            hub.user, hub.database
-                        )),
+                        secret(format!("postgres://{}:{password}@{address}:{port}/{}", hub.user, hub.database)),
                     );
                 }
-                let extra = deployment
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k, v, format!("deployment.env.{k}")))
-                    .chain(overrides.into_iter().flat_map(|o| {
-                        o.env
-                            .iter()
-                            .map(move |(k, v)| (k, v, format!("deployment.agents.{id}.env.{k}")))
-                    }));
+                let extra = deployment.env.iter().map(|(k, v)| (k, v, format!("deployment.env.{k}"))).chain(
+                    overrides.into_iter().flat_map(|o| {
+                        o.env.iter().map(move |(k, v)| (k, v, format!("deployment.agents.{id}.env.{k}")))
+                    }),
+                );
                 for (key, value, path) in extra {
                     let sensitive = config.sensitive.contains(&path);
-                    env.insert(
-                        key.clone(),
-                        EnvValue {
-                            value: value.clone(),
-                            sensitive,
-                        },
-                    );
+                    env.insert(key.clone(), EnvValue { value: value.clone(), sensitive });
                 }
                 env.insert("RIVETOS_ROLE".into(), plain("agent"));
                 env.insert("RIVETOS_AGENT_ID".into(), plain(id));
@@ -504,57 +411,32 @@ fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
                     placed.insert(id);
                 }
             }
-            let catch_all = deployment
-                .nodes
-                .iter()
-                .find(|n| n.role.runs_agents() && n.agents.is_none());
+            let catch_all = deployment.nodes.iter().find(|n| n.role.runs_agents() && n.agents.is_none());
             for node in &deployment.nodes {
-                let endpoint =
-                    parse_endpoint(&node.host).ok_or_else(|| FleetError::BadEndpoint {
-                        node: node.name.clone(),
-                        host: node.host.clone(),
-                    })?;
+                let endpoint = parse_endpoint(&node.host)
+                    .ok_or_else(|| FleetError::BadEndpoint { node: node.name.clone(), host: node.host.clone() })?;
                 let mut agents: Vec<String> = node.agents.clone().unwrap_or_default();
                 for (id, settings) in &deployment.agents {
-                    if settings.node.as_deref() == Some(node.name.as_str()) && !agents.contains(id)
-                    {
+                    if settings.node.as_deref() == Some(node.name.as_str()) && !agents.contains(id) {
                         agents.push(id.clone());
                     }
                 }
                 if catch_all.is_some_and(|c| c.name == node.name) {
-                    agents.extend(
-                        ids.iter()
-                            .filter(|id| !placed.contains(id.as_str()))
-                            .cloned(),
-                    );
+                    agents.extend(ids.iter().filter(|id| !placed.contains(id.as_str())).cloned());
                 }
                 if !node.role.runs_agents() {
                     agents.clear();
                 }
                 agents.sort();
                 agents.dedup();
-                let address = node
-                    .address
-                    .clone()
-                    .or_else(|| endpoint.host().map(str::to_string));
-                nodes.push(FleetNode {
-                    name: node.name.clone(),
-                    role: node.role,
-                    endpoint,
-                    address,
-                    agents,
-                });
+                let address = node.address.clone().or_else(|| endpoint.host().map(str::to_string));
+                nodes.push(FleetNode { name: node.name.clone(), role: node.role, endpoint, address, agents });
             }
             Ok(nodes)
         }
         Target::Proxmox if !deployment.proxmox.nodes.is_empty() => {
-            let agent_nodes: Vec<&str> = deployment
-                .proxmox
-                .nodes
-                .iter()
-                .filter(|n| n.role.runs_agents())
-                .map(|n| n.name.as_str())
-                .collect();
+            let agent_nodes: Vec<&str> =
+                deployment.proxmox.nodes.iter().filter(|n| n.role.runs_agents()).map(|n| n.name.as_str()).collect();
             let mut nodes: Vec<FleetNode> = deployment
                 .proxmox
                 .nodes
@@ -569,10 +451,8 @@ fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
                 .collect();
             for (i, id) in ids.iter().enumerate() {
                 let pinned = deployment.agents.get(id).and_then(|a| a.node.clone());
-                let target = pinned.or_else(|| {
-                    (!agent_nodes.is_empty())
-                        .then(|| agent_nodes[i % agent_nodes.len()].to_string())
-                });
+                let target = pinned
+                    .or_else(|| (!agent_nodes.is_empty()).then(|| agent_nodes[i % agent_nodes.len()].to_string()));
                 if let Some(node) = target.and_then(|t| nodes.iter_mut().find(|n| n.name == t)) {
                     node.agents.push(id.clone());
                 }
@@ -580,22 +460,10 @@ fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
             Ok(nodes)
         }
         _ => {
-            let host = deployment
-                .docker
-                .host
-                .clone()
-                .unwrap_or_else(|| "local".into());
-            let endpoint = parse_endpoint(&host).ok_or_else(|| FleetError::BadEndpoint {
-                node: "local".into(),
-                host: host.clone(),
-            })?;
-            Ok(vec![FleetNode {
-                name: "local".into(),
-                role: Role::Both,
-                endpoint,
-                address: None,
-                agents: ids,
-            }])
+            let host = deployment.docker.host.clone().unwrap_or_else(|| "local".into());
+            let endpoint = parse_endpoint(&host)
+                .ok_or_else(|| FleetError::BadEndpoint { node: "local".into(), host: host.clone() })?;
+            Ok(vec![FleetNode { name: "local".into(), role: Role::Both, endpoint, address: None, agents: ids }])
         }
     }
 }

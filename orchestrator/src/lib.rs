@@ -5,6 +5,8 @@
 //! - [`resource`]: managed objects as flat, diffable fields with a spec hash.
 //! - [`docker`]: the fleet lowered into Docker networks, volumes and containers.
 //! - [`plan`]: desired × observed → an immutable plan, and how to print it.
+//! - [`rollout`]: the rolling-update state machine (batches, health gates, rollback); its
+//!   state is the update journal.
 //! - [`memory`]: an in-memory target for tests.
 //!
 //! Architecture invariant: this crate depends on no I/O crate (no tokio, bollard, kube,
@@ -17,3 +19,4 @@ pub mod fleet;
 pub mod memory;
 pub mod plan;
 pub mod resource;
+pub mod rollout;

@@ -22,30 +22,19 @@ pub struct FieldValue {
 
 impl FieldValue {
     pub fn plain(text: impl Into<String>) -> Self {
-        FieldValue {
-            text: text.into(),
-            sensitive: false,
-        }
+        FieldValue { text: text.into(), sensitive: false }
     }
 
     /// A secret: stored as a digest keyed by the deployment and the field, so equal secrets
     /// in two deployments do not give equal digests.
     pub fn secret(deployment: &str, field: &str, value: &str) -> Self {
-        let digest =
-            sha256_hex(format!("rivetctl-secret-v1\0{deployment}\0{field}\0{value}").as_bytes());
-        FieldValue {
-            text: format!("sensitive:{}", &digest[..32]),
-            sensitive: true,
-        }
+        let digest = sha256_hex(format!("rivetctl-secret-v1\0{deployment}\0{field}\0{value}").as_bytes());
+        FieldValue { text: format!("sensitive:{}", &digest[..32]), sensitive: true }
     }
 
     /// How the value may be printed.
     pub fn display(&self) -> String {
-        if self.sensitive {
-            "(sensitive)".to_string()
-        } else {
-            format!("{:?}", self.text)
-        }
+        if self.sensitive { "(sensitive)".to_string() } else { format!("{:?}", self.text) }
     }
 }
 
@@ -79,10 +68,7 @@ impl ObservedState {
         match desired {
             None => true,
             Some(RunState::Running) => matches!(self, ObservedState::Running),
-            Some(RunState::Completed) => matches!(
-                self,
-                ObservedState::Stopped(Some(0)) | ObservedState::Running
-            ),
+            Some(RunState::Completed) => matches!(self, ObservedState::Stopped(Some(0)) | ObservedState::Running),
         }
     }
 
@@ -149,46 +135,33 @@ impl<P> Resource<P> {
     /// Whether a changed field forces a replacement (exact name, or below it: `r.x`, `r[0]`).
     pub fn forces_replacement(&self, field: &str) -> bool {
         self.replace_on.iter().any(|r| {
-            field.strip_prefix(r.as_str()).is_some_and(|rest| {
-                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
-            })
+            field
+                .strip_prefix(r.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
         })
     }
 }
 
 /// The digest of a field map, as recorded on objects.
 pub fn spec_hash(fields: &Fields) -> String {
-    let value: serde_json::Map<String, Value> = fields
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.text.clone())))
-        .collect();
+    let value: serde_json::Map<String, Value> =
+        fields.iter().map(|(k, v)| (k.clone(), Value::String(v.text.clone()))).collect();
     canonical_digest(&Value::Object(value))[..32].to_string()
 }
 
 /// The record stored on an object so that the next run can diff against it: fields as a
 /// JSON object of strings (secrets as digests only).
 pub fn encode_record(fields: &Fields) -> String {
-    let sensitive: Vec<&String> = fields
-        .iter()
-        .filter(|(_, v)| v.sensitive)
-        .map(|(k, _)| k)
-        .collect();
-    let values: serde_json::Map<String, Value> = fields
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.text.clone())))
-        .collect();
+    let sensitive: Vec<&String> = fields.iter().filter(|(_, v)| v.sensitive).map(|(k, _)| k).collect();
+    let values: serde_json::Map<String, Value> =
+        fields.iter().map(|(k, v)| (k.clone(), Value::String(v.text.clone()))).collect();
     serde_json::json!({ "v": 1, "fields": values, "sensitive": sensitive }).to_string()
 }
 
 /// Reads a record written by [`encode_record`]; `None` when it is missing or unreadable.
 pub fn decode_record(text: &str) -> Option<Fields> {
     let value: Value = serde_json::from_str(text).ok()?;
-    let sensitive: BTreeSet<&str> = value
-        .get("sensitive")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let sensitive: BTreeSet<&str> = value.get("sensitive")?.as_array()?.iter().filter_map(Value::as_str).collect();
     let fields = value.get("fields")?.as_object()?;
     Some(
         fields
@@ -196,10 +169,7 @@ pub fn decode_record(text: &str) -> Option<Fields> {
             .filter_map(|(k, v)| {
                 Some((
                     k.clone(),
-                    FieldValue {
-                        text: v.as_str()?.to_string(),
-                        sensitive: sensitive.contains(k.as_str()),
-                    },
+                    FieldValue { text: v.as_str()?.to_string(), sensitive: sensitive.contains(k.as_str()) },
                 ))
             })
             .collect(),
@@ -223,21 +193,11 @@ pub struct ObservedResource {
 }
 
 /// Flattens JSON into `a.b[0].c → text` fields (Kubernetes objects, LXC parameters).
-pub fn flatten_json(
-    value: &Value,
-    prefix: &str,
-    out: &mut Fields,
-    secret: &dyn Fn(&str) -> bool,
-    deployment: &str,
-) {
+pub fn flatten_json(value: &Value, prefix: &str, out: &mut Fields, secret: &dyn Fn(&str) -> bool, deployment: &str) {
     match value {
         Value::Object(map) => {
             for (key, child) in map {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
                 flatten_json(child, &path, out, secret, deployment);
             }
         }
@@ -269,10 +229,7 @@ mod tests {
     fn records_round_trip() {
         let mut fields = Fields::new();
         fields.insert("image".into(), FieldValue::plain("a:1"));
-        fields.insert(
-            "env.PASSWORD".into(),
-            FieldValue::secret("d", "env.PASSWORD", "hunter2"),
-        );
+        fields.insert("env.PASSWORD".into(), FieldValue::secret("d", "env.PASSWORD", "hunter2"));
         let decoded = decode_record(&encode_record(&fields)).unwrap();
         assert_eq!(decoded, fields);
         assert!(!encode_record(&fields).contains("hunter2"));

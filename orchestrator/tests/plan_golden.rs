@@ -36,33 +36,14 @@ fn check(name: &str, before: &[ObservedResource], after: &str) {
 }
 
 fn check_with(name: &str, before: &[ObservedResource], desired: Vec<docker::DockerResource>) {
-    let plan = plan::plan(
-        "rivetos",
-        "docker",
-        &desired,
-        before,
-        PlanOptions::default(),
-    );
-    golden(
-        &format!("plan/{name}.txt"),
-        &render_text(&plan, RenderOptions::default()),
-    );
+    let plan = plan::plan("rivetos", "docker", &desired, before, PlanOptions::default());
+    golden(&format!("plan/{name}.txt"), &render_text(&plan, RenderOptions::default()));
     let json = serde_json::to_string_pretty(&plan_document(&plan, "live")).unwrap() + "\n";
     golden(&format!("plan/{name}.json"), &json);
     // Applying the plan reaches the desired state: planning again finds nothing to do.
     let after = memory::apply(&plan, before);
-    let again = plan::plan(
-        "rivetos",
-        "docker",
-        &desired,
-        &after,
-        PlanOptions::default(),
-    );
-    assert!(
-        again.is_empty(),
-        "{name}: second plan not empty:\n{}",
-        render_text(&again, RenderOptions::default())
-    );
+    let again = plan::plan("rivetos", "docker", &desired, &after, PlanOptions::default());
+    assert!(again.is_empty(), "{name}: second plan not empty:\n{}", render_text(&again, RenderOptions::default()));
 }
 
 #[test]
@@ -72,29 +53,17 @@ fn empty_to_full_fleet() {
 
 #[test]
 fn one_agents_env_changed() {
-    check(
-        "env-changed",
-        &deployed(BASE),
-        &BASE.replace("LOG_LEVEL: info", "LOG_LEVEL: debug"),
-    );
+    check("env-changed", &deployed(BASE), &BASE.replace("LOG_LEVEL: info", "LOG_LEVEL: debug"));
 }
 
 #[test]
 fn agent_removed() {
-    check(
-        "agent-removed",
-        &deployed(BASE),
-        &BASE.replace("  gemini: { provider: google }\n", ""),
-    );
+    check("agent-removed", &deployed(BASE), &BASE.replace("  gemini: { provider: google }\n", ""));
 }
 
 #[test]
 fn postgres_version_forces_datahub_replacement() {
-    check(
-        "postgres-version",
-        &deployed(BASE),
-        &BASE.replace("postgres_version: \"16\"", "postgres_version: \"17\""),
-    );
+    check("postgres-version", &deployed(BASE), &BASE.replace("postgres_version: \"16\"", "postgres_version: \"17\""));
 }
 
 #[test]
@@ -104,20 +73,15 @@ fn nothing_changed() {
 
 #[test]
 fn new_image_groups_identical_agent_changes() {
-    let desired = docker::resources(&fleet_with(
-        BASE,
-        "2222222222222222222222222222222222222222222222222222222222222222",
-    ));
+    let desired =
+        docker::resources(&fleet_with(BASE, "2222222222222222222222222222222222222222222222222222222222222222"));
     check_with("image-changed", &deployed(BASE), desired);
 }
 
 #[test]
 fn stopped_container_is_drift() {
     let mut observed = deployed(BASE);
-    let agent = observed
-        .iter_mut()
-        .find(|o| o.key.name == "rivetos-agent-grok")
-        .unwrap();
+    let agent = observed.iter_mut().find(|o| o.key.name == "rivetos-agent-grok").unwrap();
     agent.state = ObservedState::Stopped(Some(137));
     check("drift-stopped", &observed, BASE);
 }
@@ -126,13 +90,7 @@ fn stopped_container_is_drift() {
 fn removed_container_is_recreated() {
     let mut observed = deployed(BASE);
     observed.retain(|o| o.key.name != "rivetos-agent-grok");
-    let plan = plan::plan(
-        "rivetos",
-        "docker",
-        &docker::resources(&fleet(BASE)),
-        &observed,
-        PlanOptions::default(),
-    );
+    let plan = plan::plan("rivetos", "docker", &docker::resources(&fleet(BASE)), &observed, PlanOptions::default());
     assert_eq!(plan.steps.len(), 1);
     assert_eq!(plan.steps[0].action, plan::Action::Create);
     assert_eq!(plan.steps[0].key.name, "rivetos-agent-grok");

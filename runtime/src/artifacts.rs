@@ -13,8 +13,7 @@ pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
     for artifact in artifacts {
         let path = dir.join(&artifact.path);
         let parent = path.parent().unwrap_or(dir);
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         let mode = if artifact.secret { 0o600 } else { 0o644 };
         let partial = path.with_extension("rivetctl-partial");
         let mut file = fs::OpenOptions::new()
@@ -26,8 +25,7 @@ pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", partial.display()))?;
         // The mode given to open() only applies to new files.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(artifact.contents.as_bytes())
-            .with_context(|| format!("cannot write {}", partial.display()))?;
+        file.write_all(artifact.contents.as_bytes()).with_context(|| format!("cannot write {}", partial.display()))?;
         file.sync_all()?;
         fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
     }

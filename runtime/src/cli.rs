@@ -23,14 +23,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The config file.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "RIVET_CONFIG",
-        default_value = "rivet.config.yaml",
-        value_name = "FILE"
-    )]
+    #[arg(short, long, global = true, env = "RIVET_CONFIG", default_value = "rivet.config.yaml", value_name = "FILE")]
     pub config: PathBuf,
     /// Output format of data on stdout (JSON Lines for streaming commands).
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]

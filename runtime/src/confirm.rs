@@ -10,16 +10,10 @@ pub fn confirm(yes: bool, what: &str, items: &[String]) -> anyhow::Result<()> {
     if yes || items.is_empty() {
         return Ok(());
     }
-    let listed = items
-        .iter()
-        .map(|i| format!("  - {i}"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let listed = items.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n");
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return Err(hinted(
-            format!(
-                "refusing to {what} without confirmation (no terminal to ask on); nothing was changed:\n{listed}"
-            ),
+            format!("refusing to {what} without confirmation (no terminal to ask on); nothing was changed:\n{listed}"),
             "re-run with --yes to confirm",
         ));
     }
@@ -30,9 +24,6 @@ pub fn confirm(yes: bool, what: &str, items: &[String]) -> anyhow::Result<()> {
     if answer.trim() == "yes" {
         Ok(())
     } else {
-        Err(hinted(
-            "not confirmed; nothing was changed",
-            "answer \"yes\" to go ahead, or pass --yes",
-        ))
+        Err(hinted("not confirmed; nothing was changed", "answer \"yes\" to go ahead, or pass --yes"))
     }
 }

@@ -20,25 +20,17 @@ pub async fn connect_all(fleet: &Fleet) -> anyhow::Result<Vec<Engine>> {
                 "use `rivetctl update` for SSH nodes, or pass --offline to preview against an empty engine",
             ));
         }
-        let engine = docker::connect(&node.name, &node.endpoint)
-            .await
-            .map_err(|err| {
-                let hint = format!(
-                    "{}; or pass --offline to preview against an empty engine",
-                    err.hint()
-                );
-                hinted(format!("node {}: {err}", node.name), hint)
-            })?;
+        let engine = docker::connect(&node.name, &node.endpoint).await.map_err(|err| {
+            let hint = format!("{}; or pass --offline to preview against an empty engine", err.hint());
+            hinted(format!("node {}: {err}", node.name), hint)
+        })?;
         engines.push(engine);
     }
     Ok(engines)
 }
 
 /// Everything the deployment owns on these engines.
-pub async fn observe_all(
-    engines: &[Engine],
-    deployment: &str,
-) -> anyhow::Result<Vec<ObservedResource>> {
+pub async fn observe_all(engines: &[Engine], deployment: &str) -> anyhow::Result<Vec<ObservedResource>> {
     let mut observed = Vec::new();
     for engine in engines {
         observed.extend(docker::observe(engine, deployment).await?);

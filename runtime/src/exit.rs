@@ -43,10 +43,7 @@ impl std::error::Error for Hinted {}
 
 /// Builds an [`anyhow::Error`] with a hint.
 pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Hinted {
-        message: message.into(),
-        hint: hint.into(),
-    })
+    anyhow::Error::new(Hinted { message: message.into(), hint: hint.into() })
 }
 
 /// The error was already printed in full (config diagnostics); exit 1 quietly.

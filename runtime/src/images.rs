@@ -23,12 +23,7 @@ pub struct Prepared {
 
 fn build_failure(err: BuildError) -> anyhow::Error {
     match err {
-        BuildError::Failed {
-            image,
-            message,
-            tail,
-            log,
-        } => hinted(
+        BuildError::Failed { image, message, tail, log } => hinted(
             format!(
                 "building {image} failed: {message}\n--- last {} lines of the build log ---\n{}",
                 tail.len(),
@@ -88,18 +83,11 @@ pub async fn prepare(session: &Session, progress: &Progress<'_>) -> anyhow::Resu
 
 fn runs_as_root(user: &str) -> bool {
     let user = user.trim();
-    user.is_empty()
-        || user == "root"
-        || user == "0"
-        || user.starts_with("0:")
-        || user.starts_with("root:")
+    user.is_empty() || user == "root" || user == "0" || user.starts_with("0:") || user.starts_with("root:")
 }
 
 /// Refuses containers whose image would run as root (no user set by rivetctl).
-pub async fn check_users(
-    session: &Session,
-    desired: &[Resource<DockerObject>],
-) -> anyhow::Result<()> {
+pub async fn check_users(session: &Session, desired: &[Resource<DockerObject>]) -> anyhow::Result<()> {
     let mut checked: BTreeSet<(String, String)> = BTreeSet::new();
     for resource in desired {
         let DockerObject::Container(spec) = &resource.payload else {
@@ -112,10 +100,7 @@ pub async fn check_users(
         let user = build::image_user(engine, &spec.image).await?;
         if runs_as_root(&user) {
             return Err(hinted(
-                format!(
-                    "image {} runs as root (it sets no USER); rivetctl runs containers as non-root",
-                    spec.image
-                ),
+                format!("image {} runs as root (it sets no USER); rivetctl runs containers as non-root", spec.image),
                 "add `USER <uid>:<gid>` (a non-root user) to its Dockerfile",
             ));
         }

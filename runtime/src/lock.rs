@@ -33,11 +33,7 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "`{}` on {} (pid {}) since {}",
-            self.command, self.host, self.pid, self.since
-        )
+        write!(f, "`{}` on {} (pid {}) since {}", self.command, self.host, self.pid, self.since)
     }
 }
 
@@ -59,9 +55,7 @@ pub struct Lock {
 }
 
 fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+    fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
 
 fn path_of(dir: &Path, deployment: &str) -> PathBuf {
@@ -78,11 +72,7 @@ fn read_holder(file: &mut File) -> Option<Holder> {
 fn write_holder(file: &mut File, holder: &Holder) -> std::io::Result<()> {
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;
-    file.write_all(
-        serde_json::to_string_pretty(holder)
-            .expect("holder serialises")
-            .as_bytes(),
-    )?;
+    file.write_all(serde_json::to_string_pretty(holder).expect("holder serialises").as_bytes())?;
     file.sync_all()
 }
 
@@ -91,10 +81,7 @@ fn expiry() -> String {
 }
 
 fn expired(holder: &Holder) -> bool {
-    holder
-        .expires
-        .parse::<Timestamp>()
-        .is_ok_and(|t| t < Timestamp::now())
+    holder.expires.parse::<Timestamp>().is_ok_and(|t| t < Timestamp::now())
 }
 
 /// Takes the lock of `deployment` in `dir`, or fails at once naming the holder.
@@ -112,8 +99,7 @@ pub fn acquire(dir: &Path, deployment: &str, command: &str) -> anyhow::Result<Lo
         match file.try_lock() {
             Ok(()) => {
                 // The file may have been removed and replaced between open and lock.
-                let same = fs::metadata(&path)
-                    .is_ok_and(|m| m.ino() == file.metadata().map(|f| f.ino()).unwrap_or(0));
+                let same = fs::metadata(&path).is_ok_and(|m| m.ino() == file.metadata().map(|f| f.ino()).unwrap_or(0));
                 if !same {
                     continue;
                 }
@@ -124,8 +110,7 @@ pub fn acquire(dir: &Path, deployment: &str, command: &str) -> anyhow::Result<Lo
                     since: Timestamp::now().to_string(),
                     expires: expiry(),
                 };
-                write_holder(&mut file, &holder)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                write_holder(&mut file, &holder).with_context(|| format!("cannot write {}", path.display()))?;
                 let stop = Arc::new(AtomicBool::new(false));
                 refresh_in_background(file.try_clone()?, holder, stop.clone());
                 return Ok(Lock { path, file, stop });
@@ -139,12 +124,7 @@ pub fn acquire(dir: &Path, deployment: &str, command: &str) -> anyhow::Result<Lo
                         continue;
                     }
                     Some(holder) => {
-                        return Err(Held {
-                            deployment: deployment.to_string(),
-                            holder,
-                            path,
-                        }
-                        .into());
+                        return Err(Held { deployment: deployment.to_string(), holder, path }.into());
                     }
                     None => {
                         // Being written right now by a new holder.
@@ -154,16 +134,11 @@ pub fn acquire(dir: &Path, deployment: &str, command: &str) -> anyhow::Result<Lo
                 }
             }
             Err(std::fs::TryLockError::Error(err)) => {
-                return Err(
-                    anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
-                );
+                return Err(anyhow::Error::new(err).context(format!("cannot lock {}", path.display())));
             }
         }
     }
-    anyhow::bail!(
-        "cannot take the lock {} (it keeps changing hands)",
-        path.display()
-    )
+    anyhow::bail!("cannot take the lock {} (it keeps changing hands)", path.display())
 }
 
 fn refresh_in_background(mut file: File, mut holder: Holder, stop: Arc<AtomicBool>) {

@@ -25,22 +25,14 @@ use printer::{BrokenPipe, Printer};
 
 async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
     match &cli.command {
-        Command::Infra(InfraCommand::Preview(args)) => {
-            commands::preview::run(printer, &cli.global, args).await
-        }
-        Command::Infra(InfraCommand::Up(args)) => {
-            commands::up::run(printer, &cli.global, args).await
-        }
-        Command::Infra(InfraCommand::Destroy(args)) => {
-            commands::destroy::run(printer, &cli.global, args).await
-        }
+        Command::Infra(InfraCommand::Preview(args)) => commands::preview::run(printer, &cli.global, args).await,
+        Command::Infra(InfraCommand::Up(args)) => commands::up::run(printer, &cli.global, args).await,
+        Command::Infra(InfraCommand::Destroy(args)) => commands::destroy::run(printer, &cli.global, args).await,
         Command::Build => commands::build::run(printer, &cli.global).await,
         Command::Status => commands::status::run(printer, &cli.global).await,
         Command::Doctor => commands::doctor::run(printer, &cli.global).await,
         Command::Lock(command) => commands::lock::run(printer, &cli.global, command),
-        Command::Config(ConfigCommand::Validate) => {
-            commands::config::validate(printer, &cli.global)
-        }
+        Command::Config(ConfigCommand::Validate) => commands::config::validate(printer, &cli.global),
         Command::Config(ConfigCommand::Schema) => commands::config::schema(printer),
         Command::Completions { shell } => {
             let mut command = Cli::command();
@@ -53,10 +45,7 @@ async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
 fn main() {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(run(&cli, &printer));
     let code = match result {
         Ok(status) => status.code(),

@@ -47,9 +47,7 @@ impl Printer {
             color_err: wants_color(args.color, err_tty),
             quiet: args.quiet,
             verbose: args.verbose,
-            interactive: err_tty
-                && !args.quiet
-                && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+            interactive: err_tty && !args.quiet && std::env::var("TERM").map_or(true, |t| t != "dumb"),
         }
     }
 
@@ -60,9 +58,7 @@ impl Printer {
     /// Data: always printed, to stdout.
     pub fn data(&self, text: &str) -> Result<(), BrokenPipe> {
         let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|_| BrokenPipe)
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|_| BrokenPipe)
     }
 
     /// One JSON value as a line on stdout.
@@ -72,11 +68,7 @@ impl Printer {
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color_err {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
+        if self.color_err { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
     }
 
     /// A progress or status line on stderr (hidden with -q).

@@ -38,12 +38,7 @@ impl<'a> Progress<'a> {
         let multi = (printer.interactive && !printer.json())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)))
             .filter(|m| !m.is_hidden());
-        Progress {
-            printer,
-            start: Instant::now(),
-            multi,
-            bars: Mutex::new(HashMap::new()),
-        }
+        Progress { printer, start: Instant::now(), multi, bars: Mutex::new(HashMap::new()) }
     }
 
     fn bar(&self, id: &str) -> Option<ProgressBar> {
@@ -54,10 +49,8 @@ impl<'a> Progress<'a> {
                 .or_insert_with(|| {
                     let bar = multi.add(ProgressBar::new_spinner());
                     bar.set_style(
-                        ProgressStyle::with_template(
-                            "{spinner} {prefix:.bold} {msg} {elapsed:.dim}",
-                        )
-                        .expect("template"),
+                        ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} {elapsed:.dim}")
+                            .expect("template"),
                     );
                     bar.set_prefix(id.to_string());
                     bar.enable_steady_tick(Duration::from_millis(120));
@@ -94,10 +87,7 @@ impl<'a> Progress<'a> {
                     bar.set_message(detail.to_string());
                 }
             }
-            None => self.printer.info(&format!(
-                "[{:>6.1}s] {id}: {detail}",
-                self.start.elapsed().as_secs_f64()
-            )),
+            None => self.printer.info(&format!("[{:>6.1}s] {id}: {detail}", self.start.elapsed().as_secs_f64())),
         }
     }
 
@@ -108,11 +98,7 @@ impl<'a> Progress<'a> {
 
     /// A line of build output: steps are shown, the rest only with -v.
     pub fn build_line(&self, image: &str, line: &str) {
-        let key = ResourceKey {
-            node: String::new(),
-            kind: "image".into(),
-            name: image.to_string(),
-        };
+        let key = ResourceKey { node: String::new(), kind: "image".into(), name: image.to_string() };
         let is_step = line.starts_with("Step ");
         if self.printer.json() {
             if is_step {

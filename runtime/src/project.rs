@@ -30,8 +30,7 @@ fn read_dotenv(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     if !path.exists() {
         return Ok(BTreeMap::new());
     }
-    let iter = dotenvy::from_path_iter(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let iter = dotenvy::from_path_iter(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut values = BTreeMap::new();
     for item in iter {
         match item {
@@ -40,17 +39,12 @@ fn read_dotenv(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
             }
             Err(dotenvy::Error::LineParse(line, index)) => {
                 return Err(hinted(
-                    format!(
-                        "{}: cannot parse the line `{line}` (at character {index})",
-                        path.display()
-                    ),
+                    format!("{}: cannot parse the line `{line}` (at character {index})", path.display()),
                     "each line is KEY=value; quote values with spaces or `#`: KEY=\"a b\"",
                 ));
             }
             Err(err) => {
-                return Err(
-                    anyhow::Error::new(err).context(format!("cannot read {}", path.display()))
-                );
+                return Err(anyhow::Error::new(err).context(format!("cannot read {}", path.display())));
             }
         }
     }
@@ -58,12 +52,7 @@ fn read_dotenv(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// Prints diagnostics the way compilers do.
-pub fn print_diagnostics(
-    printer: &Printer,
-    shown_path: &str,
-    text: &str,
-    diagnostics: &[Diagnostic],
-) {
+pub fn print_diagnostics(printer: &Printer, shown_path: &str, text: &str, diagnostics: &[Diagnostic]) {
     for diagnostic in diagnostics {
         printer.diagnostic(&diagnostic.render(shown_path, text));
     }
@@ -94,28 +83,15 @@ impl Files {
                 return Err(anyhow::Error::new(err).context(format!("cannot read {shown_path}")));
             }
         };
-        let config_path =
-            std::path::absolute(path).with_context(|| format!("cannot resolve {shown_path}"))?;
-        let dir = config_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"));
+        let config_path = std::path::absolute(path).with_context(|| format!("cannot resolve {shown_path}"))?;
+        let dir = config_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         let dotenv = read_dotenv(&dir)?;
-        Ok(Files {
-            config_path,
-            dir,
-            shown_path,
-            text,
-            dotenv,
-        })
+        Ok(Files { config_path, dir, shown_path, text, dotenv })
     }
 
     /// Checks the config; returns it with its warnings, or every diagnostic.
     pub fn check(&self) -> Result<config::Loaded, Vec<Diagnostic>> {
-        let vars = Variables {
-            dotenv: self.dotenv.clone(),
-            environment: std::env::vars().collect(),
-        };
+        let vars = Variables { dotenv: self.dotenv.clone(), environment: std::env::vars().collect() };
         config::load(&self.text, &vars)
     }
 }
@@ -127,21 +103,8 @@ pub fn load(printer: &Printer, path: &Path) -> anyhow::Result<Project> {
     match files.check() {
         Ok(loaded) => {
             print_diagnostics(printer, &files.shown_path, &files.text, &loaded.warnings);
-            let Files {
-                config_path,
-                dir,
-                shown_path,
-                text,
-                dotenv,
-            } = files;
-            Ok(Project {
-                config_path,
-                dir,
-                shown_path,
-                text,
-                config: loaded.config,
-                dotenv,
-            })
+            let Files { config_path, dir, shown_path, text, dotenv } = files;
+            Ok(Project { config_path, dir, shown_path, text, config: loaded.config, dotenv })
         }
         Err(diagnostics) => {
             print_diagnostics(printer, &files.shown_path, &files.text, &diagnostics);

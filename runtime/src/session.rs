@@ -28,15 +28,11 @@ pub struct Session {
 pub fn require_docker(project: &Project, command: &str) -> anyhow::Result<()> {
     match project.config.raw.deployment.target {
         Target::Docker => Ok(()),
-        Target::Manual => Err(hinted(
-            format!("`{command}` does not apply to target \"manual\""),
-            crate::commands::preview::MANUAL,
-        )),
+        Target::Manual => {
+            Err(hinted(format!("`{command}` does not apply to target \"manual\""), crate::commands::preview::MANUAL))
+        }
         other => Err(hinted(
-            format!(
-                "`{command}` is not implemented for the {} target yet",
-                other.as_str()
-            ),
+            format!("`{command}` is not implemented for the {} target yet", other.as_str()),
             "`rivetctl infra preview --out DIR` renders its manifests/parameters for you to apply",
         )),
     }
@@ -44,23 +40,14 @@ pub fn require_docker(project: &Project, command: &str) -> anyhow::Result<()> {
 
 impl Session {
     /// Loads the project (checking its target) and connects to its engines.
-    pub async fn open(
-        printer: &Printer,
-        global: &GlobalArgs,
-        command: &str,
-    ) -> anyhow::Result<Session> {
+    pub async fn open(printer: &Printer, global: &GlobalArgs, command: &str) -> anyhow::Result<Session> {
         let project = project::load(printer, &global.config)?;
         require_docker(&project, command)?;
         let resolved = source::resolve(&project)?;
         let fleet = fleet::build(&project, &resolved)?;
         let connected = engines::connect_all(&fleet).await?;
         let engines = connected.into_iter().map(|e| (e.node.clone(), e)).collect();
-        Ok(Session {
-            project,
-            resolved,
-            fleet,
-            engines,
-        })
+        Ok(Session { project, resolved, fleet, engines })
     }
 
     /// The desired Docker resources.

@@ -14,10 +14,7 @@ use crate::exit::hinted;
 use crate::project::Project;
 
 /// Agent Dockerfiles of RivetOS's layouts, newest first.
-pub const AGENT_DOCKERFILES: &[&str] = &[
-    "infra/containers/rivetos/Dockerfile",
-    "containers/agent/Dockerfile",
-];
+pub const AGENT_DOCKERFILES: &[&str] = &["infra/containers/rivetos/Dockerfile", "containers/agent/Dockerfile"];
 /// The older layout's datahub Dockerfile.
 pub const DATAHUB_DOCKERFILE: &str = "containers/datahub/Dockerfile";
 
@@ -41,15 +38,8 @@ pub struct Resolved {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn package_version(root: &Path) -> Option<String> {
@@ -69,24 +59,14 @@ fn cache_dir() -> PathBuf {
 
 /// Fetches `url` into a mirror and extracts `git_ref`'s commit into its own directory.
 fn checkout_git(url: &str, git_ref: &str) -> anyhow::Result<Source> {
-    let base = cache_dir()
-        .join("git")
-        .join(&sha256_hex(url.as_bytes())[..16]);
+    let base = cache_dir().join("git").join(&sha256_hex(url.as_bytes())[..16]);
     let mirror = base.join("mirror.git");
     let run = |args: &[&str], what: &str| -> anyhow::Result<String> {
-        let out = Command::new("git")
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run git to {what}"))?;
+        let out = Command::new("git").args(args).output().with_context(|| format!("cannot run git to {what}"))?;
         if !out.status.success() {
             return Err(hinted(
-                format!(
-                    "git failed to {what}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                format!(
-                    "check deployment.source.git ({url}) and deployment.source.ref ({git_ref})"
-                ),
+                format!("git failed to {what}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+                format!("check deployment.source.git ({url}) and deployment.source.ref ({git_ref})"),
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -94,57 +74,25 @@ fn checkout_git(url: &str, git_ref: &str) -> anyhow::Result<Source> {
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
     let mirror_s = mirror.to_string_lossy().to_string();
     if !mirror.exists() {
-        run(
-            &["clone", "--quiet", "--mirror", url, &mirror_s],
-            "clone the source",
-        )?;
+        run(&["clone", "--quiet", "--mirror", url, &mirror_s], "clone the source")?;
     } else {
-        run(
-            &[
-                "--git-dir",
-                &mirror_s,
-                "fetch",
-                "--quiet",
-                "--prune",
-                "origin",
-            ],
-            "fetch the source",
-        )?;
+        run(&["--git-dir", &mirror_s, "fetch", "--quiet", "--prune", "origin"], "fetch the source")?;
     }
-    let commit = run(
-        &[
-            "--git-dir",
-            &mirror_s,
-            "rev-parse",
-            &format!("{git_ref}^{{commit}}"),
-        ],
-        "resolve the ref",
-    )?;
+    let commit = run(&["--git-dir", &mirror_s, "rev-parse", &format!("{git_ref}^{{commit}}")], "resolve the ref")?;
     let tree = base.join("trees").join(&commit);
     if !tree.exists() {
         let partial = base.join("trees").join(format!("{commit}.partial"));
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&partial)?;
-        let archive = Command::new("git")
-            .args(["--git-dir", &mirror_s, "archive", &commit])
-            .output()?;
+        let archive = Command::new("git").args(["--git-dir", &mirror_s, "archive", &commit]).output()?;
         if !archive.status.success() {
-            anyhow::bail!(
-                "git archive {commit} failed: {}",
-                String::from_utf8_lossy(&archive.stderr)
-            );
+            anyhow::bail!("git archive {commit} failed: {}", String::from_utf8_lossy(&archive.stderr));
         }
-        tar::Archive::new(archive.stdout.as_slice())
-            .unpack(&partial)
-            .context("cannot unpack the source")?;
+        tar::Archive::new(archive.stdout.as_slice()).unpack(&partial).context("cannot unpack the source")?;
         std::fs::rename(&partial, &tree)?;
     }
     let version = package_version(&tree);
-    Ok(Source {
-        root: tree,
-        revision: Some(commit),
-        version,
-    })
+    Ok(Source { root: tree, revision: Some(commit), version })
 }
 
 /// Finds the source tree of a project.
@@ -161,23 +109,12 @@ pub fn locate(project: &Project) -> anyhow::Result<Source> {
         )
     })?;
     let revision = git(&root, &["rev-parse", "HEAD"]).map(|commit| {
-        let dirty = git(
-            &root,
-            &["status", "--porcelain", "--untracked-files=no", "--", "."],
-        )
-        .is_some_and(|s| !s.is_empty());
-        if dirty {
-            format!("{commit}-dirty")
-        } else {
-            commit
-        }
+        let dirty =
+            git(&root, &["status", "--porcelain", "--untracked-files=no", "--", "."]).is_some_and(|s| !s.is_empty());
+        if dirty { format!("{commit}-dirty") } else { commit }
     });
     let version = package_version(&root);
-    Ok(Source {
-        root,
-        revision,
-        version,
-    })
+    Ok(Source { root, revision, version })
 }
 
 fn image(
@@ -189,16 +126,8 @@ fn image(
 ) -> anyhow::Result<ImageSpec> {
     let scanned = context::scan(&source.root, dockerfile).map_err(|err| match err {
         context::ContextError::MissingDockerfile { path } => hinted(
-            format!(
-                "the {} Dockerfile {} does not exist",
-                component.as_str(),
-                path.display()
-            ),
-            format!(
-                "set deployment.source.dockerfiles.{} (relative to {})",
-                component.as_str(),
-                source.root.display()
-            ),
+            format!("the {} Dockerfile {} does not exist", component.as_str(), path.display()),
+            format!("set deployment.source.dockerfiles.{} (relative to {})", component.as_str(), source.root.display()),
         ),
         other => anyhow::Error::new(other),
     })?;
@@ -206,11 +135,7 @@ fn image(
     Ok(ImageSpec {
         component,
         reference: format!("{repository}:{}", &hash[..12]),
-        build: Some(BuildSpec {
-            dockerfile: dockerfile.to_string(),
-            content_hash: hash,
-            build_args,
-        }),
+        build: Some(BuildSpec { dockerfile: dockerfile.to_string(), content_hash: hash, build_args }),
     })
 }
 
@@ -222,22 +147,11 @@ pub fn resolve(project: &Project) -> anyhow::Result<Resolved> {
     if !settings.build_from_source {
         let agent = ImageSpec {
             component: Component::Agent,
-            reference: format!(
-                "{}/{}:{}",
-                settings.registry, settings.agent_image, settings.tag
-            ),
+            reference: format!("{}/{}:{}", settings.registry, settings.agent_image, settings.tag),
             build: None,
         };
-        let images = ResolvedImages {
-            agent,
-            datahub: None,
-            revision: settings.tag.clone(),
-        };
-        return Ok(Resolved {
-            images,
-            source: None,
-            version: None,
-        });
+        let images = ResolvedImages { agent, datahub: None, revision: settings.tag.clone() };
+        return Ok(Resolved { images, source: None, version: None });
     }
     let source = locate(project)?;
     let agent_dockerfile = match &deployment.source.dockerfiles.agent {
@@ -255,54 +169,25 @@ pub fn resolve(project: &Project) -> anyhow::Result<Resolved> {
     };
     let datahub_dockerfile = match &deployment.source.dockerfiles.datahub {
         Some(path) => Some(path.clone()),
-        None => source
-            .root
-            .join(DATAHUB_DOCKERFILE)
-            .is_file()
-            .then(|| DATAHUB_DOCKERFILE.to_string()),
+        None => source.root.join(DATAHUB_DOCKERFILE).is_file().then(|| DATAHUB_DOCKERFILE.to_string()),
     };
     let mut agent_args = deployment.source.build_args.clone();
     if let Some(version) = &source.version {
         agent_args.insert("RIVETOS_VERSION".into(), version.clone());
     }
-    let agent = image(
-        Component::Agent,
-        &settings.agent_image,
-        &source,
-        &agent_dockerfile,
-        agent_args,
-    )?;
+    let agent = image(Component::Agent, &settings.agent_image, &source, &agent_dockerfile, agent_args)?;
     let datahub = match datahub_dockerfile {
         Some(dockerfile) if deployment.datahub.postgres => {
             let mut args = deployment.source.build_args.clone();
-            args.insert(
-                "POSTGRES_VERSION".into(),
-                deployment.datahub.postgres_version.clone(),
-            );
-            Some(image(
-                Component::Datahub,
-                &settings.datahub_image,
-                &source,
-                &dockerfile,
-                args,
-            )?)
+            args.insert("POSTGRES_VERSION".into(), deployment.datahub.postgres_version.clone());
+            Some(image(Component::Datahub, &settings.datahub_image, &source, &dockerfile, args)?)
         }
         _ => None,
     };
-    let revision = source.revision.clone().unwrap_or_else(|| {
-        format!(
-            "content:{}",
-            &agent.build.as_ref().map_or("", |b| b.content_hash.as_str())[..12]
-        )
-    });
+    let revision = source
+        .revision
+        .clone()
+        .unwrap_or_else(|| format!("content:{}", &agent.build.as_ref().map_or("", |b| b.content_hash.as_str())[..12]));
     let version = source.version.clone();
-    Ok(Resolved {
-        images: ResolvedImages {
-            agent,
-            datahub,
-            revision,
-        },
-        source: Some(source),
-        version,
-    })
+    Ok(Resolved { images: ResolvedImages { agent, datahub, revision }, source: Some(source), version })
 }

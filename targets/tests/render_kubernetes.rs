@@ -36,14 +36,8 @@ agents:
 fn manifests(source: &str) -> (String, String) {
     let artifacts = kubernetes::artifacts(&fleet_prebuilt(source)).expect("renders");
     assert_eq!(artifacts.len(), 2);
-    assert_eq!(
-        (artifacts[0].path.as_str(), artifacts[0].secret),
-        (kubernetes::MANIFESTS_PATH, false)
-    );
-    assert_eq!(
-        (artifacts[1].path.as_str(), artifacts[1].secret),
-        (kubernetes::SECRET_PATH, true)
-    );
+    assert_eq!((artifacts[0].path.as_str(), artifacts[0].secret), (kubernetes::MANIFESTS_PATH, false));
+    assert_eq!((artifacts[1].path.as_str(), artifacts[1].secret), (kubernetes::SECRET_PATH, true));
     (artifacts[0].contents.clone(), artifacts[1].contents.clone())
 }
 
@@ -60,11 +54,8 @@ fn datahub_built_from_source_runs_as_the_default_uid() {
         let artifacts = kubernetes::artifacts(&fleet(CONFIG)).unwrap();
         (artifacts[0].contents.clone(), artifacts[1].contents.clone())
     };
-    let hub = kubernetes::parse_documents(&manifests)
-        .unwrap()
-        .into_iter()
-        .find(|d| d["kind"] == "StatefulSet")
-        .unwrap();
+    let hub =
+        kubernetes::parse_documents(&manifests).unwrap().into_iter().find(|d| d["kind"] == "StatefulSet").unwrap();
     let security = &hub["spec"]["template"]["spec"]["securityContext"];
     assert_eq!(security["runAsUser"], kubernetes::DEFAULT_UID);
     assert_eq!(security["fsGroup"], kubernetes::DEFAULT_UID);
@@ -79,21 +70,14 @@ fn rendering_is_deterministic() {
 fn no_secret_value_outside_the_secret() {
     let (manifests, secret) = manifests(CONFIG);
     for value in secret_values() {
-        assert!(
-            !manifests.contains(&value),
-            "manifests.yaml holds the secret {value:?}"
-        );
+        assert!(!manifests.contains(&value), "manifests.yaml holds the secret {value:?}");
         assert!(secret.contains(&value), "secret.yaml lacks {value:?}");
     }
     let resources = kubernetes::resources(&fleet_prebuilt(CONFIG)).unwrap();
     for resource in &resources {
         for (field, value) in &resource.fields {
             for secret in secret_values() {
-                assert!(
-                    !value.text.contains(&secret),
-                    "{} field {field} holds a secret",
-                    resource.key
-                );
+                assert!(!value.text.contains(&secret), "{} field {field} holds a secret", resource.key);
             }
         }
     }
@@ -104,10 +88,8 @@ fn prune(value: &Value) -> Option<Value> {
     match value {
         Value::Null => None,
         Value::Object(map) => {
-            let pruned: serde_json::Map<String, Value> = map
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), prune(v)?)))
-                .collect();
+            let pruned: serde_json::Map<String, Value> =
+                map.iter().filter_map(|(k, v)| Some((k.clone(), prune(v)?))).collect();
             (!pruned.is_empty()).then_some(Value::Object(pruned))
         }
         Value::Array(items) => {
@@ -146,12 +128,7 @@ fn every_document_round_trips_through_its_typed_struct() {
             "NetworkPolicy" => round_trip::<NetworkPolicy>(document),
             other => panic!("no typed check for kind {other}"),
         };
-        assert_eq!(
-            prune(&typed),
-            prune(document),
-            "{kind} {} changed in the round trip",
-            document["metadata"]["name"]
-        );
+        assert_eq!(prune(&typed), prune(document), "{kind} {} changed in the round trip", document["metadata"]["name"]);
         kinds.push(kind);
     }
     kinds.sort();
@@ -165,27 +142,16 @@ fn every_document_round_trips_through_its_typed_struct() {
 #[test]
 fn the_round_trip_catches_a_misspelt_field() {
     let (manifests, _) = manifests(CONFIG);
-    let documents =
-        kubernetes::parse_documents(&manifests.replace("imagePullPolicy", "imagePullPolicey"))
-            .unwrap();
-    let agent = documents
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .unwrap();
+    let documents = kubernetes::parse_documents(&manifests.replace("imagePullPolicy", "imagePullPolicey")).unwrap();
+    let agent = documents.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert_ne!(prune(&round_trip::<Deployment>(agent)), prune(agent));
 }
 
 #[test]
 fn an_agents_own_secret_gets_its_own_key() {
     let source = CONFIG
-        .replace(
-            "env: { MODEL_HINT: large }",
-            "env: { MODEL_HINT: large, TOKEN: \"${DISCORD_BOT_TOKEN}\" }",
-        )
-        .replace(
-            "  update:\n",
-            "    grok_2:\n      env: { TOKEN: \"${ANTHROPIC_API_KEY}\" }\n  update:\n",
-        );
+        .replace("env: { MODEL_HINT: large }", "env: { MODEL_HINT: large, TOKEN: \"${DISCORD_BOT_TOKEN}\" }")
+        .replace("  update:\n", "    grok_2:\n      env: { TOKEN: \"${ANTHROPIC_API_KEY}\" }\n  update:\n");
     let artifacts = kubernetes::artifacts(&fleet_prebuilt(&source)).unwrap();
     let secret = &kubernetes::parse_documents(&artifacts[1].contents).unwrap()[0];
     assert_eq!(secret["stringData"]["TOKEN.opus"], "discord-token-test");
@@ -197,19 +163,11 @@ fn an_agents_own_secret_gets_its_own_key() {
 
 #[test]
 fn golden_manifests_pass_kubernetes_validate() {
-    let files = [
-        golden_path("kubernetes/manifests.yaml"),
-        golden_path("kubernetes/secret.yaml"),
-    ];
+    let files = [golden_path("kubernetes/manifests.yaml"), golden_path("kubernetes/secret.yaml")];
     let mut args = vec!["--strict", "--kubernetes-version", "1.33.0", "--quiet"];
     let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     args.extend(paths.iter().map(String::as_str));
-    let output = run_tool(
-        "kubernetes-validate",
-        &args,
-        None,
-        "install it with `pip install kubernetes-validate`",
-    );
+    let output = run_tool("kubernetes-validate", &args, None, "install it with `pip install kubernetes-validate`");
     assert!(
         output.status.success(),
         "kubernetes-validate rejected the manifests:\n{}{}",
@@ -228,54 +186,30 @@ fn resources_carry_components_and_replacement_rules() {
             .unwrap_or_else(|| panic!("no {kind} {name}"))
     };
     let namespace = find("Namespace", "rivet-prod");
-    assert!(
-        namespace.stateful,
-        "destroy keeps the namespace: deleting it deletes the claims"
-    );
-    assert_eq!(
-        (namespace.key.node.as_str(), &namespace.component),
-        (kubernetes::CLUSTER, &Component::Foundation)
-    );
+    assert!(namespace.stateful, "destroy keeps the namespace: deleting it deletes the claims");
+    assert_eq!((namespace.key.node.as_str(), &namespace.component), (kubernetes::CLUSTER, &Component::Foundation));
 
     let hub = find("StatefulSet", "rivetos-datahub");
     assert_eq!(hub.key.node, "rivet-prod");
-    assert_eq!(
-        (&hub.component, hub.run_state),
-        (&Component::Datahub, Some(RunState::Running))
-    );
+    assert_eq!((&hub.component, hub.run_state), (&Component::Datahub, Some(RunState::Running)));
     assert!(hub.forces_replacement("metadata.annotations.rivetctl.io/postgres-version"));
     assert!(hub.forces_replacement("spec.volumeClaimTemplates[0].spec.resources.requests.storage"));
     assert!(!hub.forces_replacement("spec.template.spec.containers[0].image"));
-    assert_eq!(
-        hub.fields["metadata.annotations.rivetctl.io/postgres-version"].text,
-        "16"
-    );
+    assert_eq!(hub.fields["metadata.annotations.rivetctl.io/postgres-version"].text, "16");
 
     let shared = find("PersistentVolumeClaim", "rivetos-shared");
     assert!(shared.stateful && shared.component == Component::Storage);
     assert!(shared.forces_replacement("spec.storageClassName"));
 
     let job = find("Job", "rivetos-migrate");
-    assert_eq!(
-        (&job.component, job.run_state),
-        (&Component::Migrate, Some(RunState::Completed))
-    );
+    assert_eq!((&job.component, job.run_state), (&Component::Migrate, Some(RunState::Completed)));
     assert!(job.forces_replacement("spec.template.spec.containers[0].image"));
 
     let agent = find("Deployment", "rivetos-agent-grok-2");
-    assert_eq!(
-        (&agent.component, agent.run_state),
-        (&Component::Agent("grok_2".into()), Some(RunState::Running))
-    );
+    assert_eq!((&agent.component, agent.run_state), (&Component::Agent("grok_2".into()), Some(RunState::Running)));
     assert!(agent.forces_replacement("spec.selector.matchLabels.rivetctl.io/agent"));
-    assert_eq!(
-        find("Service", "rivetos-agent-grok-2").component,
-        Component::Agent("grok_2".into())
-    );
-    assert_eq!(
-        find("PodDisruptionBudget", "rivetos-agent-opus").component,
-        Component::Agent("opus".into())
-    );
+    assert_eq!(find("Service", "rivetos-agent-grok-2").component, Component::Agent("grok_2".into()));
+    assert_eq!(find("PodDisruptionBudget", "rivetos-agent-opus").component, Component::Agent("opus".into()));
     let hub_service = find("Service", "datahub");
     assert_eq!(hub_service.component, Component::Datahub);
     assert!(hub_service.forces_replacement("spec.clusterIP"));
@@ -296,27 +230,13 @@ fn resources_carry_components_and_replacement_rules() {
 fn agents_reference_secrets_and_keep_plain_values_inline() {
     let (manifests, _) = manifests(CONFIG);
     let documents = kubernetes::parse_documents(&manifests).unwrap();
-    let opus = documents
-        .iter()
-        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "rivetos-agent-opus")
-        .unwrap();
-    let env = opus["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_array()
-        .unwrap();
-    let entry = |name: &str| {
-        env.iter()
-            .find(|e| e["name"] == name)
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
+    let opus =
+        documents.iter().find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "rivetos-agent-opus").unwrap();
+    let env = opus["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let entry = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no {name}"));
     assert_eq!(entry("MODEL_HINT")["value"], "large");
-    assert_eq!(
-        entry("RIVETOS_PG_URL")["valueFrom"]["secretKeyRef"]["key"],
-        "RIVETOS_PG_URL"
-    );
-    assert_eq!(
-        entry("RIVETOS_PG_URL")["valueFrom"]["secretKeyRef"]["name"],
-        "rivetos-secrets"
-    );
+    assert_eq!(entry("RIVETOS_PG_URL")["valueFrom"]["secretKeyRef"]["key"], "RIVETOS_PG_URL");
+    assert_eq!(entry("RIVETOS_PG_URL")["valueFrom"]["secretKeyRef"]["name"], "rivetos-secrets");
     let resources = &opus["spec"]["template"]["spec"]["containers"][0]["resources"];
     assert_eq!(resources["limits"]["cpu"], "1000m");
     assert_eq!(resources["requests"]["memory"], "1024Mi");
@@ -324,46 +244,24 @@ fn agents_reference_secrets_and_keep_plain_values_inline() {
 
 #[test]
 fn kubernetes_resources_override_the_fleet_limits() {
-    let source = CONFIG.replace(
-        "    shared_storage_class: nfs-rwx\n",
-        "    resources: { cpu: 250m, memory: 512Mi }\n",
-    );
+    let source = CONFIG.replace("    shared_storage_class: nfs-rwx\n", "    resources: { cpu: 250m, memory: 512Mi }\n");
     let artifacts = kubernetes::artifacts(&fleet_prebuilt(&source)).unwrap();
     let documents = kubernetes::parse_documents(&artifacts[0].contents).unwrap();
     for agent in documents.iter().filter(|d| d["kind"] == "Deployment") {
         let limits = &agent["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"];
-        assert_eq!(
-            (limits["cpu"].as_str(), limits["memory"].as_str()),
-            (Some("250m"), Some("512Mi"))
-        );
+        assert_eq!((limits["cpu"].as_str(), limits["memory"].as_str()), (Some("250m"), Some("512Mi")));
     }
-    let shared = documents
-        .iter()
-        .find(|d| d["kind"] == "PersistentVolumeClaim")
-        .unwrap();
-    assert!(
-        shared["spec"].get("storageClassName").is_none(),
-        "no class: the cluster default"
-    );
+    let shared = documents.iter().find(|d| d["kind"] == "PersistentVolumeClaim").unwrap();
+    assert!(shared["spec"].get("storageClassName").is_none(), "no class: the cluster default");
 }
 
 #[test]
 fn without_shared_storage_there_is_no_claim_or_mount() {
-    let source = CONFIG.replace(
-        "deployment:\n",
-        "deployment:\n  datahub: { shared_storage: false }\n",
-    );
+    let source = CONFIG.replace("deployment:\n", "deployment:\n  datahub: { shared_storage: false }\n");
     let artifacts = kubernetes::artifacts(&fleet_prebuilt(&source)).unwrap();
     let documents = kubernetes::parse_documents(&artifacts[0].contents).unwrap();
-    assert!(
-        documents
-            .iter()
-            .all(|d| d["kind"] != "PersistentVolumeClaim")
-    );
-    assert!(
-        !artifacts[0].contents.contains("\"shared\""),
-        "no volume or mount named shared"
-    );
+    assert!(documents.iter().all(|d| d["kind"] != "PersistentVolumeClaim"));
+    assert!(!artifacts[0].contents.contains("\"shared\""), "no volume or mount named shared");
 }
 
 #[test]
@@ -389,13 +287,8 @@ fn anyhow_chain(err: &dyn std::error::Error) -> String {
 #[test]
 fn unknown_variables_fail_to_render() {
     let mut env = render::environment();
-    env.add_template("typo.j2", "namespace: {{ namespcae }}\n")
-        .unwrap();
-    let err = env
-        .get_template("typo.j2")
-        .unwrap()
-        .render(minijinja::context! { namespace => "x" })
-        .unwrap_err();
+    env.add_template("typo.j2", "namespace: {{ namespcae }}\n").unwrap();
+    let err = env.get_template("typo.j2").unwrap().render(minijinja::context! { namespace => "x" }).unwrap_err();
     assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
 
     // minijinja's own `tojson` writes an undefined value as `null`; the renderers' does not.

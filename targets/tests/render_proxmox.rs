@@ -30,10 +30,7 @@ agents:
   gemini: { provider: google }
 "#;
 
-const SCHEMA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/reference/pve-api-schema.json"
-);
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/pve-api-schema.json");
 
 fn rendered(source: &str) -> Vec<(String, Value)> {
     proxmox::artifacts(&fleet(source))
@@ -41,8 +38,7 @@ fn rendered(source: &str) -> Vec<(String, Value)> {
         .into_iter()
         .map(|a| {
             assert!(!a.secret);
-            let params = serde_json::from_str(&a.contents)
-                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", a.path));
+            let params = serde_json::from_str(&a.contents).unwrap_or_else(|e| panic!("{} is not JSON: {e}", a.path));
             (a.path, params)
         })
         .collect()
@@ -56,11 +52,7 @@ fn two_nodes_match_golden_files() {
     for artifact in &artifacts {
         golden(&artifact.path, &artifact.contents);
     }
-    assert_eq!(
-        artifacts,
-        proxmox::artifacts(&fleet(CONFIG)).unwrap(),
-        "deterministic"
-    );
+    assert_eq!(artifacts, proxmox::artifacts(&fleet(CONFIG)).unwrap(), "deterministic");
 }
 
 #[test]
@@ -68,11 +60,7 @@ fn no_password_and_no_secret() {
     for (path, params) in rendered(CONFIG) {
         assert!(params.get("password").is_none(), "{path} sets a password");
         let text = params.to_string();
-        for secret in secret_values()
-            .iter()
-            .map(String::as_str)
-            .chain(["pve-token-secret-value"])
-        {
+        for secret in secret_values().iter().map(String::as_str).chain(["pve-token-secret-value"]) {
             assert!(!text.contains(secret), "{path} holds a secret");
         }
     }
@@ -82,36 +70,14 @@ fn no_password_and_no_secret() {
 fn addresses_ids_and_ownership() {
     let nodes = rendered(CONFIG);
     let (pve1, pve2) = (&nodes[0].1, &nodes[1].1);
-    assert_eq!(
-        (pve1["vmid"].as_u64(), pve2["vmid"].as_u64()),
-        (Some(310), Some(201))
-    );
-    assert_eq!(
-        pve1["net0"],
-        "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1"
-    );
-    assert_eq!(
-        pve2["net0"],
-        "name=eth0,bridge=vmbr1,ip=10.4.0.11/24,gw=10.4.0.1"
-    );
+    assert_eq!((pve1["vmid"].as_u64(), pve2["vmid"].as_u64()), (Some(310), Some(201)));
+    assert_eq!(pve1["net0"], "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
+    assert_eq!(pve2["net0"], "name=eth0,bridge=vmbr1,ip=10.4.0.11/24,gw=10.4.0.1");
     assert_eq!(pve1["tags"], "rivetctl;rivet-rivetos");
-    assert!(
-        pve1["description"]
-            .as_str()
-            .unwrap()
-            .contains("agents: gemini,opus\n")
-    );
-    assert!(
-        pve2["description"]
-            .as_str()
-            .unwrap()
-            .contains("agents: grok\n")
-    );
+    assert!(pve1["description"].as_str().unwrap().contains("agents: gemini,opus\n"));
+    assert!(pve2["description"].as_str().unwrap().contains("agents: grok\n"));
 
-    let dhcp = CONFIG.replace(
-        "    network: { bridge: vmbr1, subnet: 10.4.0.0/24, gateway: 10.4.0.1 }\n",
-        "",
-    );
+    let dhcp = CONFIG.replace("    network: { bridge: vmbr1, subnet: 10.4.0.0/24, gateway: 10.4.0.1 }\n", "");
     let nodes = rendered(&dhcp);
     assert_eq!(nodes[0].1["net0"], "name=eth0,bridge=vmbr0,ip=dhcp");
     assert!(nodes[0].1.get("ssh-public-keys").is_some());
@@ -129,22 +95,12 @@ fn resources_are_stateful_containers() {
     let resources = proxmox::resources(&fleet(CONFIG)).unwrap();
     assert_eq!(resources.len(), 2);
     let (pve1, pve2) = (&resources[0], &resources[1]);
-    assert_eq!(
-        (
-            pve1.key.node.as_str(),
-            pve1.key.kind.as_str(),
-            pve1.key.name.as_str()
-        ),
-        ("pve1", "lxc", "rivet-pve1")
-    );
+    assert_eq!((pve1.key.node.as_str(), pve1.key.kind.as_str(), pve1.key.name.as_str()), ("pve1", "lxc", "rivet-pve1"));
     assert_eq!(pve1.component, Component::Datahub);
     assert_eq!(pve2.component, Component::Agent("grok".into()));
     assert!(pve1.stateful && pve2.stateful);
     assert_eq!(pve1.fields["vmid"].text, "310");
-    assert_eq!(
-        pve1.fields["net0"].text,
-        "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1"
-    );
+    assert_eq!(pve1.fields["net0"].text, "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
     for field in ["vmid", "ostemplate", "unprivileged", "rootfs", "hostname"] {
         assert!(pve1.forces_replacement(field), "{field}");
     }
@@ -155,53 +111,35 @@ fn resources_are_stateful_containers() {
 
 fn schema_params() -> Map<String, Value> {
     let text = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| {
-        panic!(
-            "the Proxmox API schema {SCHEMA} is missing ({e}); CI needs ../shared beside the repo"
-        )
+        panic!("the Proxmox API schema {SCHEMA} is missing ({e}); CI needs ../shared beside the repo")
     });
     let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
-    schema["/nodes/{node}/lxc"]["POST"]["parameters"]["properties"]
-        .as_object()
-        .expect("POST /nodes/{node}/lxc")
-        .clone()
+    schema["/nodes/{node}/lxc"]["POST"]["parameters"]["properties"].as_object().expect("POST /nodes/{node}/lxc").clone()
 }
 
 /// `net0` → the schema's `net[n]`.
 fn spec_for<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     params.get(name).or_else(|| {
         let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
-        (base.len() < name.len())
-            .then(|| params.get(&format!("{base}[n]")))
-            .flatten()
+        (base.len() < name.len()).then(|| params.get(&format!("{base}[n]"))).flatten()
     })
 }
 
 /// A Perl pattern of the schema as an anchored Rust regex.
 fn pattern(perl: &str) -> Regex {
-    Regex::new(&format!(
-        "^(?:{})$",
-        perl.replace("(?^i:", "(?i:").replace("(?^:", "(?:")
-    ))
-    .expect("pattern compiles")
+    Regex::new(&format!("^(?:{})$", perl.replace("(?^i:", "(?i:").replace("(?^:", "(?:"))).expect("pattern compiles")
 }
 
 fn check_format(name: &str, format: &str, text: &str) -> Result<(), String> {
     let ok = match format {
-        "dns-name" => pattern(
-            r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?",
-        )
-        .is_match(text),
+        "dns-name" => pattern(r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?")
+            .is_match(text),
         "pve-tag-list" => {
             let tag = pattern(r"(?i:[a-z0-9_][a-z0-9_\-+.]*)");
-            text.split([';', ',', ' '])
-                .filter(|t| !t.is_empty())
-                .all(|t| tag.is_match(t))
-                && !text.is_empty()
+            text.split([';', ',', ' ']).filter(|t| !t.is_empty()).all(|t| tag.is_match(t)) && !text.is_empty()
         }
         // A new volume: `<storage id>:<size in GiB>`.
-        "pve-lxc-mp-string" => {
-            pattern(r"[a-z][a-z0-9\-_.]*[a-z0-9]:[0-9]+(\.[0-9]+)?").is_match(text)
-        }
+        "pve-lxc-mp-string" => pattern(r"[a-z][a-z0-9\-_.]*[a-z0-9]:[0-9]+(\.[0-9]+)?").is_match(text),
         "ipv4" => text.parse::<Ipv4Addr>().is_ok(),
         "pve-ipv4-config" => {
             matches!(text, "dhcp" | "manual")
@@ -212,11 +150,7 @@ fn check_format(name: &str, format: &str, text: &str) -> Result<(), String> {
         "pve-vmid" => true,
         other => return Err(format!("{name}: no check for format {other}: add one")),
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{name}: {text:?} is not a valid {format}"))
-    }
+    if ok { Ok(()) } else { Err(format!("{name}: {text:?} is not a valid {format}")) }
 }
 
 /// A value inside a property string (`key=value`), as text.
@@ -224,17 +158,12 @@ fn check_member(name: &str, spec: &Value, text: &str) -> Result<(), String> {
     match spec["type"].as_str() {
         Some("boolean") if matches!(text, "0" | "1") => Ok(()),
         Some("integer") => {
-            let n: i64 = text
-                .parse()
-                .map_err(|_| format!("{name}: {text:?} is not an integer"))?;
+            let n: i64 = text.parse().map_err(|_| format!("{name}: {text:?} is not an integer"))?;
             check_range(name, spec, n as f64)
         }
-        Some("number") => check_range(
-            name,
-            spec,
-            text.parse()
-                .map_err(|_| format!("{name}: {text:?} is not a number"))?,
-        ),
+        Some("number") => {
+            check_range(name, spec, text.parse().map_err(|_| format!("{name}: {text:?} is not a number"))?)
+        }
         Some("string") => check_string(name, spec, text),
         other => Err(format!("{name}: {text:?} does not fit type {other:?}")),
     }
@@ -243,20 +172,12 @@ fn check_member(name: &str, spec: &Value, text: &str) -> Result<(), String> {
 fn check_range(name: &str, spec: &Value, n: f64) -> Result<(), String> {
     let below = spec["minimum"].as_f64().is_some_and(|min| n < min);
     let above = spec["maximum"].as_f64().is_some_and(|max| n > max);
-    if below || above {
-        Err(format!("{name}: {n} is out of range"))
-    } else {
-        Ok(())
-    }
+    if below || above { Err(format!("{name}: {n} is out of range")) } else { Ok(()) }
 }
 
 fn check_string(name: &str, spec: &Value, text: &str) -> Result<(), String> {
-    if spec["maxLength"]
-        .as_u64()
-        .is_some_and(|max| text.len() as u64 > max)
-        || spec["minLength"]
-            .as_u64()
-            .is_some_and(|min| (text.len() as u64) < min)
+    if spec["maxLength"].as_u64().is_some_and(|max| text.len() as u64 > max)
+        || spec["minLength"].as_u64().is_some_and(|min| (text.len() as u64) < min)
     {
         return Err(format!("{name}: length {} is out of range", text.len()));
     }
@@ -278,27 +199,15 @@ fn check_string(name: &str, spec: &Value, text: &str) -> Result<(), String> {
 }
 
 /// `key=value,...` with an optional leading value for the `default_key` member.
-fn check_property_string(
-    name: &str,
-    members: &Map<String, Value>,
-    text: &str,
-) -> Result<(), String> {
-    let default_key = members
-        .iter()
-        .find(|(_, m)| m["default_key"].as_u64() == Some(1))
-        .map(|(k, _)| k.as_str());
+fn check_property_string(name: &str, members: &Map<String, Value>, text: &str) -> Result<(), String> {
+    let default_key = members.iter().find(|(_, m)| m["default_key"].as_u64() == Some(1)).map(|(k, _)| k.as_str());
     let mut seen = Vec::new();
     for part in text.split(',') {
         let (key, value) = match part.split_once('=') {
             Some((key, value)) => (key, value),
-            None => (
-                default_key.ok_or_else(|| format!("{name}: {part:?} needs a key"))?,
-                part,
-            ),
+            None => (default_key.ok_or_else(|| format!("{name}: {part:?} needs a key"))?, part),
         };
-        let member = members
-            .get(key)
-            .ok_or_else(|| format!("{name}: unknown key {key:?}"))?;
+        let member = members.get(key).ok_or_else(|| format!("{name}: unknown key {key:?}"))?;
         if seen.contains(&key) {
             return Err(format!("{name}: {key} given twice"));
         }
@@ -314,12 +223,9 @@ fn check_property_string(
 }
 
 fn check_param(params: &Map<String, Value>, name: &str, value: &Value) -> Result<(), String> {
-    let spec = spec_for(params, name)
-        .ok_or_else(|| format!("{name}: not a parameter of POST /nodes/{{node}}/lxc"))?;
+    let spec = spec_for(params, name).ok_or_else(|| format!("{name}: not a parameter of POST /nodes/{{node}}/lxc"))?;
     match (spec["type"].as_str(), value) {
-        (Some("integer"), Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            check_range(name, spec, n.as_f64().unwrap())
-        }
+        (Some("integer"), Value::Number(n)) if n.is_i64() || n.is_u64() => check_range(name, spec, n.as_f64().unwrap()),
         (Some("boolean"), Value::Number(n)) if matches!(n.as_u64(), Some(0 | 1)) => Ok(()),
         (Some("string"), Value::String(text)) => check_string(name, spec, text),
         (ty, value) => Err(format!("{name}: {value} does not fit type {ty:?}")),
@@ -345,10 +251,7 @@ fn violations(params: &Value) -> Vec<String> {
 
 #[test]
 fn every_parameter_fits_the_api_schema() {
-    for source in [
-        CONFIG.to_string(),
-        CONFIG.replace(", subnet: 10.4.0.0/24, gateway: 10.4.0.1", ""),
-    ] {
+    for source in [CONFIG.to_string(), CONFIG.replace(", subnet: 10.4.0.0/24, gateway: 10.4.0.1", "")] {
         for (path, params) in rendered(&source) {
             let errors = violations(&params);
             assert!(errors.is_empty(), "{path}:\n{}", errors.join("\n"));
@@ -366,33 +269,12 @@ fn the_schema_check_catches_mistakes() {
         violations(&params)
     };
     assert!(!bad("vmid", 99.into()).is_empty(), "vmid below 100");
-    assert!(
-        !bad("unprivileged", "yes".into()).is_empty(),
-        "boolean as text"
-    );
-    assert!(
-        !bad("net0", "name=eth0,bridge=vmbr0,ip=10.0.0.5".into()).is_empty(),
-        "ip without prefix"
-    );
-    assert!(
-        !bad("net0", "bridge=vmbr0,ip=dhcp".into()).is_empty(),
-        "net without name"
-    );
-    assert!(
-        !bad("features", "nesting=true".into()).is_empty(),
-        "boolean member as word"
-    );
-    assert!(
-        !bad("tags", "rivetctl;rivet:x".into()).is_empty(),
-        "bad tag"
-    );
-    assert!(
-        !bad("hostname", "rivet_pve1".into()).is_empty(),
-        "underscore in hostname"
-    );
-    assert!(
-        !bad("rootfs", "local-lvm".into()).is_empty(),
-        "rootfs without size"
-    );
+    assert!(!bad("unprivileged", "yes".into()).is_empty(), "boolean as text");
+    assert!(!bad("net0", "name=eth0,bridge=vmbr0,ip=10.0.0.5".into()).is_empty(), "ip without prefix");
+    assert!(!bad("net0", "bridge=vmbr0,ip=dhcp".into()).is_empty(), "net without name");
+    assert!(!bad("features", "nesting=true".into()).is_empty(), "boolean member as word");
+    assert!(!bad("tags", "rivetctl;rivet:x".into()).is_empty(), "bad tag");
+    assert!(!bad("hostname", "rivet_pve1".into()).is_empty(), "underscore in hostname");
+    assert!(!bad("rootfs", "local-lvm".into()).is_empty(), "rootfs without size");
     assert!(!bad("sshkeys", "x".into()).is_empty(), "a QEMU parameter");
 }

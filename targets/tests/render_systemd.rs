@@ -52,11 +52,7 @@ fn proxmox_nodes_match_golden_files() {
     let paths: Vec<&str> = units.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
-        [
-            "systemd/pve1/rivetos-migrate.service",
-            "systemd/pve1/rivetos.service",
-            "systemd/pve2/rivetos.service"
-        ]
+        ["systemd/pve1/rivetos-migrate.service", "systemd/pve1/rivetos.service", "systemd/pve2/rivetos.service"]
     );
     for (path, text) in &units {
         golden(path, text);
@@ -82,37 +78,21 @@ fn units_hold_no_secret_and_only_common_plain_values() {
         for secret in secret_values() {
             assert!(!text.contains(&secret), "{path} holds a secret");
         }
-        assert!(
-            !text.contains("RIVETOS_PG_URL") && !text.contains("POSTGRES_PASSWORD"),
-            "{path}"
-        );
-        assert_eq!(
-            text.contains("Environment=\"LOG_LEVEL=info\""),
-            path.ends_with("/rivetos.service"),
-            "{path}"
-        );
+        assert!(!text.contains("RIVETOS_PG_URL") && !text.contains("POSTGRES_PASSWORD"), "{path}");
+        assert_eq!(text.contains("Environment=\"LOG_LEVEL=info\""), path.ends_with("/rivetos.service"), "{path}");
         // Set for one agent only: a process serving several agents cannot have it.
         assert!(!text.contains("MODEL_HINT"), "{path}");
     }
     let pve1 = &units(PROXMOX)[1].1;
-    assert!(
-        pve1.contains("Environment=\"RIVETOS_AGENTS=gemini,opus\""),
-        "{pve1}"
-    );
-    assert!(
-        pve1.contains("Environment=\"GREETING=100%% \\\"quoted\\\" \\\\ path\""),
-        "{pve1}"
-    );
+    assert!(pve1.contains("Environment=\"RIVETOS_AGENTS=gemini,opus\""), "{pve1}");
+    assert!(pve1.contains("Environment=\"GREETING=100%% \\\"quoted\\\" \\\\ path\""), "{pve1}");
     assert!(pve1.contains("TimeoutStopSec=45\n"));
 }
 
 #[test]
 fn quoting_for_environment_lines() {
     assert_eq!(systemd::quote_environment("A", "b c"), "\"A=b c\"");
-    assert_eq!(
-        systemd::quote_environment("A", "50%\n\"x\"\\"),
-        "\"A=50%%\\n\\\"x\\\"\\\\\""
-    );
+    assert_eq!(systemd::quote_environment("A", "50%\n\"x\"\\"), "\"A=50%%\\n\\\"x\\\"\\\\\"");
 }
 
 /// Runs `systemd-analyze verify` in a scratch root holding the units, an executable at the
@@ -124,11 +104,7 @@ fn analyze(units: &[(String, String)]) -> (bool, String) {
     let unit_dir = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(&unit_dir).unwrap();
     let system_units = Path::new("/usr/lib/systemd/system");
-    assert!(
-        system_units.is_dir(),
-        "{} is missing: install systemd",
-        system_units.display()
-    );
+    assert!(system_units.is_dir(), "{} is missing: install systemd", system_units.display());
     copy_dir(system_units, &root.path().join("usr/lib/systemd/system"));
     let exec = root.path().join(systemd::EXEC.trim_start_matches('/'));
     std::fs::create_dir_all(exec.parent().unwrap()).unwrap();
@@ -136,39 +112,21 @@ fn analyze(units: &[(String, String)]) -> (bool, String) {
     std::fs::set_permissions(&exec, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut names = Vec::new();
     for (path, text) in units {
-        let name = Path::new(path)
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+        let name = Path::new(path).file_name().unwrap().to_str().unwrap().to_string();
         std::fs::write(unit_dir.join(&name), text).unwrap();
         names.push(name);
     }
     let root_arg = format!("--root={}", root.path().display());
     let mut args = vec!["verify", "--man=no", "--generators=no", root_arg.as_str()];
     args.extend(names.iter().map(String::as_str));
-    let output = run_tool(
-        "systemd-analyze",
-        &args,
-        None,
-        "install systemd (Debian: apt-get install systemd)",
-    );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = run_tool("systemd-analyze", &args, None, "install systemd (Debian: apt-get install systemd)");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success() && said.trim().is_empty(), said)
 }
 
 fn verify(units: &[(String, String)]) {
     let (ok, said) = analyze(units);
-    assert!(
-        ok,
-        "systemd-analyze verify rejected {:?}:\n{said}",
-        units.iter().map(|u| &u.0).collect::<Vec<_>>()
-    );
+    assert!(ok, "systemd-analyze verify rejected {:?}:\n{said}", units.iter().map(|u| &u.0).collect::<Vec<_>>());
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -199,14 +157,8 @@ fn systemd_analyze_verifies_every_unit() {
 #[test]
 fn systemd_analyze_catches_mistakes() {
     let unit = units(MANUAL).pop().unwrap();
-    let misspelt = (
-        unit.0.clone(),
-        unit.1.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"),
-    );
+    let misspelt = (unit.0.clone(), unit.1.replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"));
     assert!(!analyze(&[misspelt]).0);
-    let missing = (
-        unit.0.clone(),
-        unit.1.replace(systemd::EXEC, "/opt/rivetos/bin/missing"),
-    );
+    let missing = (unit.0.clone(), unit.1.replace(systemd::EXEC, "/opt/rivetos/bin/missing"));
     assert!(!analyze(&[missing]).0);
 }

@@ -17,21 +17,13 @@ pub fn docker(args: &[&str]) -> String {
     let output = Command::new("docker").args(args).output().unwrap_or_else(|err| {
         panic!("cannot run `docker {}`: {err}. These tests need the Docker CLI and a running engine.", args.join(" "))
     });
-    assert!(
-        output.status.success(),
-        "`docker {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "`docker {}` failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Like [`docker`], but a failure is returned, not a panic.
 pub fn docker_status(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI")
+    Command::new("docker").args(args).output().expect("docker CLI")
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -86,23 +78,14 @@ impl TestFleet {
             !images.trim().is_empty(),
             "the base image rivetos-base:busybox is missing: run examples/base-image/build.sh (CI does)"
         );
-        let dir = tempfile::Builder::new()
-            .prefix("rivetctl-e2e-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("rivetctl-e2e-").tempdir().unwrap();
         copy_tree(&repo().join("examples/quickstart"), dir.path());
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("rt-{test}-{}-{n}", std::process::id());
         let fleet = TestFleet { dir, name };
         fleet.edit(|text| {
-            text.replace(
-                "project_name: rivet-quickstart",
-                &format!("project_name: {}", fleet.name),
-            )
-            .replace(
-                "network: rivet-quickstart-net",
-                &format!("network: {}-net", fleet.name),
-            )
+            text.replace("project_name: rivet-quickstart", &format!("project_name: {}", fleet.name))
+                .replace("network: rivet-quickstart-net", &format!("network: {}-net", fleet.name))
         });
         fleet
     }
@@ -134,13 +117,7 @@ impl TestFleet {
     /// Runs rivetctl and asserts the exit code.
     pub fn expect(&self, args: &[&str], code: i32) -> Output {
         let output = self.rivetctl(args);
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "rivetctl {}:\n{}",
-            args.join(" "),
-            describe(&output)
-        );
+        assert_eq!(output.status.code(), Some(code), "rivetctl {}:\n{}", args.join(" "), describe(&output));
         output
     }
 
@@ -184,36 +161,19 @@ impl TestFleet {
     pub fn list(&self, kind: &str) -> Vec<String> {
         let filter = format!("label=io.rivetctl.deployment={}", self.name);
         let output = docker_status(&[kind, "ls", "-q", "--filter", &filter]);
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
     }
 
     /// Asserts every long-running container is running and healthy, and migrate exited 0.
     pub fn assert_healthy(&self, agents: &[&str]) {
         let containers = self.containers();
         for id in agents {
-            let c = containers
-                .get(&self.agent(id))
-                .unwrap_or_else(|| panic!("agent {id} missing: {containers:#?}"));
-            assert_eq!(
-                (c.state.as_str(), c.health.as_str()),
-                ("running", "healthy"),
-                "agent {id}"
-            );
+            let c = containers.get(&self.agent(id)).unwrap_or_else(|| panic!("agent {id} missing: {containers:#?}"));
+            assert_eq!((c.state.as_str(), c.health.as_str()), ("running", "healthy"), "agent {id}");
         }
         let hub = &containers[&format!("{}-datahub", self.name)];
-        assert_eq!(
-            (hub.state.as_str(), hub.health.as_str()),
-            ("running", "healthy")
-        );
-        let migrate = docker(&[
-            "inspect",
-            "--format",
-            "{{.State.ExitCode}}",
-            &format!("{}-migrate", self.name),
-        ]);
+        assert_eq!((hub.state.as_str(), hub.health.as_str()), ("running", "healthy"));
+        let migrate = docker(&["inspect", "--format", "{{.State.ExitCode}}", &format!("{}-migrate", self.name)]);
         assert_eq!(migrate.trim(), "0");
     }
 }
@@ -222,10 +182,7 @@ impl Drop for TestFleet {
     fn drop(&mut self) {
         let filter = format!("label=io.rivetctl.deployment={}", self.name);
         let ids = docker_status(&["ps", "-aq", "--filter", &filter]);
-        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(str::to_string).collect();
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(ids.iter().map(String::as_str));

@@ -9,10 +9,7 @@ use std::process::{Command, Output};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// A `rivetctl` command with a clean, predictable environment (no colours, no inherited
@@ -31,9 +28,7 @@ pub fn rivetctl(dir: &Path) -> Command {
 
 /// Runs a command and returns its output; panics with the output if it cannot start.
 pub fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"))
+    command.output().unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"))
 }
 
 /// The exit code, stdout and stderr of a run, as one printable block.
@@ -54,12 +49,8 @@ pub fn golden(path: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "missing golden file {}; run with UPDATE_GOLDEN=1",
-            path.display()
-        )
-    });
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
     assert!(
         expected == actual,
         "golden file {} differs (UPDATE_GOLDEN=1 accepts):\n--- expected\n{expected}--- actual\n{actual}",

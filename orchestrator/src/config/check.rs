@@ -35,10 +35,7 @@ pub struct Checked {
 
 /// Checks a parsed document against [`ROOT`].
 pub fn check(root: &Yaml, vars: &Variables) -> Checked {
-    let mut checker = Checker {
-        vars,
-        out: Checked::default(),
-    };
+    let mut checker = Checker { vars, out: Checked::default() };
     let value = match &root.kind {
         YamlKind::Map(_) => checker.object(Some(root), &ROOT, "", true),
         _ if root.is_null() => {
@@ -68,11 +65,7 @@ struct Checker<'a> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 fn last_segment(path: &str) -> &str {
@@ -107,18 +100,10 @@ impl Checker<'_> {
         let mut out = Map::new();
         for field in object.fields {
             let child = join(path, field.name);
-            let found = entries
-                .iter()
-                .find(|(k, _)| k.as_scalar() == Some(field.name));
+            let found = entries.iter().find(|(k, _)| k.as_scalar() == Some(field.name));
             match found {
                 Some((key, value)) if !value.is_null() => {
-                    self.out.locations.insert(
-                        format!("{child}#key"),
-                        Loc {
-                            pos: key.pos,
-                            len: key.len,
-                        },
-                    );
+                    self.out.locations.insert(format!("{child}#key"), Loc { pos: key.pos, len: key.len });
                     let checked = self.value(value, field.ty, &child, Some(field));
                     out.insert(field.name.to_string(), checked);
                 }
@@ -129,9 +114,7 @@ impl Checker<'_> {
                             .map(str::to_string)
                             .unwrap_or_else(|| format!("Missing required field \"{child}\""));
                         let hint = match field.ty {
-                            Ty::Enum(values) => {
-                                Some(format!("add `{}: {}`", field.name, values[0]))
-                            }
+                            Ty::Enum(values) => Some(format!("add `{}: {}`", field.name, values[0])),
                             _ => Some(format!("add `{}:` here", field.name)),
                         };
                         self.error(node, message, hint);
@@ -144,11 +127,7 @@ impl Checker<'_> {
         }
         for (key, value) in entries {
             let Some(name) = key.as_scalar() else {
-                self.error(
-                    Some(key),
-                    format!("keys of \"{path}\" must be strings"),
-                    None,
-                );
+                self.error(Some(key), format!("keys of \"{path}\" must be strings"), None);
                 continue;
             };
             if object.fields.iter().any(|f| f.name == name) {
@@ -162,12 +141,7 @@ impl Checker<'_> {
                         .or_else(|| {
                             Some(format!(
                                 "known keys: {}",
-                                object
-                                    .fields
-                                    .iter()
-                                    .map(|f| f.name)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                object.fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
                             ))
                         });
                     self.warning(key, message, hint);
@@ -177,9 +151,7 @@ impl Checker<'_> {
                         if let Some(m) = did_you_mean(name, object.fields.iter().map(|f| f.name)) {
                             self.warning(
                                 key,
-                                format!(
-                                    "Unknown top-level section \"{name}\" (kept for the runtime)"
-                                ),
+                                format!("Unknown top-level section \"{name}\" (kept for the runtime)"),
                                 Some(format!("did you mean \"{m}\"?")),
                             );
                         }
@@ -214,25 +186,14 @@ impl Checker<'_> {
     }
 
     fn value(&mut self, node: &Yaml, ty: &Ty, path: &str, field: Option<&Field>) -> Value {
-        self.out.locations.insert(
-            path.to_string(),
-            Loc {
-                pos: node.pos,
-                len: node.len,
-            },
-        );
+        self.out.locations.insert(path.to_string(), Loc { pos: node.pos, len: node.len });
         match ty {
             Ty::Any => raw_value(node),
             Ty::Object(object) => match &node.kind {
                 YamlKind::Map(_) => self.object(Some(node), object, path, true),
                 _ => {
-                    let message =
-                        format!("\"{path}\" must be an object (found {})", node.type_name());
-                    self.error(
-                        Some(node),
-                        message,
-                        Some("write `key: value` pairs indented below it".into()),
-                    );
+                    let message = format!("\"{path}\" must be an object (found {})", node.type_name());
+                    self.error(Some(node), message, Some("write `key: value` pairs indented below it".into()));
                     Value::Null
                 }
             },
@@ -258,25 +219,13 @@ impl Checker<'_> {
                     let mut out = Map::new();
                     for (key, value) in entries {
                         let Some(name) = key.as_scalar() else {
-                            self.error(
-                                Some(key),
-                                format!("keys of \"{path}\" must be strings"),
-                                None,
-                            );
+                            self.error(Some(key), format!("keys of \"{path}\" must be strings"), None);
                             continue;
                         };
                         let child = join(path, name);
-                        self.out.locations.insert(
-                            format!("{child}#key"),
-                            Loc {
-                                pos: key.pos,
-                                len: key.len,
-                            },
-                        );
+                        self.out.locations.insert(format!("{child}#key"), Loc { pos: key.pos, len: key.len });
                         let checked = if value.is_null() && matches!(item, Ty::Object(_)) {
-                            let Ty::Object(object) = item else {
-                                unreachable!()
-                            };
+                            let Ty::Object(object) = item else { unreachable!() };
                             self.object(None, object, &child, false)
                         } else {
                             self.value(value, item, &child, None)
@@ -301,12 +250,7 @@ impl Checker<'_> {
     fn scalar(&mut self, node: &Yaml, ty: &Ty, path: &str, field: Option<&Field>) -> Value {
         let YamlKind::Scalar { text, plain } = &node.kind else {
             let expected = describe(ty);
-            self.invalid(
-                node,
-                path,
-                field,
-                &format!("must be {expected} (found {})", node.type_name()),
-            );
+            self.invalid(node, path, field, &format!("must be {expected} (found {})", node.type_name()));
             return Value::Null;
         };
         let (text, plain) = match interpolate(text, self.vars) {
@@ -322,18 +266,14 @@ impl Checker<'_> {
                 for err in errors {
                     let (message, hint) = match err {
                         InterpolateError::Missing { name } => (
-                            format!(
-                                "environment variable \"{name}\" is not set (used in \"{path}\")"
-                            ),
+                            format!("environment variable \"{name}\" is not set (used in \"{path}\")"),
                             format!(
                                 "set {name} in the environment or in the .env beside the config, or give a default: ${{{name}:-value}}"
                             ),
                         ),
-                        InterpolateError::Syntax { message } => (
-                            message,
-                            "write `${NAME}`, `${NAME:-default}`, or `$$` for a literal `$`"
-                                .to_string(),
-                        ),
+                        InterpolateError::Syntax { message } => {
+                            (message, "write `${NAME}`, `${NAME:-default}`, or `$$` for a literal `$`".to_string())
+                        }
                     };
                     self.error(Some(node), message, Some(hint));
                 }
@@ -357,50 +297,35 @@ impl Checker<'_> {
                     } else {
                         "write true or false, without quotes".to_string()
                     };
-                    self.invalid_with(
-                        node,
-                        field,
-                        format!("\"{key}\" must be a boolean"),
-                        Some(hint),
-                    );
+                    self.invalid_with(node, field, format!("\"{key}\" must be a boolean"), Some(hint));
                     Value::Null
                 }
             },
             Ty::Int { min, max } => match parse_int(&text).filter(|_| plain) {
                 Some(n) if n >= *min && n <= *max => json!(n),
                 _ => {
-                    let found = if is_null_text(&text) {
-                        "nothing".to_string()
-                    } else {
-                        format!("{text:?}")
-                    };
+                    let found = if is_null_text(&text) { "nothing".to_string() } else { format!("{text:?}") };
                     self.invalid_with(
                         node,
                         field,
-                        format!(
-                            "\"{key}\" must be a number between {min} and {max} (found {found})"
-                        ),
-                        Some(format!(
-                            "write a whole number from {min} to {max}, without quotes"
-                        )),
+                        format!("\"{key}\" must be a number between {min} and {max} (found {found})"),
+                        Some(format!("write a whole number from {min} to {max}, without quotes")),
                     );
                     Value::Null
                 }
             },
-            Ty::Number { min, max } => {
-                match parse_float(&text).filter(|_| plain) {
-                    Some(n) if n >= *min && n <= *max => json!(n),
-                    _ => {
-                        self.invalid_with(
+            Ty::Number { min, max } => match parse_float(&text).filter(|_| plain) {
+                Some(n) if n >= *min && n <= *max => json!(n),
+                _ => {
+                    self.invalid_with(
                         node,
                         field,
                         format!("\"{key}\" must be a number between {min} and {max} (found {text:?})"),
                         Some(format!("write a number from {min} to {max}, without quotes")),
                     );
-                        Value::Null
-                    }
+                    Value::Null
                 }
-            }
+            },
             Ty::Enum(values) => {
                 if values.contains(&text.as_str()) {
                     json!(text)
@@ -410,10 +335,7 @@ impl Checker<'_> {
                         .unwrap_or_else(|| format!("use one of: {}", values.join(", ")));
                     let message = match field.and_then(|f| f.invalid) {
                         Some(template) => template.replace("{value}", &text),
-                        None => format!(
-                            "\"{key}\" must be one of: {} (found {text:?})",
-                            values.join(", ")
-                        ),
+                        None => format!("\"{key}\" must be one of: {} (found {text:?})", values.join(", ")),
                     };
                     self.error(Some(node), message, Some(hint));
                     Value::Null
@@ -426,10 +348,7 @@ impl Checker<'_> {
                         Some(template) => template.replace("{value}", &text),
                         None => format!("\"{key}\" must be {} (found {text:?})", rule.expected),
                     };
-                    let hint = field
-                        .and_then(|f| f.hint)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| rule.hint.to_string());
+                    let hint = field.and_then(|f| f.hint).map(str::to_string).unwrap_or_else(|| rule.hint.to_string());
                     self.error(Some(node), message, Some(hint));
                     Value::Null
                 }
@@ -442,26 +361,12 @@ impl Checker<'_> {
 
     fn invalid(&mut self, node: &Yaml, path: &str, field: Option<&Field>, what: &str) {
         let message = format!("\"{}\" {what}", last_segment(path));
-        self.invalid_with(
-            node,
-            field,
-            message,
-            Some("see `rivetctl config schema` for every field's type".into()),
-        );
+        self.invalid_with(node, field, message, Some("see `rivetctl config schema` for every field's type".into()));
     }
 
-    fn invalid_with(
-        &mut self,
-        node: &Yaml,
-        field: Option<&Field>,
-        generic: String,
-        hint: Option<String>,
-    ) {
+    fn invalid_with(&mut self, node: &Yaml, field: Option<&Field>, generic: String, hint: Option<String>) {
         let text = node.as_scalar().unwrap_or_default();
-        let message = field
-            .and_then(|f| f.invalid)
-            .map(|m| m.replace("{value}", text))
-            .unwrap_or(generic);
+        let message = field.and_then(|f| f.invalid).map(|m| m.replace("{value}", text)).unwrap_or(generic);
         let hint = field.and_then(|f| f.hint).map(str::to_string).or(hint);
         self.error(Some(node), message, hint);
     }
@@ -505,12 +410,7 @@ pub fn raw_value(node: &Yaml) -> Value {
             entries
                 .iter()
                 .map(|(k, v)| {
-                    (
-                        k.as_scalar()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| format!("{:?}", raw_value(k))),
-                        raw_value(v),
-                    )
+                    (k.as_scalar().map(str::to_string).unwrap_or_else(|| format!("{:?}", raw_value(k))), raw_value(v))
                 })
                 .collect(),
         ),

@@ -41,23 +41,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(message: impl Into<String>, pos: Option<Pos>) -> Self {
-        Diagnostic {
-            severity: Severity::Error,
-            message: message.into(),
-            pos,
-            len: 1,
-            hint: None,
-        }
+        Diagnostic { severity: Severity::Error, message: message.into(), pos, len: 1, hint: None }
     }
 
     pub fn warning(message: impl Into<String>, pos: Option<Pos>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            message: message.into(),
-            pos,
-            len: 1,
-            hint: None,
-        }
+        Diagnostic { severity: Severity::Warning, message: message.into(), pos, len: 1, hint: None }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -100,10 +88,7 @@ impl Diagnostic {
                         .take(pos.col.saturating_sub(1))
                         .map(|c| if c == '\t' { '\t' } else { ' ' })
                         .collect();
-                    let available = line
-                        .chars()
-                        .count()
-                        .saturating_sub(pos.col.saturating_sub(1));
+                    let available = line.chars().count().saturating_sub(pos.col.saturating_sub(1));
                     let carets = "^".repeat(self.len.min(available.max(1)));
                     let _ = writeln!(out, " {gutter} |");
                     let _ = writeln!(out, " {number} | {line}");
@@ -122,10 +107,7 @@ impl Diagnostic {
 }
 
 /// Suggests the closest candidate to a misspelt word, if any is close enough.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
@@ -141,12 +123,9 @@ mod tests {
     #[test]
     fn renders_a_caret_under_the_value() {
         let source = "deployment:\n  docker:\n    postgres_port: 70000\n";
-        let diag = Diagnostic::error(
-            "\"postgres_port\" must be a number between 0 and 65535",
-            Some(Pos::new(3, 20)),
-        )
-        .with_len(5)
-        .with_hint("use 0 to keep the port unpublished");
+        let diag = Diagnostic::error("\"postgres_port\" must be a number between 0 and 65535", Some(Pos::new(3, 20)))
+            .with_len(5)
+            .with_hint("use 0 to keep the port unpublished");
         let text = diag.render("rivet.config.yaml", source);
         assert_eq!(
             text,

@@ -28,34 +28,18 @@ impl Variables {
     pub fn get(&self, name: &str) -> Option<Variable> {
         if let Some(value) = self.environment.get(name) {
             let sensitive = looks_secret(name) || self.dotenv.contains_key(name);
-            return Some(Variable {
-                value: value.clone(),
-                sensitive,
-            });
+            return Some(Variable { value: value.clone(), sensitive });
         }
-        self.dotenv.get(name).map(|value| Variable {
-            value: value.clone(),
-            sensitive: true,
-        })
+        self.dotenv.get(name).map(|value| Variable { value: value.clone(), sensitive: true })
     }
 }
 
 /// True for names like `*_KEY`, `*_TOKEN`, `*PASSWORD*`, `*SECRET*`.
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    [
-        "KEY",
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "CREDENTIAL",
-        "PRIVATE",
-        "PG_URL",
-        "DATABASE_URL",
-    ]
-    .iter()
-    .any(|marker| upper.contains(marker))
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE", "PG_URL", "DATABASE_URL"]
+        .iter()
+        .any(|marker| upper.contains(marker))
 }
 
 /// Why a value could not be interpolated.
@@ -78,10 +62,7 @@ pub struct Interpolated {
 /// `${NAME-default}` (default when unset); `$$` is a literal `$`.
 pub fn interpolate(text: &str, vars: &Variables) -> Result<Interpolated, Vec<InterpolateError>> {
     if !text.contains('$') {
-        return Ok(Interpolated {
-            text: text.to_string(),
-            sensitive: false,
-        });
+        return Ok(Interpolated { text: text.to_string(), sensitive: false });
     }
     let mut out = String::with_capacity(text.len());
     let mut sensitive = false;
@@ -101,9 +82,7 @@ pub fn interpolate(text: &str, vars: &Variables) -> Result<Interpolated, Vec<Int
             continue;
         };
         let Some(close) = body_and_tail.find('}') else {
-            errors.push(InterpolateError::Syntax {
-                message: "`${` is not closed by `}`".into(),
-            });
+            errors.push(InterpolateError::Syntax { message: "`${` is not closed by `}`".into() });
             return Err(errors);
         };
         let body = &body_and_tail[..close];
@@ -117,42 +96,27 @@ pub fn interpolate(text: &str, vars: &Variables) -> Result<Interpolated, Vec<Int
         };
         if !is_valid_name(name) {
             errors.push(InterpolateError::Syntax {
-                message: format!(
-                    "`${{{body}}}` is not a variable reference: names are letters, digits and `_`"
-                ),
+                message: format!("`${{{body}}}` is not a variable reference: names are letters, digits and `_`"),
             });
             continue;
         }
         match (vars.get(name), default) {
-            (Some(var), Some(default)) if empty_counts && var.value.is_empty() => {
-                out.push_str(default)
-            }
+            (Some(var), Some(default)) if empty_counts && var.value.is_empty() => out.push_str(default),
             (Some(var), _) => {
                 sensitive |= var.sensitive;
                 out.push_str(&var.value);
             }
             (None, Some(default)) => out.push_str(default),
-            (None, None) => errors.push(InterpolateError::Missing {
-                name: name.to_string(),
-            }),
+            (None, None) => errors.push(InterpolateError::Missing { name: name.to_string() }),
         }
     }
     out.push_str(rest);
-    if errors.is_empty() {
-        Ok(Interpolated {
-            text: out,
-            sensitive,
-        })
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(Interpolated { text: out, sensitive }) } else { Err(errors) }
 }
 
 fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -164,8 +128,7 @@ mod tests {
         let mut v = Variables::default();
         v.environment.insert("HOST".into(), "node1".into());
         v.environment.insert("EMPTY".into(), String::new());
-        v.dotenv
-            .insert("POSTGRES_PASSWORD".into(), "hunter2".into());
+        v.dotenv.insert("POSTGRES_PASSWORD".into(), "hunter2".into());
         v
     }
 
@@ -184,22 +147,13 @@ mod tests {
         check("${EMPTY:-fallback}", Ok(("fallback", false)));
         check("${EMPTY-fallback}", Ok(("", false)));
         check("$$HOME and $5", Ok(("$HOME and $5", false)));
-        check(
-            "${NOPE}",
-            Err(vec![InterpolateError::Missing {
-                name: "NOPE".into(),
-            }]),
-        );
+        check("${NOPE}", Err(vec![InterpolateError::Missing { name: "NOPE".into() }]));
     }
 
     #[test]
     fn syntax_errors() {
-        assert!(
-            matches!(interpolate("${HOST", &vars()), Err(e) if matches!(e[0], InterpolateError::Syntax { .. }))
-        );
-        assert!(
-            matches!(interpolate("${1X}", &vars()), Err(e) if matches!(e[0], InterpolateError::Syntax { .. }))
-        );
+        assert!(matches!(interpolate("${HOST", &vars()), Err(e) if matches!(e[0], InterpolateError::Syntax { .. })));
+        assert!(matches!(interpolate("${1X}", &vars()), Err(e) if matches!(e[0], InterpolateError::Syntax { .. })));
     }
 
     #[test]

@@ -12,14 +12,8 @@ const REFERENCE: &str = "^.*\\$\\{[A-Za-z_][A-Za-z0-9_]*((:?-)[^}]*)?\\}.*$";
 pub fn json_schema() -> Value {
     let mut schema = object_schema(&ROOT);
     if let Value::Object(map) = &mut schema {
-        map.insert(
-            "$schema".into(),
-            json!("https://json-schema.org/draft/2020-12/schema"),
-        );
-        map.insert(
-            "$id".into(),
-            json!("https://rivetctl.dev/schema/rivet.config.json"),
-        );
+        map.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+        map.insert("$id".into(), json!("https://rivetctl.dev/schema/rivet.config.json"));
         map.insert("title".into(), json!("rivet.config.yaml"));
         map.insert(
             "description".into(),
@@ -37,16 +31,10 @@ fn type_schema(ty: &Ty) -> Value {
     match ty {
         Ty::Str => json!({ "type": ["string", "number"] }),
         Ty::Bool => with_reference(json!({ "type": "boolean" })),
-        Ty::Int { min, max } => {
-            with_reference(json!({ "type": "integer", "minimum": min, "maximum": max }))
-        }
-        Ty::Number { min, max } => {
-            with_reference(json!({ "type": "number", "minimum": min, "maximum": max }))
-        }
+        Ty::Int { min, max } => with_reference(json!({ "type": "integer", "minimum": min, "maximum": max })),
+        Ty::Number { min, max } => with_reference(json!({ "type": "number", "minimum": min, "maximum": max })),
         Ty::Enum(values) => with_reference(json!({ "enum": values })),
-        Ty::Text(rule) => {
-            with_reference(json!({ "type": ["string", "number"], "pattern": rule.pattern }))
-        }
+        Ty::Text(rule) => with_reference(json!({ "type": ["string", "number"], "pattern": rule.pattern })),
         Ty::List(item) => json!({ "type": "array", "items": type_schema(item) }),
         Ty::Map(item) => json!({ "type": "object", "additionalProperties": type_schema(item) }),
         Ty::Object(object) => object_schema(object),
@@ -100,19 +88,8 @@ mod tests {
             deployment["properties"]["target"]["anyOf"][0]["enum"],
             json!(["docker", "proxmox", "kubernetes", "manual"])
         );
-        assert_eq!(
-            deployment["properties"]["docker"]["properties"]["postgres_port"]["default"],
-            json!(5432)
-        );
-        assert_eq!(
-            schema["additionalProperties"],
-            json!(true),
-            "runtime sections are kept"
-        );
-        assert_eq!(
-            deployment["additionalProperties"],
-            json!(false),
-            "typos are flagged"
-        );
+        assert_eq!(deployment["properties"]["docker"]["properties"]["postgres_port"]["default"], json!(5432));
+        assert_eq!(schema["additionalProperties"], json!(true), "runtime sections are kept");
+        assert_eq!(deployment["additionalProperties"], json!(false), "typos are flagged");
     }
 }

@@ -60,11 +60,8 @@ pub fn load(source: &str, vars: &Variables) -> Result<Loaded, Vec<Diagnostic>> {
         Ok(raw) => raw,
         Err(err) => {
             checked.diagnostics.push(
-                Diagnostic::error(
-                    format!("internal error: the checked config does not fit the model: {err}"),
-                    None,
-                )
-                .with_hint("please report this with the config file"),
+                Diagnostic::error(format!("internal error: the checked config does not fit the model: {err}"), None)
+                    .with_hint("please report this with the config file"),
             );
             return Err(sorted(checked.diagnostics));
         }
@@ -97,25 +94,12 @@ pub fn load(source: &str, vars: &Variables) -> Result<Loaded, Vec<Diagnostic>> {
         .keys()
         .map(|id| {
             let own = agents.get(id).cloned().unwrap_or(serde_json::Value::Null);
-            (
-                id.clone(),
-                canonical_digest(&serde_json::json!([shared_digest, own])),
-            )
+            (id.clone(), canonical_digest(&serde_json::json!([shared_digest, own])))
         })
         .collect();
-    let name = raw
-        .deployment
-        .name
-        .clone()
-        .unwrap_or_else(|| raw.deployment.docker.project_name.clone());
+    let name = raw.deployment.name.clone().unwrap_or_else(|| raw.deployment.docker.project_name.clone());
     Ok(Loaded {
-        config: Config {
-            raw,
-            name,
-            sensitive: checked.sensitive,
-            shared_digest,
-            agent_digests,
-        },
+        config: Config { raw, name, sensitive: checked.sensitive, shared_digest, agent_digests },
         warnings: sorted(diagnostics),
     })
 }
@@ -124,28 +108,17 @@ fn deployment_keys(root: &yaml::Yaml) -> BTreeSet<String> {
     let yaml::YamlKind::Map(entries) = &root.kind else {
         return BTreeSet::new();
     };
-    let Some((_, deployment)) = entries
-        .iter()
-        .find(|(k, _)| k.as_scalar() == Some("deployment"))
-    else {
+    let Some((_, deployment)) = entries.iter().find(|(k, _)| k.as_scalar() == Some("deployment")) else {
         return BTreeSet::new();
     };
     let yaml::YamlKind::Map(entries) = &deployment.kind else {
         return BTreeSet::new();
     };
-    entries
-        .iter()
-        .filter_map(|(k, _)| k.as_scalar().map(str::to_string))
-        .collect()
+    entries.iter().filter_map(|(k, _)| k.as_scalar().map(str::to_string)).collect()
 }
 
 fn sorted(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    diagnostics.sort_by_key(|d| {
-        (
-            d.pos.map_or((usize::MAX, 0), |p| (p.line, p.col)),
-            d.severity,
-        )
-    });
+    diagnostics.sort_by_key(|d| (d.pos.map_or((usize::MAX, 0), |p| (p.line, p.col)), d.severity));
     diagnostics
 }
 

@@ -8,8 +8,7 @@ use serde_json::json;
 use super::schema::TextRule;
 
 /// Characters that must never reach a shell command line (upstream's `advertise_host` rule).
-pub const SHELL_METACHARACTERS: &[char] =
-    &[';', '&', '|', '`', '$', '<', '>', '(', ')', '\'', '"', '\\'];
+pub const SHELL_METACHARACTERS: &[char] = &[';', '&', '|', '`', '$', '<', '>', '(', ')', '\'', '"', '\\'];
 
 pub const DURATION: TextRule = TextRule {
     expected: "a duration such as `500ms`, `30s`, `5m` or `1h30m`",
@@ -55,9 +54,7 @@ pub const ABS_PATH: TextRule = TextRule {
     expected: "an absolute path starting with `/`",
     pattern: "^/[^\\s]*$",
     hint: "start the path with `/`",
-    check: |text| {
-        (text.starts_with('/') && !text.chars().any(char::is_whitespace)).then(|| json!(text))
-    },
+    check: |text| (text.starts_with('/') && !text.chars().any(char::is_whitespace)).then(|| json!(text)),
 };
 
 pub const PG_VERSION: TextRule = TextRule {
@@ -65,8 +62,7 @@ pub const PG_VERSION: TextRule = TextRule {
     pattern: "^[0-9]{1,2}$",
     hint: "write the major version only, for example `16`",
     check: |text| {
-        (!text.is_empty() && text.len() <= 2 && text.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| json!(text))
+        (!text.is_empty() && text.len() <= 2 && text.bytes().all(|b| b.is_ascii_digit())).then(|| json!(text))
     },
 };
 
@@ -173,23 +169,15 @@ pub fn parse_memory_bytes(text: &str) -> Option<u64> {
 
 /// True for a host name/address that is safe to put on a command line.
 pub fn is_safe_host(text: &str) -> bool {
-    !text.is_empty()
-        && !text
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || SHELL_METACHARACTERS.contains(&c))
+    !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control() || SHELL_METACHARACTERS.contains(&c))
 }
 
 fn is_quantity(text: &str) -> bool {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     !number.is_empty()
         && number.parse::<f64>().is_ok()
-        && matches!(
-            suffix,
-            "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-        )
+        && matches!(suffix, "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei")
 }
 
 /// How a node's Docker Engine is reached.
@@ -225,16 +213,8 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Local => f.write_str("local"),
             Endpoint::Unix(path) => write!(f, "unix://{path}"),
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
-            Endpoint::Ssh {
-                user: Some(user),
-                host,
-                port,
-            } => write!(f, "ssh://{user}@{host}:{port}"),
-            Endpoint::Ssh {
-                user: None,
-                host,
-                port,
-            } => write!(f, "ssh://{host}:{port}"),
+            Endpoint::Ssh { user: Some(user), host, port } => write!(f, "ssh://{user}@{host}:{port}"),
+            Endpoint::Ssh { user: None, host, port } => write!(f, "ssh://{host}:{port}"),
         }
     }
 }
@@ -250,10 +230,7 @@ pub fn parse_endpoint(text: &str) -> Option<Endpoint> {
     if let Some(rest) = text.strip_prefix("tcp://") {
         let (host, port) = rest.rsplit_once(':')?;
         let port: u16 = port.parse().ok()?;
-        return (is_safe_host(host) && port > 0).then(|| Endpoint::Tcp {
-            host: host.to_string(),
-            port,
-        });
+        return (is_safe_host(host) && port > 0).then(|| Endpoint::Tcp { host: host.to_string(), port });
     }
     if let Some(rest) = text.strip_prefix("ssh://") {
         let rest = rest.trim_end_matches('/');
@@ -266,9 +243,7 @@ pub fn parse_endpoint(text: &str) -> Option<Endpoint> {
             None => (hostport, 22),
         };
         let user_ok = user.is_none_or(|u| {
-            !u.is_empty()
-                && u.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         });
         return (user_ok && is_safe_host(host) && !host.contains('/')).then(|| Endpoint::Ssh {
             user: user.map(str::to_string),
@@ -299,38 +274,17 @@ mod tests {
         assert_eq!(parse_memory_bytes("2Gi"), Some(2 * 1024 * 1024 * 1024));
         assert_eq!(parse_memory_bytes("1.5g"), Some(1_610_612_736));
         assert_eq!(parse_memory_bytes("512"), None, "a unit is required");
-        assert_eq!(
-            parse_memory_bytes("1k"),
-            None,
-            "below Docker's 4 MiB minimum"
-        );
+        assert_eq!(parse_memory_bytes("1k"), None, "below Docker's 4 MiB minimum");
     }
 
     #[test]
     fn endpoints() {
         assert_eq!(
             parse_endpoint("ssh://deploy@10.0.0.2:2222"),
-            Some(Endpoint::Ssh {
-                user: Some("deploy".into()),
-                host: "10.0.0.2".into(),
-                port: 2222
-            })
+            Some(Endpoint::Ssh { user: Some("deploy".into()), host: "10.0.0.2".into(), port: 2222 })
         );
-        assert_eq!(
-            parse_endpoint("ssh://host"),
-            Some(Endpoint::Ssh {
-                user: None,
-                host: "host".into(),
-                port: 22
-            })
-        );
-        assert_eq!(
-            parse_endpoint("tcp://h:2375"),
-            Some(Endpoint::Tcp {
-                host: "h".into(),
-                port: 2375
-            })
-        );
+        assert_eq!(parse_endpoint("ssh://host"), Some(Endpoint::Ssh { user: None, host: "host".into(), port: 22 }));
+        assert_eq!(parse_endpoint("tcp://h:2375"), Some(Endpoint::Tcp { host: "h".into(), port: 2375 }));
         assert_eq!(parse_endpoint("ssh://a;rm -rf@h"), None);
         assert_eq!(parse_endpoint("ssh://u@h;ls"), None);
         assert_eq!(parse_endpoint("http://h"), None);
@@ -339,9 +293,7 @@ mod tests {
     #[test]
     fn hosts_refuse_shell_metacharacters() {
         assert!(is_safe_host("node-1.example.com"));
-        for bad in [
-            "a b", "a;b", "$(x)", "a`b`", "a|b", "a'b", "a\"b", "a\\b", "",
-        ] {
+        for bad in ["a b", "a;b", "$(x)", "a`b`", "a|b", "a'b", "a\"b", "a\\b", ""] {
             assert!(!is_safe_host(bad), "{bad}");
         }
     }

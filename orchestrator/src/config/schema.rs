@@ -87,16 +87,7 @@ pub struct Field {
 
 impl Field {
     const fn new(name: &'static str, ty: &'static Ty, doc: &'static str) -> Field {
-        Field {
-            name,
-            ty,
-            required: false,
-            default: None,
-            doc,
-            invalid: None,
-            missing: None,
-            hint: None,
-        }
+        Field { name, ty, required: false, default: None, doc, invalid: None, missing: None, hint: None }
     }
     const fn required(mut self) -> Field {
         self.required = true;
@@ -158,23 +149,30 @@ const DATAHUB: Object = Object {
 const IMAGE: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new("registry", &STR, "Registry prefix of prebuilt images (used when `build_from_source` is false).").default(S("ghcr.io/philbert440")),
+        Field::new("registry", &STR, "Registry prefix of prebuilt images (used when `build_from_source` is false).")
+            .default(S("ghcr.io/philbert440")),
         Field::new("agent_image", &STR, "Repository name of the agent image.").default(S("rivetos-agent")),
-        Field::new("tag", &STR, "Tag of prebuilt images (used when `build_from_source` is false).").default(S("latest")),
-        Field::new("build_from_source", &BOOL, "Build images from `deployment.source`; tags are content hashes of the build inputs.").default(B(true)),
-        Field::new("datahub_image", &STR, "rivetctl: repository name of the datahub image when it is built from source (older layout) or prebuilt.").default(S("rivetos-datahub")),
+        Field::new("tag", &STR, "Tag of prebuilt images (used when `build_from_source` is false).")
+            .default(S("latest")),
+        Field::new(
+            "build_from_source",
+            &BOOL,
+            "Build images from `deployment.source`; tags are content hashes of the build inputs.",
+        )
+        .default(B(true)),
+        Field::new(
+            "datahub_image",
+            &STR,
+            "rivetctl: repository name of the datahub image when it is built from source (older layout) or prebuilt.",
+        )
+        .default(S("rivetos-datahub")),
     ],
 };
 
 const DOCKER: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new(
-            "network",
-            &NAME,
-            "Docker network joined by every container.",
-        )
-        .default(S("rivetos-net")),
+        Field::new("network", &NAME, "Docker network joined by every container.").default(S("rivetos-net")),
         Field::new(
             "postgres_port",
             &PORT,
@@ -182,23 +180,14 @@ const DOCKER: Object = Object {
         )
         .default(I(5432))
         .hint("use 0 to keep the datahub unpublished"),
-        Field::new(
-            "project_name",
-            &NAME,
-            "Prefix of container and volume names.",
-        )
-        .default(S("rivetos")),
+        Field::new("project_name", &NAME, "Prefix of container and volume names.").default(S("rivetos")),
         Field::new(
             "host",
             &ENDPOINT,
             "rivetctl: Docker Engine to use when no `deployment.nodes` are given: `unix:///path`, `tcp://host:port` or `ssh://user@host[:port]`. Default: `DOCKER_HOST`, else the local socket.",
         ),
-        Field::new(
-            "postgres_bind",
-            &HOST,
-            "rivetctl: host address the published PostgreSQL port binds to.",
-        )
-        .default(S("127.0.0.1")),
+        Field::new("postgres_bind", &HOST, "rivetctl: host address the published PostgreSQL port binds to.")
+            .default(S("127.0.0.1")),
     ],
 };
 
@@ -214,14 +203,7 @@ const PVE_NODE: Object = Object {
             .required()
             .missing("Node role must be one of: datahub, agents, both")
             .invalid("Node role must be one of: datahub, agents, both"),
-        Field::new(
-            "ctid_start",
-            &Ty::Int {
-                min: 100,
-                max: 999_999_999,
-            },
-            "First container ID used on this node.",
-        ),
+        Field::new("ctid_start", &Ty::Int { min: 100, max: 999_999_999 }, "First container ID used on this node."),
     ],
 };
 
@@ -234,11 +216,7 @@ const PVE_NETWORK: Object = Object {
             &Ty::Text(&super::rules::CIDR),
             "Subnet for container addresses, e.g. `10.4.0.0/24`; containers get addresses from `.10` up.",
         ),
-        Field::new(
-            "gateway",
-            &Ty::Text(&super::rules::IP),
-            "Default gateway of the containers.",
-        ),
+        Field::new("gateway", &Ty::Text(&super::rules::IP), "Default gateway of the containers."),
     ],
 };
 
@@ -250,87 +228,27 @@ const PROXMOX: Object = Object {
             &Ty::Text(&super::rules::HTTPS_URL),
             "Proxmox VE API, e.g. `https://pve1:8006/api2/json`.",
         ),
-        Field::new(
-            "nodes",
-            &Ty::List(&Ty::Object(&PVE_NODE)),
-            "Proxmox nodes and what runs on each.",
-        ),
-        Field::new(
-            "network",
-            &Ty::Object(&PVE_NETWORK),
-            "Container networking.",
-        ),
-        Field::new(
-            "token_id",
-            &STR,
-            "rivetctl: API token id, `user@realm!name`.",
-        ),
-        Field::new(
-            "token_secret",
-            &STR,
-            "rivetctl: API token secret; use `${PVE_TOKEN_SECRET}` from `.env`.",
-        ),
+        Field::new("nodes", &Ty::List(&Ty::Object(&PVE_NODE)), "Proxmox nodes and what runs on each."),
+        Field::new("network", &Ty::Object(&PVE_NETWORK), "Container networking."),
+        Field::new("token_id", &STR, "rivetctl: API token id, `user@realm!name`."),
+        Field::new("token_secret", &STR, "rivetctl: API token secret; use `${PVE_TOKEN_SECRET}` from `.env`."),
         Field::new(
             "fingerprint",
             &STR,
             "rivetctl: SHA-256 fingerprint of the API's TLS certificate (self-signed clusters).",
         ),
-        Field::new(
-            "ca_file",
-            &STR,
-            "rivetctl: CA certificate file that signed the API's TLS certificate.",
-        ),
-        Field::new(
-            "template",
-            &STR,
-            "rivetctl: OS template volume for new containers.",
-        )
-        .default(S("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")),
-        Field::new(
-            "storage",
-            &NAME,
-            "rivetctl: storage for container root disks.",
-        )
-        .default(S("local-lvm")),
-        Field::new(
-            "rootfs_gb",
-            &Ty::Int {
-                min: 1,
-                max: 131_072,
-            },
-            "rivetctl: root disk size in GiB.",
-        )
-        .default(I(8)),
-        Field::new(
-            "memory_mb",
-            &Ty::Int {
-                min: 16,
-                max: 1_048_576,
-            },
-            "rivetctl: memory of each container in MiB.",
-        )
-        .default(I(2048)),
-        Field::new(
-            "swap_mb",
-            &Ty::Int {
-                min: 0,
-                max: 1_048_576,
-            },
-            "rivetctl: swap of each container in MiB.",
-        )
-        .default(I(512)),
-        Field::new(
-            "cores",
-            &Ty::Int { min: 1, max: 8192 },
-            "rivetctl: CPU cores of each container.",
-        )
-        .default(I(2)),
-        Field::new(
-            "unprivileged",
-            &BOOL,
-            "rivetctl: create unprivileged containers (strongly recommended).",
-        )
-        .default(B(true)),
+        Field::new("ca_file", &STR, "rivetctl: CA certificate file that signed the API's TLS certificate."),
+        Field::new("template", &STR, "rivetctl: OS template volume for new containers.")
+            .default(S("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")),
+        Field::new("storage", &NAME, "rivetctl: storage for container root disks.").default(S("local-lvm")),
+        Field::new("rootfs_gb", &Ty::Int { min: 1, max: 131_072 }, "rivetctl: root disk size in GiB.").default(I(8)),
+        Field::new("memory_mb", &Ty::Int { min: 16, max: 1_048_576 }, "rivetctl: memory of each container in MiB.")
+            .default(I(2048)),
+        Field::new("swap_mb", &Ty::Int { min: 0, max: 1_048_576 }, "rivetctl: swap of each container in MiB.")
+            .default(I(512)),
+        Field::new("cores", &Ty::Int { min: 1, max: 8192 }, "rivetctl: CPU cores of each container.").default(I(2)),
+        Field::new("unprivileged", &BOOL, "rivetctl: create unprivileged containers (strongly recommended).")
+            .default(B(true)),
         Field::new(
             "ssh_public_keys",
             &STR,
@@ -342,16 +260,8 @@ const PROXMOX: Object = Object {
 const K8S_RESOURCES: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new(
-            "cpu",
-            &QUANTITY,
-            "CPU request and limit of each agent pod, a Kubernetes quantity such as `500m`.",
-        ),
-        Field::new(
-            "memory",
-            &QUANTITY,
-            "Memory request and limit of each agent pod, such as `1Gi`.",
-        ),
+        Field::new("cpu", &QUANTITY, "CPU request and limit of each agent pod, a Kubernetes quantity such as `500m`."),
+        Field::new("memory", &QUANTITY, "Memory request and limit of each agent pod, such as `1Gi`."),
     ],
 };
 
@@ -359,33 +269,13 @@ const KUBERNETES: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
         Field::new("namespace", &NAME, "Namespace holding the deployment.").default(S("rivetos")),
-        Field::new(
-            "storage_class",
-            &NAME,
-            "StorageClass of the datahub's volume; the cluster default when unset.",
-        ),
-        Field::new(
-            "resources",
-            &Ty::Object(&K8S_RESOURCES),
-            "Agent pod resources.",
-        ),
-        Field::new(
-            "context",
-            &STR,
-            "rivetctl: kubeconfig context; the current context when unset.",
-        ),
-        Field::new(
-            "storage_size",
-            &QUANTITY,
-            "rivetctl: size of the datahub's PersistentVolumeClaim.",
-        )
-        .default(S("10Gi")),
-        Field::new(
-            "shared_storage_size",
-            &QUANTITY,
-            "rivetctl: size of the shared PersistentVolumeClaim.",
-        )
-        .default(S("1Gi")),
+        Field::new("storage_class", &NAME, "StorageClass of the datahub's volume; the cluster default when unset."),
+        Field::new("resources", &Ty::Object(&K8S_RESOURCES), "Agent pod resources."),
+        Field::new("context", &STR, "rivetctl: kubeconfig context; the current context when unset."),
+        Field::new("storage_size", &QUANTITY, "rivetctl: size of the datahub's PersistentVolumeClaim.")
+            .default(S("10Gi")),
+        Field::new("shared_storage_size", &QUANTITY, "rivetctl: size of the shared PersistentVolumeClaim.")
+            .default(S("1Gi")),
         Field::new(
             "shared_storage_class",
             &NAME,
@@ -413,28 +303,16 @@ const DOCKERFILES: Object = Object {
 const SOURCE: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new(
-            "path",
-            &STR,
-            "Local checkout of the RivetOS source, relative to the config's directory.",
-        )
-        .default(S(".")),
+        Field::new("path", &STR, "Local checkout of the RivetOS source, relative to the config's directory.")
+            .default(S(".")),
         Field::new(
             "git",
             &STR,
             "Git URL of the source; when set, `ref` is resolved to a commit and checked out into rivetctl's cache.",
         ),
         Field::new("ref", &STR, "Branch, tag or commit of `git`.").default(S("main")),
-        Field::new(
-            "dockerfiles",
-            &Ty::Object(&DOCKERFILES),
-            "Dockerfile locations per image.",
-        ),
-        Field::new(
-            "build_args",
-            &STR_MAP,
-            "Extra build arguments for every image (part of the content hash).",
-        ),
+        Field::new("dockerfiles", &Ty::Object(&DOCKERFILES), "Dockerfile locations per image."),
+        Field::new("build_args", &STR_MAP, "Extra build arguments for every image (part of the content hash)."),
     ],
 };
 
@@ -453,22 +331,8 @@ const RESOURCE_LIMITS: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
         Field::new("memory", &SIZE, "Memory limit, such as `512m` or `2Gi`."),
-        Field::new(
-            "cpus",
-            &Ty::Number {
-                min: 0.01,
-                max: 1024.0,
-            },
-            "CPU limit in cores, such as `1.5`.",
-        ),
-        Field::new(
-            "pids",
-            &Ty::Int {
-                min: 16,
-                max: 1_000_000,
-            },
-            "Maximum number of processes.",
-        ),
+        Field::new("cpus", &Ty::Number { min: 0.01, max: 1024.0 }, "CPU limit in cores, such as `1.5`."),
+        Field::new("pids", &Ty::Int { min: 16, max: 1_000_000 }, "Maximum number of processes."),
     ],
 };
 
@@ -491,11 +355,7 @@ const RESOURCES: Object = Object {
 const AGENT_DEPLOYMENT: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new(
-            "env",
-            &ENV_NAME_MAP,
-            "Extra environment of this agent's container (overrides `deployment.env`).",
-        ),
+        Field::new("env", &ENV_NAME_MAP, "Extra environment of this agent's container (overrides `deployment.env`)."),
         Field::new(
             "resources",
             &Ty::Object(&RESOURCE_LIMITS),
@@ -513,43 +373,16 @@ const HEALTH: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
         Field::new("port", &PORT1, "Agent health port (`RIVETOS_HEALTH_PORT`).").default(I(3100)),
-        Field::new(
-            "live_path",
-            &ABS_PATH,
-            "Liveness endpoint (200 when alive).",
-        )
-        .default(S("/health/live")),
-        Field::new(
-            "path",
-            &ABS_PATH,
-            "Health endpoint reporting `status` and `version`.",
-        )
-        .default(S("/health")),
-        Field::new(
-            "interval",
-            &DURATION,
-            "Interval of the container health check.",
-        )
-        .default(S("5s")),
+        Field::new("live_path", &ABS_PATH, "Liveness endpoint (200 when alive).").default(S("/health/live")),
+        Field::new("path", &ABS_PATH, "Health endpoint reporting `status` and `version`.").default(S("/health")),
+        Field::new("interval", &DURATION, "Interval of the container health check.").default(S("5s")),
         Field::new("timeout", &DURATION, "Timeout of one health check.").default(S("3s")),
-        Field::new(
-            "retries",
-            &Ty::Int { min: 1, max: 100 },
-            "Failed checks before a container is unhealthy.",
-        )
-        .default(I(3)),
-        Field::new(
-            "start_period",
-            &DURATION,
-            "Grace period after start during which failures do not count.",
-        )
-        .default(S("30s")),
-        Field::new(
-            "deadline",
-            &DURATION,
-            "How long `infra up` waits for a container to become healthy.",
-        )
-        .default(S("3m")),
+        Field::new("retries", &Ty::Int { min: 1, max: 100 }, "Failed checks before a container is unhealthy.")
+            .default(I(3)),
+        Field::new("start_period", &DURATION, "Grace period after start during which failures do not count.")
+            .default(S("30s")),
+        Field::new("deadline", &DURATION, "How long `infra up` waits for a container to become healthy.")
+            .default(S("3m")),
     ],
 };
 
@@ -562,42 +395,16 @@ const UPDATE: Object = Object {
             "Agents updated at once: a number, or a percentage of the agents such as `25%`.",
         )
         .default(S("1")),
-        Field::new(
-            "canary",
-            &Ty::Int { min: 0, max: 1000 },
-            "Agents in the first batch (0: no canary batch).",
-        )
-        .default(I(1)),
-        Field::new(
-            "approve",
-            &BOOL,
-            "Pause after the canary batch until `rivetctl update --resume --approve`.",
-        )
-        .default(B(false)),
-        Field::new(
-            "min_healthy_time",
-            &DURATION,
-            "How long an instance must stay healthy to pass its gate.",
-        )
-        .default(S("10s")),
-        Field::new(
-            "healthy_deadline",
-            &DURATION,
-            "How long an instance may take to pass its gate.",
-        )
-        .default(S("5m")),
-        Field::new(
-            "progress_deadline",
-            &DURATION,
-            "How long the whole rollout may take.",
-        )
-        .default(S("30m")),
-        Field::new(
-            "stop_grace_period",
-            &DURATION,
-            "Time between SIGTERM and SIGKILL when stopping an agent.",
-        )
-        .default(S("30s")),
+        Field::new("canary", &Ty::Int { min: 0, max: 1000 }, "Agents in the first batch (0: no canary batch).")
+            .default(I(1)),
+        Field::new("approve", &BOOL, "Pause after the canary batch until `rivetctl update --resume --approve`.")
+            .default(B(false)),
+        Field::new("min_healthy_time", &DURATION, "How long an instance must stay healthy to pass its gate.")
+            .default(S("10s")),
+        Field::new("healthy_deadline", &DURATION, "How long an instance may take to pass its gate.").default(S("5m")),
+        Field::new("progress_deadline", &DURATION, "How long the whole rollout may take.").default(S("30m")),
+        Field::new("stop_grace_period", &DURATION, "Time between SIGTERM and SIGKILL when stopping an agent.")
+            .default(S("30s")),
         Field::new(
             "failure_action",
             &Ty::Enum(&["rollback", "pause", "continue"]),
@@ -622,49 +429,46 @@ const UPDATE: Object = Object {
 const SSH: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new(
-            "known_hosts",
-            &STR,
-            "known_hosts file that host keys are checked against.",
-        )
-        .default(S("~/.ssh/known_hosts")),
-        Field::new(
-            "identity_file",
-            &STR,
-            "Private key file; when unset, keys from the SSH agent (`SSH_AUTH_SOCK`).",
-        ),
-        Field::new(
-            "connect_timeout",
-            &DURATION,
-            "Timeout of connecting and authenticating.",
-        )
-        .default(S("10s")),
-        Field::new(
-            "command_timeout",
-            &DURATION,
-            "Timeout of one remote command.",
-        )
-        .default(S("10m")),
+        Field::new("known_hosts", &STR, "known_hosts file that host keys are checked against.")
+            .default(S("~/.ssh/known_hosts")),
+        Field::new("identity_file", &STR, "Private key file; when unset, keys from the SSH agent (`SSH_AUTH_SOCK`)."),
+        Field::new("connect_timeout", &DURATION, "Timeout of connecting and authenticating.").default(S("10s")),
+        Field::new("command_timeout", &DURATION, "Timeout of one remote command.").default(S("10m")),
     ],
 };
 
 const DEPLOYMENT: Object = Object {
     unknown: Unknown::Warn("Unknown deployment key \"{key}\""),
     fields: &[
-        Field::new("target", &Ty::Enum(TARGETS), "Where the fleet runs.").required()
-            .missing("Missing required field \"deployment.target\" — must be one of: docker, proxmox, kubernetes, manual")
+        Field::new("target", &Ty::Enum(TARGETS), "Where the fleet runs.")
+            .required()
+            .missing(
+                "Missing required field \"deployment.target\" — must be one of: docker, proxmox, kubernetes, manual",
+            )
             .invalid("Invalid deployment target \"{value}\" — must be one of: docker, proxmox, kubernetes, manual"),
-        Field::new("name", &NAME, "rivetctl: the deployment's identity (ownership labels, locks, journals). Default: `docker.project_name`."),
+        Field::new(
+            "name",
+            &NAME,
+            "rivetctl: the deployment's identity (ownership labels, locks, journals). Default: `docker.project_name`.",
+        ),
         Field::new("datahub", &Ty::Object(&DATAHUB), "The datahub: PostgreSQL + pgvector and the shared directory."),
         Field::new("image", &Ty::Object(&IMAGE), "Container images."),
         Field::new("docker", &Ty::Object(&DOCKER), "Docker target settings."),
         Field::new("proxmox", &Ty::Object(&PROXMOX), "Proxmox VE target settings."),
         Field::new("kubernetes", &Ty::Object(&KUBERNETES), "Kubernetes target settings."),
         Field::new("source", &Ty::Object(&SOURCE), "rivetctl: where images are built from."),
-        Field::new("nodes", &Ty::List(&Ty::Object(&NODE)), "rivetctl: the mesh nodes of a Docker deployment. Default: one node, `local`, running everything."),
+        Field::new(
+            "nodes",
+            &Ty::List(&Ty::Object(&NODE)),
+            "rivetctl: the mesh nodes of a Docker deployment. Default: one node, `local`, running everything.",
+        ),
         Field::new("resources", &Ty::Object(&RESOURCES), "rivetctl: container limits."),
         Field::new("env", &ENV_NAME_MAP, "rivetctl: extra environment for every agent container."),
-        Field::new("agents", &Ty::Map(&Ty::Object(&AGENT_DEPLOYMENT)), "rivetctl: per-agent container settings, keyed by the ids in `agents:`."),
+        Field::new(
+            "agents",
+            &Ty::Map(&Ty::Object(&AGENT_DEPLOYMENT)),
+            "rivetctl: per-agent container settings, keyed by the ids in `agents:`.",
+        ),
         Field::new("health", &Ty::Object(&HEALTH), "rivetctl: agent health checks."),
         Field::new("update", &Ty::Object(&UPDATE), "rivetctl: rollout policy of `rivetctl update`."),
         Field::new("ssh", &Ty::Object(&SSH), "rivetctl: SSH connections to nodes."),
@@ -685,11 +489,7 @@ const AGENT: Object = Object {
 const DISCOVERY: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new(
-            "mode",
-            &Ty::Enum(&["seed", "mdns", "static"]),
-            "How nodes find each other.",
-        ),
+        Field::new("mode", &Ty::Enum(&["seed", "mdns", "static"]), "How nodes find each other."),
         Field::new("seed_host", &HOST, "Seed node address (mode `seed`)."),
         Field::new("seed_port", &PORT1, "Seed node port.").default(I(3100)),
     ],
@@ -709,32 +509,17 @@ const MESH: Object = Object {
     fields: &[
         Field::new("enabled", &BOOL, "Join the mesh.").default(B(false)),
         Field::new("node_name", &STR, "This node's name in the mesh."),
-        Field::new(
-            "advertise_host",
-            &HOST,
-            "Address other nodes reach this one at (used in ssh commands).",
-        )
-        .hint("use a plain host name or IP address"),
+        Field::new("advertise_host", &HOST, "Address other nodes reach this one at (used in ssh commands).")
+            .hint("use a plain host name or IP address"),
         Field::new("tls", &BOOL, "mTLS on the agent channel.").default(B(false)),
         Field::new("agent_channel_port", &PORT1, "Agent channel port.").default(I(3000)),
-        Field::new("storage_dir", &ABS_PATH, "Shared storage directory.")
-            .default(S("/rivet-shared")),
+        Field::new("storage_dir", &ABS_PATH, "Shared storage directory.").default(S("/rivet-shared")),
         Field::new("discovery", &Ty::Object(&DISCOVERY), "Node discovery."),
-        Field::new(
-            "heartbeat_interval_ms",
-            &Ty::Int {
-                min: 100,
-                max: 86_400_000,
-            },
-            "Heartbeat interval.",
-        )
-        .default(I(30_000)),
+        Field::new("heartbeat_interval_ms", &Ty::Int { min: 100, max: 86_400_000 }, "Heartbeat interval.")
+            .default(I(30_000)),
         Field::new(
             "stale_threshold_ms",
-            &Ty::Int {
-                min: 100,
-                max: 86_400_000,
-            },
+            &Ty::Int { min: 100, max: 86_400_000 },
             "After how long without heartbeat a node is offline.",
         )
         .default(I(90_000)),
@@ -746,8 +531,9 @@ const MESH: Object = Object {
 pub const ROOT: Object = Object {
     unknown: Unknown::Keep,
     fields: &[
-        Field::new("deployment", &Ty::Object(&DEPLOYMENT), "How and where the fleet is deployed.").required()
-            .missing("Missing required field \"deployment.target\" — must be one of: docker, proxmox, kubernetes, manual"),
+        Field::new("deployment", &Ty::Object(&DEPLOYMENT), "How and where the fleet is deployed.").required().missing(
+            "Missing required field \"deployment.target\" — must be one of: docker, proxmox, kubernetes, manual",
+        ),
         Field::new("agents", &Ty::Map(&Ty::Object(&AGENT)), "Agents: one container or process per id."),
         Field::new("mesh", &Ty::Object(&MESH), "Mesh networking between nodes."),
     ],
@@ -755,17 +541,8 @@ pub const ROOT: Object = Object {
 
 /// Sections of the runtime that rivetctl keeps without checking (used to tell a typo of a
 /// rivetctl section from a runtime section).
-pub const RUNTIME_SECTIONS: &[&str] = &[
-    "runtime",
-    "providers",
-    "channels",
-    "memory",
-    "tools",
-    "skills",
-    "logging",
-    "plugins",
-    "workspace",
-];
+pub const RUNTIME_SECTIONS: &[&str] =
+    &["runtime", "providers", "channels", "memory", "tools", "skills", "logging", "plugins", "workspace"];
 
 /// Keys of the deployment object (used in tests and docs checks).
 pub fn deployment_fields() -> &'static [Field] {

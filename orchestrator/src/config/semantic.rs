@@ -67,44 +67,26 @@ impl Semantic<'_> {
             return;
         }
         let (name, path, what) = if deployment.datahub.postgres {
-            (
-                "POSTGRES_PASSWORD",
-                "deployment.datahub.postgres",
-                "the datahub needs it",
-            )
+            ("POSTGRES_PASSWORD", "deployment.datahub.postgres", "the datahub needs it")
         } else {
-            (
-                "RIVETOS_PG_URL",
-                "deployment.datahub.postgres",
-                "agents need it when the datahub is off",
-            )
+            ("RIVETOS_PG_URL", "deployment.datahub.postgres", "agents need it when the datahub is off")
         };
         if self.dotenv.get(name).is_none_or(|v| v.is_empty()) {
-            let at = if self.locations.contains_key(path) {
-                path.to_string()
-            } else {
-                "deployment#key".to_string()
-            };
+            let at = if self.locations.contains_key(path) { path.to_string() } else { "deployment#key".to_string() };
             let hint = if deployment.datahub.postgres {
                 "add a line to the .env beside the config: POSTGRES_PASSWORD=<a long random string> (for example from `openssl rand -hex 24`)"
             } else {
                 "add RIVETOS_PG_URL=postgres://user:password@host:5432/db to the .env beside the config"
             };
-            self.error(
-                &at,
-                format!("{name} is not set in the .env beside the config ({what})"),
-                Some(hint.into()),
-            );
+            self.error(&at, format!("{name} is not set in the .env beside the config ({what})"), Some(hint.into()));
         }
     }
 
     fn target_sections(&mut self) {
         let target = self.config.deployment.target;
-        for (section, owner) in [
-            ("docker", Target::Docker),
-            ("proxmox", Target::Proxmox),
-            ("kubernetes", Target::Kubernetes),
-        ] {
+        for (section, owner) in
+            [("docker", Target::Docker), ("proxmox", Target::Proxmox), ("kubernetes", Target::Kubernetes)]
+        {
             if target != owner && self.written.contains(section) {
                 let label = match owner {
                     Target::Docker => "Docker",
@@ -126,10 +108,7 @@ impl Semantic<'_> {
         }
         self.warning(
             "deployment.nodes#key",
-            format!(
-                "\"deployment.nodes\" applies to the docker target; target is \"{}\"",
-                target.as_str()
-            ),
+            format!("\"deployment.nodes\" applies to the docker target; target is \"{}\"", target.as_str()),
             Some("Proxmox nodes go under deployment.proxmox.nodes".into()),
         );
     }
@@ -142,10 +121,7 @@ impl Semantic<'_> {
                 self.error(
                     &format!("agents.{id}#key"),
                     format!("agent id \"{id}\" has no letters or digits"),
-                    Some(
-                        "agent ids become container and host names: use letters, digits and `-`"
-                            .into(),
-                    ),
+                    Some("agent ids become container and host names: use letters, digits and `-`".into()),
                 );
                 continue;
             }
@@ -190,20 +166,14 @@ impl Semantic<'_> {
                 if !node.role.runs_agents() {
                     self.error(
                         &path,
-                        format!(
-                            "node \"{}\" has role \"datahub\" but lists agent \"{id}\"",
-                            node.name
-                        ),
+                        format!("node \"{}\" has role \"datahub\" but lists agent \"{id}\"", node.name),
                         Some("use role `both` to run agents there too".into()),
                     );
                 }
                 if let Some(other) = placed.insert(id.as_str(), node.name.as_str()) {
                     self.error(
                         &path,
-                        format!(
-                            "agent \"{id}\" is placed on two nodes: \"{other}\" and \"{}\"",
-                            node.name
-                        ),
+                        format!("agent \"{id}\" is placed on two nodes: \"{other}\" and \"{}\"", node.name),
                         Some("an agent runs on exactly one node".into()),
                     );
                 }
@@ -226,18 +196,13 @@ impl Semantic<'_> {
                 format!(
                     "{} nodes run the datahub ({}); a deployment has one datahub",
                     hubs.len(),
-                    hubs.iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    hubs.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
                 Some("give the other nodes role `agents`".into()),
             );
         }
         let hub = hubs.first().map(|n| n.name.clone());
-        let remote_agents = nodes
-            .iter()
-            .any(|n| n.role.runs_agents() && Some(&n.name) != hub.as_ref());
+        let remote_agents = nodes.iter().any(|n| n.role.runs_agents() && Some(&n.name) != hub.as_ref());
         if remote_agents
             && self.config.deployment.datahub.postgres
             && self.config.deployment.docker.postgres_port == 0
@@ -249,23 +214,13 @@ impl Semantic<'_> {
                 Some("set deployment.docker.postgres_port (for example 5432)".into()),
             );
         }
-        let unlisted: Vec<_> = nodes
-            .iter()
-            .filter(|n| n.role.runs_agents() && n.agents.is_none())
-            .collect();
+        let unlisted: Vec<_> = nodes.iter().filter(|n| n.role.runs_agents() && n.agents.is_none()).collect();
         let mut unplaced: Vec<&String> = self
             .config
             .agents
             .keys()
             .filter(|id| !placed.contains_key(id.as_str()))
-            .filter(|id| {
-                self.config
-                    .deployment
-                    .agents
-                    .get(*id)
-                    .and_then(|a| a.node.as_ref())
-                    .is_none()
-            })
+            .filter(|id| self.config.deployment.agents.get(*id).and_then(|a| a.node.as_ref()).is_none())
             .collect();
         unplaced.sort();
         if !unplaced.is_empty() && unlisted.len() != 1 {
@@ -288,9 +243,7 @@ impl Semantic<'_> {
             self.error(
                 "deployment.proxmox#key",
                 "target \"proxmox\" needs \"deployment.proxmox.api_url\"".into(),
-                Some(
-                    "add `api_url: https://<node>:8006/api2/json` under deployment.proxmox".into(),
-                ),
+                Some("add `api_url: https://<node>:8006/api2/json` under deployment.proxmox".into()),
             );
         }
         if proxmox.nodes.is_empty() {
@@ -299,11 +252,7 @@ impl Semantic<'_> {
                 "target \"proxmox\" needs at least one node in \"deployment.proxmox.nodes\"".into(),
                 Some("add `nodes: [{ name: pve1, role: both }]`".into()),
             );
-        } else if !proxmox
-            .nodes
-            .iter()
-            .any(|n| matches!(n.role, Role::Datahub | Role::Both))
-        {
+        } else if !proxmox.nodes.iter().any(|n| matches!(n.role, Role::Datahub | Role::Both)) {
             self.warning(
                 "deployment.proxmox.nodes",
                 "No node has role \"datahub\" or \"both\" — at least one node should run the datahub".into(),
@@ -332,9 +281,7 @@ impl Semantic<'_> {
     fn kubernetes(&mut self) {
         let namespace = &self.config.deployment.kubernetes.namespace;
         let dns_label = namespace.len() <= 63
-            && namespace
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && namespace.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !namespace.starts_with('-')
             && !namespace.ends_with('-');
         if !dns_label {
@@ -347,13 +294,7 @@ impl Semantic<'_> {
     }
 
     fn agent_overrides(&mut self) {
-        let node_names: BTreeSet<&str> = self
-            .config
-            .deployment
-            .nodes
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect();
+        let node_names: BTreeSet<&str> = self.config.deployment.nodes.iter().map(|n| n.name.as_str()).collect();
         for (id, settings) in &self.config.deployment.agents {
             let path = format!("deployment.agents.{id}#key");
             if !self.agent_exists(id, &path) {
@@ -361,9 +302,7 @@ impl Semantic<'_> {
             }
             if let Some(node) = &settings.node {
                 let node_path = format!("deployment.agents.{id}.node");
-                if self.config.deployment.target == Target::Docker
-                    && !node_names.contains(node.as_str())
-                {
+                if self.config.deployment.target == Target::Docker && !node_names.contains(node.as_str()) {
                     let hint = did_you_mean(node, node_names.iter().copied())
                         .map(|m| format!("did you mean \"{m}\"?"))
                         .unwrap_or_else(|| "node names come from deployment.nodes".into());
@@ -388,20 +327,13 @@ impl Semantic<'_> {
 
     fn images(&mut self) {
         let image = &self.config.deployment.image;
-        for (field, value) in [
-            ("agent_image", &image.agent_image),
-            ("datahub_image", &image.datahub_image),
-        ] {
+        for (field, value) in [("agent_image", &image.agent_image), ("datahub_image", &image.datahub_image)] {
             let ok = !value.is_empty()
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c));
+                && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c));
             if !ok {
                 self.error(
                     &format!("deployment.image.{field}"),
-                    format!(
-                        "\"{field}\" must be a lower-case image repository name (found {value:?})"
-                    ),
+                    format!("\"{field}\" must be a lower-case image repository name (found {value:?})"),
                     Some("use lower-case letters, digits, `.`, `_`, `-` and `/`".into()),
                 );
             }

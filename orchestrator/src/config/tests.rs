@@ -3,8 +3,7 @@ use super::*;
 fn vars() -> Variables {
     let mut vars = Variables::default();
     vars.dotenv.insert("POSTGRES_PASSWORD".into(), "pw".into());
-    vars.dotenv
-        .insert("PVE_TOKEN_SECRET".into(), "s3cret".into());
+    vars.dotenv.insert("PVE_TOKEN_SECRET".into(), "s3cret".into());
     vars.environment.insert("PG_PORT".into(), "6543".into());
     vars
 }
@@ -17,9 +16,7 @@ fn diagnostics(source: &str) -> Vec<String> {
     };
     list.iter()
         .map(|d| {
-            let pos = d
-                .pos
-                .map_or("-".to_string(), |p| format!("{}:{}", p.line, p.col));
+            let pos = d.pos.map_or("-".to_string(), |p| format!("{}:{}", p.line, p.col));
             let sev = if d.is_error() { "error" } else { "warning" };
             format!("{pos} {sev}: {}", d.message)
         })
@@ -78,42 +75,15 @@ fn upstream_config_loads_unchanged_with_defaults() {
 #[test]
 fn runtime_sections_are_kept_and_hashed() {
     let a = load(UPSTREAM, &vars()).unwrap();
-    let b = load(
-        &UPSTREAM.replace("log_level: info", "log_level: debug"),
-        &vars(),
-    )
-    .unwrap();
-    let c = load(
-        &UPSTREAM.replace("network: rivetos-net", "network: other-net"),
-        &vars(),
-    )
-    .unwrap();
-    let d = load(
-        &UPSTREAM.replace("provider: xai", "provider: openai"),
-        &vars(),
-    )
-    .unwrap();
-    assert_ne!(
-        a.config.shared_digest, b.config.shared_digest,
-        "runtime changes reach agents"
-    );
-    assert_eq!(
-        a.config.shared_digest, c.config.shared_digest,
-        "deployment changes are not runtime changes"
-    );
+    let b = load(&UPSTREAM.replace("log_level: info", "log_level: debug"), &vars()).unwrap();
+    let c = load(&UPSTREAM.replace("network: rivetos-net", "network: other-net"), &vars()).unwrap();
+    let d = load(&UPSTREAM.replace("provider: xai", "provider: openai"), &vars()).unwrap();
+    assert_ne!(a.config.shared_digest, b.config.shared_digest, "runtime changes reach agents");
+    assert_eq!(a.config.shared_digest, c.config.shared_digest, "deployment changes are not runtime changes");
     assert_eq!(a.config.agent_digests, c.config.agent_digests);
-    assert_eq!(
-        a.config.shared_digest, d.config.shared_digest,
-        "an agent's entry is its own"
-    );
-    assert_eq!(
-        a.config.agent_digests["opus"],
-        d.config.agent_digests["opus"]
-    );
-    assert_ne!(
-        a.config.agent_digests["grok"],
-        d.config.agent_digests["grok"]
-    );
+    assert_eq!(a.config.shared_digest, d.config.shared_digest, "an agent's entry is its own");
+    assert_eq!(a.config.agent_digests["opus"], d.config.agent_digests["opus"]);
+    assert_ne!(a.config.agent_digests["grok"], d.config.agent_digests["grok"]);
 }
 
 #[test]
@@ -126,9 +96,7 @@ fn upstream_messages_keep_their_wording() {
     );
     check(
         "deployment:\n  target: nomad\n",
-        &[
-            "2:11 error: Invalid deployment target \"nomad\" — must be one of: docker, proxmox, kubernetes, manual",
-        ],
+        &["2:11 error: Invalid deployment target \"nomad\" — must be one of: docker, proxmox, kubernetes, manual"],
     );
     check(
         "deployment:\n  target: docker\n  datahub: yes\n",
@@ -144,10 +112,7 @@ fn upstream_messages_keep_their_wording() {
     );
     check(
         "deployment:\n  target: proxmox\n  proxmox:\n    api_url: https://pve:8006/api2/json\n    nodes: [{role: both}, {name: b, role: master}]\n",
-        &[
-            "5:13 error: Node requires a string \"name\"",
-            "5:43 error: Node role must be one of: datahub, agents, both",
-        ],
+        &["5:13 error: Node requires a string \"name\"", "5:43 error: Node role must be one of: datahub, agents, both"],
     );
 }
 
@@ -162,9 +127,7 @@ fn upstream_warnings_keep_their_wording() {
     );
     check(
         "deployment:\n  target: proxmox\n  proxmox:\n    api_url: https://pve:8006/api2/json\n    nodes: [{name: a, role: agents}]\n",
-        &[
-            "5:12 warning: No node has role \"datahub\" or \"both\" — at least one node should run the datahub",
-        ],
+        &["5:12 warning: No node has role \"datahub\" or \"both\" — at least one node should run the datahub"],
     );
 }
 
@@ -178,34 +141,16 @@ fn every_error_of_a_file_is_reported_at_once() {
 
 #[test]
 fn unknown_keys_suggest_the_closest() {
-    let loaded = load(
-        "deployment:\n  target: docker\n  docker: {postgres_prot: 1}\n",
-        &vars(),
-    )
-    .unwrap();
+    let loaded = load("deployment:\n  target: docker\n  docker: {postgres_prot: 1}\n", &vars()).unwrap();
     assert_eq!(loaded.warnings.len(), 1);
-    assert_eq!(
-        loaded.warnings[0].hint.as_deref(),
-        Some("did you mean \"postgres_port\"?")
-    );
-    let loaded = load(
-        "deploymnt:\n  target: docker\ndeployment: {target: docker}\n",
-        &vars(),
-    )
-    .unwrap();
-    assert_eq!(
-        loaded.warnings[0].hint.as_deref(),
-        Some("did you mean \"deployment\"?")
-    );
+    assert_eq!(loaded.warnings[0].hint.as_deref(), Some("did you mean \"postgres_port\"?"));
+    let loaded = load("deploymnt:\n  target: docker\ndeployment: {target: docker}\n", &vars()).unwrap();
+    assert_eq!(loaded.warnings[0].hint.as_deref(), Some("did you mean \"deployment\"?"));
 }
 
 #[test]
 fn missing_variables_name_the_variable_and_the_field() {
-    let list = load(
-        "deployment:\n  target: docker\n  proxmox: {token_secret: \"${NOPE}\"}\n",
-        &vars(),
-    )
-    .unwrap_err();
+    let list = load("deployment:\n  target: docker\n  proxmox: {token_secret: \"${NOPE}\"}\n", &vars()).unwrap_err();
     assert_eq!(
         list[0].message,
         "environment variable \"NOPE\" is not set (used in \"deployment.proxmox.token_secret\")"
@@ -221,28 +166,16 @@ fn secrets_from_dotenv_are_marked_sensitive() {
         &vars(),
     )
     .unwrap();
-    assert!(
-        loaded
-            .config
-            .sensitive
-            .contains("deployment.proxmox.token_secret")
-    );
-    assert_eq!(
-        loaded.config.raw.deployment.proxmox.token_secret.as_deref(),
-        Some("s3cret")
-    );
+    assert!(loaded.config.sensitive.contains("deployment.proxmox.token_secret"));
+    assert_eq!(loaded.config.raw.deployment.proxmox.token_secret.as_deref(), Some("s3cret"));
 }
 
 #[test]
 fn advertise_host_refuses_shell_metacharacters() {
-    let got = diagnostics(
-        "deployment: {target: docker}\nmesh:\n  advertise_host: \"10.0.0.1; rm -rf /\"\n",
-    );
+    let got = diagnostics("deployment: {target: docker}\nmesh:\n  advertise_host: \"10.0.0.1; rm -rf /\"\n");
     assert_eq!(got.len(), 1);
     assert!(
-        got[0].starts_with(
-            "3:19 error: \"advertise_host\" must be a host name or address without whitespace"
-        ),
+        got[0].starts_with("3:19 error: \"advertise_host\" must be a host name or address without whitespace"),
         "{got:?}"
     );
 }
@@ -251,32 +184,15 @@ fn advertise_host_refuses_shell_metacharacters() {
 fn nodes_must_place_every_agent_once() {
     let source = "deployment:\n  target: docker\n  nodes:\n    - {name: a, role: both, agents: [opus, gork]}\n    - {name: b, role: agents, agents: [opus]}\nagents: {opus: {}, grok: {}}\n";
     let got = diagnostics(source);
-    assert!(
-        got.iter().any(|l| l.contains("unknown agent \"gork\"")),
-        "{got:#?}"
-    );
-    assert!(
-        got.iter()
-            .any(|l| l.contains("agent \"opus\" is placed on two nodes")),
-        "{got:#?}"
-    );
-    assert!(
-        got.iter()
-            .any(|l| l.contains("agents not placed on any node: grok")),
-        "{got:#?}"
-    );
+    assert!(got.iter().any(|l| l.contains("unknown agent \"gork\"")), "{got:#?}");
+    assert!(got.iter().any(|l| l.contains("agent \"opus\" is placed on two nodes")), "{got:#?}");
+    assert!(got.iter().any(|l| l.contains("agents not placed on any node: grok")), "{got:#?}");
 }
 
 #[test]
 fn a_non_object_document_is_an_error() {
-    check(
-        "- a\n- b\n",
-        &["1:1 error: the config must be an object (found a list)"],
-    );
-    check(
-        "",
-        &["1:1 error: the config is empty: expected an object with a `deployment:` section"],
-    );
+    check("- a\n- b\n", &["1:1 error: the config must be an object (found a list)"]);
+    check("", &["1:1 error: the config is empty: expected an object with a `deployment:` section"]);
 }
 
 #[test]

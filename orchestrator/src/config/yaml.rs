@@ -113,9 +113,7 @@ pub fn parse_int(text: &str) -> Option<i64> {
 /// YAML 1.2 core schema floats (without the infinities and NaN, which no field accepts).
 pub fn parse_float(text: &str) -> Option<f64> {
     let ok = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+        && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
         && text.bytes().any(|b| b.is_ascii_digit());
     if ok { text.parse().ok() } else { None }
 }
@@ -148,10 +146,7 @@ pub fn parse(source: &str) -> Result<Yaml, Vec<Diagnostic>> {
     Ok(builder.root.unwrap_or(Yaml {
         pos: Pos::new(1, 1),
         len: 0,
-        kind: YamlKind::Scalar {
-            text: String::new(),
-            plain: true,
-        },
+        kind: YamlKind::Scalar { text: String::new(), plain: true },
     }))
 }
 
@@ -187,12 +182,7 @@ fn count_nodes(node: &Yaml) -> usize {
     match &node.kind {
         YamlKind::Scalar { .. } => 1,
         YamlKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        YamlKind::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count_nodes(k) + count_nodes(v))
-                .sum::<usize>()
-        }
+        YamlKind::Map(entries) => 1 + entries.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum::<usize>(),
     }
 }
 
@@ -206,46 +196,29 @@ impl Builder {
                         "expected a single YAML document, found a second one",
                         Some(pos_of(&span)),
                     )
-                    .with_hint(
-                        "remove the `---` separator: rivet.config.yaml holds one document",
-                    ));
+                    .with_hint("remove the `---` separator: rivet.config.yaml holds one document"));
                 }
             }
             Event::Scalar(text, style, anchor, _tag) => {
                 let len = text.lines().next().map_or(0, |l| l.chars().count()).max(1);
                 let node = Yaml {
                     pos: pos_of(&span),
-                    len: if matches!(style, ScalarStyle::Plain) {
-                        len
-                    } else {
-                        len + 2
-                    },
-                    kind: YamlKind::Scalar {
-                        text: text.into_owned(),
-                        plain: matches!(style, ScalarStyle::Plain),
-                    },
+                    len: if matches!(style, ScalarStyle::Plain) { len } else { len + 2 },
+                    kind: YamlKind::Scalar { text: text.into_owned(), plain: matches!(style, ScalarStyle::Plain) },
                 };
                 self.finish(node, anchor)?;
             }
             Event::SequenceStart(anchor, _) => {
                 self.open_check(&span)?;
                 self.stack.push(Open::Seq {
-                    node: Yaml {
-                        pos: pos_of(&span),
-                        len: 1,
-                        kind: YamlKind::Seq(Vec::new()),
-                    },
+                    node: Yaml { pos: pos_of(&span), len: 1, kind: YamlKind::Seq(Vec::new()) },
                     anchor,
                 });
             }
             Event::MappingStart(anchor, _) => {
                 self.open_check(&span)?;
                 self.stack.push(Open::Map {
-                    node: Yaml {
-                        pos: pos_of(&span),
-                        len: 1,
-                        kind: YamlKind::Map(Vec::new()),
-                    },
+                    node: Yaml { pos: pos_of(&span), len: 1, kind: YamlKind::Map(Vec::new()) },
                     anchor,
                     key: None,
                     merged: Vec::new(),
@@ -253,27 +226,20 @@ impl Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Open::Seq { node, anchor }) | Some(Open::Map { node, anchor, .. }) => {
-                        (node, anchor)
-                    }
+                    Some(Open::Seq { node, anchor }) | Some(Open::Map { node, anchor, .. }) => (node, anchor),
                     None => return Ok(()),
                 };
                 self.finish(node, anchor)?;
             }
             Event::Alias(id) => {
                 let Some(target) = self.anchors.get(&id) else {
-                    return Err(Diagnostic::error(
-                        "alias to an unknown anchor",
-                        Some(pos_of(&span)),
-                    ));
+                    return Err(Diagnostic::error("alias to an unknown anchor", Some(pos_of(&span))));
                 };
                 let mut node = target.clone();
                 self.nodes += count_nodes(&node);
                 if self.nodes > MAX_NODES {
                     return Err(Diagnostic::error(
-                        format!(
-                            "the document expands to more than {MAX_NODES} nodes through aliases"
-                        ),
+                        format!("the document expands to more than {MAX_NODES} nodes through aliases"),
                         Some(pos_of(&span)),
                     )
                     .with_hint("aliases (`*name`) copy whole subtrees; use fewer nested aliases"));
@@ -288,10 +254,7 @@ impl Builder {
 
     fn open_check(&mut self, span: &Span) -> Result<(), Diagnostic> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(Diagnostic::error(
-                format!("nesting deeper than {MAX_DEPTH} levels"),
-                Some(pos_of(span)),
-            ));
+            return Err(Diagnostic::error(format!("nesting deeper than {MAX_DEPTH} levels"), Some(pos_of(span))));
         }
         Ok(())
     }
@@ -299,10 +262,7 @@ impl Builder {
     fn finish(&mut self, node: Yaml, anchor: usize) -> Result<(), Diagnostic> {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
-            return Err(Diagnostic::error(
-                format!("the document has more than {MAX_NODES} nodes"),
-                Some(node.pos),
-            ));
+            return Err(Diagnostic::error(format!("the document has more than {MAX_NODES} nodes"), Some(node.pos)));
         }
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
@@ -318,12 +278,7 @@ impl Builder {
                     items.push(node);
                 }
             }
-            Some(Open::Map {
-                node: map,
-                key,
-                merged,
-                ..
-            }) => match key.take() {
+            Some(Open::Map { node: map, key, merged, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
                     if let YamlKind::Map(entries) = &mut map.kind {
@@ -370,22 +325,14 @@ impl Builder {
 
 /// `<<: *base` (or a list of them): copies keys not already present, as YAML 1.1 merge keys
 /// (Docker Compose files use them, so people expect them).
-fn merge_into(
-    entries: &mut Vec<(Yaml, Yaml)>,
-    source: Yaml,
-    merged: &mut Vec<String>,
-    errors: &mut Vec<Diagnostic>,
-) {
+fn merge_into(entries: &mut Vec<(Yaml, Yaml)>, source: Yaml, merged: &mut Vec<String>, errors: &mut Vec<Diagnostic>) {
     let sources = match source.kind {
         YamlKind::Map(_) => vec![source],
         YamlKind::Seq(items) => items,
         YamlKind::Scalar { .. } => {
             errors.push(
-                Diagnostic::error(
-                    "a merge key (`<<`) needs an object or a list of objects",
-                    Some(source.pos),
-                )
-                .with_len(source.len),
+                Diagnostic::error("a merge key (`<<`) needs an object or a list of objects", Some(source.pos))
+                    .with_len(source.len),
             );
             return;
         }
@@ -395,19 +342,13 @@ fn merge_into(
         match source.kind {
             YamlKind::Map(from) => {
                 for (k, v) in from {
-                    if !entries
-                        .iter()
-                        .any(|(existing, _)| existing.as_scalar() == k.as_scalar())
-                    {
+                    if !entries.iter().any(|(existing, _)| existing.as_scalar() == k.as_scalar()) {
                         merged.extend(k.as_scalar().map(str::to_string));
                         entries.push((k, v));
                     }
                 }
             }
-            _ => errors.push(Diagnostic::error(
-                "a merge key (`<<`) needs an object or a list of objects",
-                Some(pos),
-            )),
+            _ => errors.push(Diagnostic::error("a merge key (`<<`) needs an object or a list of objects", Some(pos))),
         }
     }
 }
@@ -418,10 +359,7 @@ mod tests {
 
     fn map_keys(node: &Yaml) -> Vec<String> {
         match &node.kind {
-            YamlKind::Map(entries) => entries
-                .iter()
-                .map(|(k, _)| k.as_scalar().unwrap().to_string())
-                .collect(),
+            YamlKind::Map(entries) => entries.iter().map(|(k, _)| k.as_scalar().unwrap().to_string()).collect(),
             _ => panic!("not a map"),
         }
     }
@@ -429,12 +367,8 @@ mod tests {
     #[test]
     fn positions_are_one_based() {
         let doc = parse("a:\n  b: 16\n").unwrap();
-        let YamlKind::Map(top) = &doc.kind else {
-            panic!()
-        };
-        let YamlKind::Map(inner) = &top[0].1.kind else {
-            panic!()
-        };
+        let YamlKind::Map(top) = &doc.kind else { panic!() };
+        let YamlKind::Map(inner) = &top[0].1.kind else { panic!() };
         assert_eq!(inner[0].1.pos, Pos::new(2, 6));
         assert_eq!(inner[0].1.as_scalar(), Some("16"));
     }
@@ -442,9 +376,7 @@ mod tests {
     #[test]
     fn quoted_scalars_are_not_plain() {
         let doc = parse("a: \"16\"\nb: 16\n").unwrap();
-        let YamlKind::Map(top) = &doc.kind else {
-            panic!()
-        };
+        let YamlKind::Map(top) = &doc.kind else { panic!() };
         assert_eq!(top[0].1.type_name(), "a string");
         assert_eq!(top[1].1.type_name(), "a number");
     }
@@ -452,18 +384,10 @@ mod tests {
     #[test]
     fn merge_keys_copy_missing_entries() {
         let doc = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").unwrap();
-        let YamlKind::Map(top) = &doc.kind else {
-            panic!()
-        };
+        let YamlKind::Map(top) = &doc.kind else { panic!() };
         assert_eq!(map_keys(&top[1].1), vec!["x", "y"]);
-        let YamlKind::Map(other) = &top[1].1.kind else {
-            panic!()
-        };
-        assert_eq!(
-            other[1].1.as_scalar(),
-            Some("3"),
-            "explicit keys override merged ones"
-        );
+        let YamlKind::Map(other) = &top[1].1.kind else { panic!() };
+        assert_eq!(other[1].1.as_scalar(), Some("3"), "explicit keys override merged ones");
     }
 
     #[test]
@@ -484,10 +408,7 @@ mod tests {
             ));
         }
         let errors = parse(&doc).unwrap_err();
-        assert!(
-            errors[0].message.contains("expands to more than"),
-            "{errors:?}"
-        );
+        assert!(errors[0].message.contains("expands to more than"), "{errors:?}");
     }
 
     #[test]

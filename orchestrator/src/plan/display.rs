@@ -29,25 +29,16 @@ impl Paint {
     }
 
     fn bold(&self, text: &str) -> String {
-        if self.0 {
-            format!("\x1b[1m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
+        if self.0 { format!("\x1b[1m{text}\x1b[0m") } else { text.to_string() }
     }
 
     fn dim(&self, text: &str) -> String {
-        if self.0 {
-            format!("\x1b[2m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
+        if self.0 { format!("\x1b[2m{text}\x1b[0m") } else { text.to_string() }
     }
 }
 
 fn value(v: &Option<FieldValue>) -> String {
-    v.as_ref()
-        .map_or_else(|| "(none)".to_string(), FieldValue::display)
+    v.as_ref().map_or_else(|| "(none)".to_string(), FieldValue::display)
 }
 
 /// The step with agent identity replaced by `<agent>`, so equal changes compare equal.
@@ -56,28 +47,16 @@ fn signature<P>(step: &Step<P>) -> Option<String> {
         return None;
     };
     let name = crate::fleet::container_name_of(id);
-    let generic = |text: &str| {
-        text.replace(&step.key.name, "<name>")
-            .replace(id.as_str(), "<agent>")
-            .replace(&name, "<agent>")
-    };
-    let mut sig = format!(
-        "{:?}|{}|{:?}|{:?}|",
-        step.action, step.key.kind, step.forced_by, step.drift
-    );
+    let generic =
+        |text: &str| text.replace(&step.key.name, "<name>").replace(id.as_str(), "<agent>").replace(&name, "<agent>");
+    let mut sig = format!("{:?}|{}|{:?}|{:?}|", step.action, step.key.kind, step.forced_by, step.drift);
     for change in &step.changes {
         let _ = write!(
             sig,
             "{}={}>{};",
             change.field,
-            change
-                .before
-                .as_ref()
-                .map_or(String::new(), |v| generic(&v.text)),
-            change
-                .after
-                .as_ref()
-                .map_or(String::new(), |v| generic(&v.text))
+            change.before.as_ref().map_or(String::new(), |v| generic(&v.text)),
+            change.after.as_ref().map_or(String::new(), |v| generic(&v.text))
         );
     }
     Some(sig)
@@ -104,19 +83,9 @@ fn write_changes<P>(out: &mut String, step: &Step<P>, paint: &Paint, agent: Opti
     match step.action {
         Action::Delete => {}
         Action::Create => {
-            let width = step
-                .changes
-                .iter()
-                .map(|c| c.field.len())
-                .max()
-                .unwrap_or(0);
+            let width = step.changes.iter().map(|c| c.field.len()).max().unwrap_or(0);
             for change in &step.changes {
-                let _ = writeln!(
-                    out,
-                    "      {:width$} = {}",
-                    change.field,
-                    generic(value(&change.after))
-                );
+                let _ = writeln!(out, "      {:width$} = {}", change.field, generic(value(&change.after)));
             }
         }
         Action::Update | Action::Replace => {
@@ -129,12 +98,9 @@ fn write_changes<P>(out: &mut String, step: &Step<P>, paint: &Paint, agent: Opti
                 let line = match (&change.before, &change.after) {
                     (None, after) => format!("{} = {}", change.field, generic(value(after))),
                     (before, None) => format!("{} = {}", change.field, generic(value(before))),
-                    (before, after) => format!(
-                        "{}: {} -> {}",
-                        change.field,
-                        generic(value(before)),
-                        generic(value(after))
-                    ),
+                    (before, after) => {
+                        format!("{}: {} -> {}", change.field, generic(value(before)), generic(value(after)))
+                    }
                 };
                 let forces = if change.forces_replacement {
                     paint.action(Action::Replace, "  # forces replacement")
@@ -159,11 +125,7 @@ fn headline<P>(step: &Step<P>) -> String {
         line.push_str(" (repair drift)");
     }
     if step.is_destructive() {
-        line.push_str(if step.stateful {
-            " [holds data]"
-        } else {
-            " [datahub]"
-        });
+        line.push_str(if step.stateful { " [holds data]" } else { " [datahub]" });
     }
     line
 }
@@ -185,10 +147,7 @@ pub fn render_text<P>(plan: &Plan<P>, options: RenderOptions) -> String {
     let mut groups: Vec<(Option<String>, Vec<&Step<P>>)> = Vec::new();
     for step in &plan.steps {
         let sig = signature(step);
-        match sig
-            .as_ref()
-            .and_then(|s| groups.iter_mut().find(|(g, _)| g.as_ref() == Some(s)))
-        {
+        match sig.as_ref().and_then(|s| groups.iter_mut().find(|(g, _)| g.as_ref() == Some(s))) {
             Some((_, members)) => members.push(step),
             None => groups.push((sig, vec![step])),
         }
@@ -206,12 +165,7 @@ pub fn render_text<P>(plan: &Plan<P>, options: RenderOptions) -> String {
             } else {
                 names.join(", ")
             };
-            let mut line = format!(
-                "{} agents: {} {} ({shown})",
-                members.len(),
-                step.key.kind,
-                step.action.as_str()
-            );
+            let mut line = format!("{} agents: {} {} ({shown})", members.len(), step.key.kind, step.action.as_str());
             if step.action == Action::Replace {
                 let _ = write!(line, " (replace: {} forces it)", step.forced_by.join(", "));
             }
@@ -243,11 +197,7 @@ fn write_kept<P>(out: &mut String, plan: &Plan<P>, paint: &Paint) {
     if plan.kept.is_empty() {
         return;
     }
-    let names: Vec<String> = plan
-        .kept
-        .iter()
-        .map(|k| format!("{} {}", k.key.kind, k.key.name))
-        .collect();
+    let names: Vec<String> = plan.kept.iter().map(|k| format!("{} {}", k.key.kind, k.key.name)).collect();
     let _ = writeln!(
         out,
         "\n{} {} (data is deleted only when asked for: --volumes)",

@@ -77,13 +77,7 @@ pub struct SummaryDocument {
 }
 
 fn shown(value: &Option<FieldValue>) -> Option<String> {
-    value.as_ref().map(|v| {
-        if v.sensitive {
-            "(sensitive)".to_string()
-        } else {
-            v.text.clone()
-        }
-    })
+    value.as_ref().map(|v| if v.sensitive { "(sensitive)".to_string() } else { v.text.clone() })
 }
 
 /// Builds the JSON document of a plan.
@@ -141,11 +135,7 @@ pub fn plan_document<P>(plan: &Plan<P>, observed: &str) -> PlanDocument {
                         field: c.field.clone(),
                         before: shown(&c.before),
                         after: shown(&c.after),
-                        sensitive: c
-                            .before
-                            .as_ref()
-                            .or(c.after.as_ref())
-                            .is_some_and(|v| v.sensitive),
+                        sensitive: c.before.as_ref().or(c.after.as_ref()).is_some_and(|v| v.sensitive),
                         forces_replacement: c.forces_replacement,
                     })
                     .collect(),
@@ -154,11 +144,7 @@ pub fn plan_document<P>(plan: &Plan<P>, observed: &str) -> PlanDocument {
         kept: plan
             .kept
             .iter()
-            .map(|k| ObjectDocument {
-                kind: k.key.kind.clone(),
-                name: k.key.name.clone(),
-                node: k.key.node.clone(),
-            })
+            .map(|k| ObjectDocument { kind: k.key.kind.clone(), name: k.key.name.clone(), node: k.key.node.clone() })
             .collect(),
         summary: SummaryDocument {
             create: count(Action::Create),

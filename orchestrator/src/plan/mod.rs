@@ -120,10 +120,7 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions {
-            prune: true,
-            delete_data: false,
-        }
+        PlanOptions { prune: true, delete_data: false }
     }
 }
 
@@ -178,10 +175,7 @@ fn wave_of(component: &Component, action: Action) -> u32 {
     }
 }
 
-fn diff_fields(
-    desired: &Resource<impl Sized>,
-    recorded: Option<&crate::resource::Fields>,
-) -> Vec<Change> {
+fn diff_fields(desired: &Resource<impl Sized>, recorded: Option<&crate::resource::Fields>) -> Vec<Change> {
     let empty = BTreeMap::new();
     let recorded = recorded.unwrap_or(&empty);
     let names: BTreeSet<&String> = desired.fields.keys().chain(recorded.keys()).collect();
@@ -208,8 +202,7 @@ pub fn plan<P: Clone>(
     observed: &[ObservedResource],
     options: PlanOptions,
 ) -> Plan<P> {
-    let by_key: BTreeMap<&ResourceKey, &ObservedResource> =
-        observed.iter().map(|o| (&o.key, o)).collect();
+    let by_key: BTreeMap<&ResourceKey, &ObservedResource> = observed.iter().map(|o| (&o.key, o)).collect();
     let wanted: BTreeSet<&ResourceKey> = desired.iter().map(|d| &d.key).collect();
     let mut steps = Vec::new();
     let mut unchanged = 0;
@@ -224,11 +217,7 @@ pub fn plan<P: Clone>(
         } else {
             Strategy::DestroyBeforeCreate
         };
-        let base = |action,
-                    changes: Vec<Change>,
-                    forced_by,
-                    drift,
-                    observed: Option<&ObservedResource>| Step {
+        let base = |action, changes: Vec<Change>, forced_by, drift, observed: Option<&ObservedResource>| Step {
             action,
             key: resource.key.clone(),
             component: resource.component.clone(),
@@ -262,29 +251,14 @@ pub fn plan<P: Clone>(
                     observed: found.state.describe(),
                     desired: resource.run_state.unwrap_or(RunState::Running),
                 });
-                let forced_by: Vec<String> = changes
-                    .iter()
-                    .filter(|c| c.forces_replacement)
-                    .map(|c| c.field.clone())
-                    .collect();
+                let forced_by: Vec<String> =
+                    changes.iter().filter(|c| c.forces_replacement).map(|c| c.field.clone()).collect();
                 if changes.is_empty() && drift.is_none() {
                     unchanged += 1;
                 } else if !forced_by.is_empty() {
-                    steps.push(base(
-                        Action::Replace,
-                        changes,
-                        forced_by,
-                        drift,
-                        Some(found),
-                    ));
+                    steps.push(base(Action::Replace, changes, forced_by, drift, Some(found)));
                 } else {
-                    steps.push(base(
-                        Action::Update,
-                        changes,
-                        Vec::new(),
-                        drift,
-                        Some(found),
-                    ));
+                    steps.push(base(Action::Update, changes, Vec::new(), drift, Some(found)));
                 }
             }
         }
@@ -300,13 +274,7 @@ pub fn plan<P: Clone>(
         steps.push(delete_step(found));
     }
     steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
-    Plan {
-        deployment: deployment.to_string(),
-        target: target.to_string(),
-        steps,
-        kept,
-        unchanged,
-    }
+    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged }
 }
 
 fn delete_step<P>(found: &ObservedResource) -> Step<P> {
@@ -314,12 +282,7 @@ fn delete_step<P>(found: &ObservedResource) -> Step<P> {
         .fields
         .iter()
         .flatten()
-        .map(|(k, v)| Change {
-            field: k.clone(),
-            before: Some(v.clone()),
-            after: None,
-            forces_replacement: false,
-        })
+        .map(|(k, v)| Change { field: k.clone(), before: Some(v.clone()), after: None, forces_replacement: false })
         .collect();
     Step {
         action: Action::Delete,
@@ -338,12 +301,7 @@ fn delete_step<P>(found: &ObservedResource) -> Step<P> {
 }
 
 /// Plans removing everything the deployment owns; data only with `delete_data`.
-pub fn plan_destroy<P>(
-    deployment: &str,
-    target: &str,
-    observed: &[ObservedResource],
-    delete_data: bool,
-) -> Plan<P> {
+pub fn plan_destroy<P>(deployment: &str, target: &str, observed: &[ObservedResource], delete_data: bool) -> Plan<P> {
     let mut steps = Vec::new();
     let mut kept = Vec::new();
     for found in observed {
@@ -354,11 +312,5 @@ pub fn plan_destroy<P>(
         }
     }
     steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
-    Plan {
-        deployment: deployment.to_string(),
-        target: target.to_string(),
-        steps,
-        kept,
-        unchanged: 0,
-    }
+    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged: 0 }
 }

@@ -41,27 +41,18 @@ pub fn images(hash: &str) -> ResolvedImages {
 
 /// Builds the fleet of a config text; panics with the diagnostics when it is invalid.
 pub fn fleet_with(source: &str, hash: &str) -> Fleet {
-    let vars = Variables {
-        dotenv: dotenv(),
-        environment: BTreeMap::new(),
-    };
+    let vars = Variables { dotenv: dotenv(), environment: BTreeMap::new() };
     let loaded = match config::load(source, &vars) {
         Ok(loaded) => loaded,
         Err(diags) => panic!("invalid config: {diags:#?}"),
     };
-    let inputs = FleetInputs {
-        dotenv: dotenv(),
-        images: images(hash),
-        config_file: "/srv/rivet/rivet.config.yaml".into(),
-    };
+    let inputs =
+        FleetInputs { dotenv: dotenv(), images: images(hash), config_file: "/srv/rivet/rivet.config.yaml".into() };
     Fleet::build(&loaded.config, &inputs).expect("fleet")
 }
 
 pub fn fleet(source: &str) -> Fleet {
-    fleet_with(
-        source,
-        "1111111111111111111111111111111111111111111111111111111111111111",
-    )
+    fleet_with(source, "1111111111111111111111111111111111111111111111111111111111111111")
 }
 
 pub fn docker_resources(source: &str) -> Vec<DockerResource> {
@@ -71,20 +62,14 @@ pub fn docker_resources(source: &str) -> Vec<DockerResource> {
 /// Compares `actual` with the golden file at `tests/golden/<name>`; with `UPDATE_GOLDEN=1`
 /// writes it instead.
 pub fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "missing golden file {}; run with UPDATE_GOLDEN=1",
-            path.display()
-        )
-    });
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
     if expected != actual {
         panic!(
             "golden file {} differs (run with UPDATE_GOLDEN=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}",

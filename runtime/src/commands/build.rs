@@ -39,11 +39,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
             } else {
                 "up to date"
             };
-            printer.data(&format!(
-                "{:<8} {}  ({how})\n",
-                image.component.as_str(),
-                image.reference
-            ))?;
+            printer.data(&format!("{:<8} {}  ({how})\n", image.component.as_str(), image.reference))?;
         }
     }
     Ok(ExitStatus::Success)

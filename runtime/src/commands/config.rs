@@ -64,16 +64,9 @@ pub fn validate(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitSt
                     files.shown_path,
                     config.raw.deployment.target.as_str(),
                     config.raw.agents.len(),
-                    if config.raw.agents.len() == 1 {
-                        ""
-                    } else {
-                        "s"
-                    },
+                    if config.raw.agents.len() == 1 { "" } else { "s" },
                     if warnings > 0 {
-                        format!(
-                            ", {warnings} warning{}",
-                            if warnings == 1 { "" } else { "s" }
-                        )
+                        format!(", {warnings} warning{}", if warnings == 1 { "" } else { "s" })
                     } else {
                         String::new()
                     }

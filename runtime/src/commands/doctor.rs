@@ -22,9 +22,7 @@ struct Check {
 }
 
 fn hint_of(err: &anyhow::Error) -> Option<String> {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Hinted>())
-        .map(|h| h.hint.clone())
+    err.chain().find_map(|e| e.downcast_ref::<Hinted>()).map(|h| h.hint.clone())
 }
 
 fn from_lines(dockerfile: &str) -> Vec<String> {
@@ -48,22 +46,14 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
             Ok(detail) => (true, detail, None),
             Err((detail, fix)) => (false, detail, fix),
         };
-        checks.push(Check {
-            name: name.to_string(),
-            ok,
-            detail,
-            fix,
-        });
+        checks.push(Check { name: name.to_string(), ok, detail, fix });
     };
     let project = match project::load(printer, &global.config) {
         Ok(project) => project,
         Err(err) if err.is::<Reported>() => {
             add(
                 "config",
-                Err((
-                    "the config has errors (above)".into(),
-                    Some("fix them, then run doctor again".into()),
-                )),
+                Err(("the config has errors (above)".into(), Some("fix them, then run doctor again".into()))),
             );
             return finish(printer, &checks);
         }
@@ -95,26 +85,13 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
                 Some(format!("chmod 600 {}", env_path.display())),
             )),
         ),
-        Ok(_) => add(
-            ".env",
-            Ok(format!(
-                "{} ({} values, private)",
-                env_path.display(),
-                project.dotenv.len()
-            )),
-        ),
+        Ok(_) => add(".env", Ok(format!("{} ({} values, private)", env_path.display(), project.dotenv.len()))),
         Err(_) => add(".env", Ok("none beside the config".into())),
     }
     let resolved = match source::resolve(&project) {
         Ok(resolved) => {
             let images: Vec<&str> = std::iter::once(resolved.images.agent.reference.as_str())
-                .chain(
-                    resolved
-                        .images
-                        .datahub
-                        .as_ref()
-                        .map(|d| d.reference.as_str()),
-                )
+                .chain(resolved.images.datahub.as_ref().map(|d| d.reference.as_str()))
                 .collect();
             add("source", Ok(format!("images {}", images.join(", "))));
             Some(resolved)
@@ -127,12 +104,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
     let lock_dir = state::dir(&project).join("locks");
     match lock::status(&lock_dir, &project.config.name) {
         Ok(Some((holder, true))) => add("lock", Ok(format!("held by {holder}"))),
-        Ok(Some((holder, false))) => add(
-            "lock",
-            Ok(format!(
-                "stale lock from {holder} (taken over by the next run)"
-            )),
-        ),
+        Ok(Some((holder, false))) => add("lock", Ok(format!("stale lock from {holder} (taken over by the next run)"))),
         Ok(None) => add("lock", Ok("free".into())),
         Err(err) => add("lock", Err((format!("{err:#}"), None))),
     }
@@ -149,13 +121,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
         for node in &fleet.nodes {
             let name = format!("engine {}", node.name);
             if matches!(node.endpoint, Endpoint::Ssh { .. }) {
-                add(
-                    &name,
-                    Ok(format!(
-                        "{} (reached over SSH by `rivetctl update`)",
-                        node.endpoint
-                    )),
-                );
+                add(&name, Ok(format!("{} (reached over SSH by `rivetctl update`)", node.endpoint)));
                 continue;
             }
             match docker::connect(&node.name, &node.endpoint).await {
@@ -175,14 +141,10 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
                     add(&name, Ok(detail));
                     if let Some(src) = &resolved.source {
                         for image in fleet.images.iter().filter_map(|i| i.build.as_ref()) {
-                            let text = std::fs::read_to_string(src.root.join(&image.dockerfile))
-                                .unwrap_or_default();
+                            let text = std::fs::read_to_string(src.root.join(&image.dockerfile)).unwrap_or_default();
                             for base in from_lines(&text).into_iter().filter(|b| b != "scratch") {
                                 if build::has_image(&engine, &base).await {
-                                    add(
-                                        &format!("base image {base}"),
-                                        Ok(format!("present on {}", node.name)),
-                                    );
+                                    add(&format!("base image {base}"), Ok(format!("present on {}", node.name)));
                                 } else {
                                     add(
                                         &format!("base image {base}"),
@@ -218,9 +180,5 @@ fn finish(printer: &Printer, checks: &[Check]) -> anyhow::Result<ExitStatus> {
         }
         printer.data(&out)?;
     }
-    if checks.iter().all(|c| c.ok) {
-        Ok(ExitStatus::Success)
-    } else {
-        Err(Reported.into())
-    }
+    if checks.iter().all(|c| c.ok) { Ok(ExitStatus::Success) } else { Err(Reported.into()) }
 }

@@ -20,11 +20,7 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
-pub fn run(
-    printer: &Printer,
-    global: &GlobalArgs,
-    command: &LockCommand,
-) -> anyhow::Result<ExitStatus> {
+pub fn run(printer: &Printer, global: &GlobalArgs, command: &LockCommand) -> anyhow::Result<ExitStatus> {
     let project = project::load(printer, &global.config)?;
     let dir = state::dir(&project).join("locks");
     let deployment = &project.config.name;
@@ -40,10 +36,9 @@ pub fn run(
             } else {
                 let text = match status {
                     None => format!("Deployment \"{deployment}\" is not locked.\n"),
-                    Some((holder, true)) => format!(
-                        "Deployment \"{deployment}\" is locked by {holder} (expires {}).\n",
-                        holder.expires
-                    ),
+                    Some((holder, true)) => {
+                        format!("Deployment \"{deployment}\" is locked by {holder} (expires {}).\n", holder.expires)
+                    }
                     Some((holder, false)) => {
                         format!(
                             "Deployment \"{deployment}\" has a stale lock from {holder}; the next run takes it over.\n"

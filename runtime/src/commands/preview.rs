@@ -21,12 +21,7 @@ to have rivetctl create and update the fleet.";
 
 /// The artifacts of a fleet for its target.
 pub fn artifacts_of(project: &Project, fleet: &Fleet) -> anyhow::Result<Vec<Artifact>> {
-    let name = project
-        .config_path
-        .file_name()
-        .map_or("rivet.config.yaml".into(), |n| {
-            n.to_string_lossy().into_owned()
-        });
+    let name = project.config_path.file_name().map_or("rivet.config.yaml".into(), |n| n.to_string_lossy().into_owned());
     Ok(match fleet.target {
         Target::Docker => render::compose::artifacts(fleet, &name, &project.text)?,
         Target::Kubernetes => render::kubernetes::artifacts(fleet)?,
@@ -43,12 +38,7 @@ fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<
     if printer.json() {
         printer.json_line(&plan_document(plan, observed))?;
     } else {
-        printer.data(&render_text(
-            plan,
-            RenderOptions {
-                color: printer.color_out,
-            },
-        ))?;
+        printer.data(&render_text(plan, RenderOptions { color: printer.color_out }))?;
     }
     Ok(())
 }
@@ -66,10 +56,7 @@ async fn plan_and_show(printer: &Printer, fleet: &Fleet, offline: bool) -> anyho
             } else {
                 let engines = engines::connect_all(fleet).await?;
                 let found = engines::observe_all(&engines, deployment).await?;
-                let addresses: Vec<String> = engines
-                    .iter()
-                    .map(|e| format!("{} ({})", e.node, e.address))
-                    .collect();
+                let addresses: Vec<String> = engines.iter().map(|e| format!("{} ({})", e.node, e.address)).collect();
                 printer.info(&format!(
                     "Observed: {} object(s) of \"{deployment}\" on {}.",
                     found.len(),
@@ -77,13 +64,7 @@ async fn plan_and_show(printer: &Printer, fleet: &Fleet, offline: bool) -> anyho
                 ));
                 (found, "live")
             };
-            let plan = plan::plan(
-                deployment,
-                target,
-                &desired,
-                &observed,
-                PlanOptions::default(),
-            );
+            let plan = plan::plan(deployment, target, &desired, &observed, PlanOptions::default());
             show(printer, &plan, mode)?;
             Ok(!plan.is_empty())
         }
@@ -96,13 +77,7 @@ async fn plan_and_show(printer: &Printer, fleet: &Fleet, offline: bool) -> anyho
                 "Observed: nothing — reading a live {target} {} is not implemented yet, so this plan is against an empty one.",
                 if fleet.target == Target::Kubernetes { "cluster" } else { "cluster's containers" }
             ));
-            let plan = plan::plan::<serde_json::Value>(
-                deployment,
-                target,
-                &desired,
-                &[],
-                PlanOptions::default(),
-            );
+            let plan = plan::plan::<serde_json::Value>(deployment, target, &desired, &[], PlanOptions::default());
             show(printer, &plan, "offline")?;
             Ok(!plan.is_empty())
         }
@@ -110,11 +85,7 @@ async fn plan_and_show(printer: &Printer, fleet: &Fleet, offline: bool) -> anyho
     }
 }
 
-pub async fn run(
-    printer: &Printer,
-    global: &GlobalArgs,
-    args: &PreviewArgs,
-) -> anyhow::Result<ExitStatus> {
+pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> anyhow::Result<ExitStatus> {
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project)?;
     let fleet = fleet::build(&project, &resolved)?;
@@ -134,9 +105,5 @@ pub async fn run(
             dir.display()
         ));
     }
-    Ok(if args.detailed_exitcode && changed {
-        ExitStatus::Changes
-    } else {
-        ExitStatus::Success
-    })
+    Ok(if args.detailed_exitcode && changed { ExitStatus::Changes } else { ExitStatus::Success })
 }

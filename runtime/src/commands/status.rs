@@ -46,13 +46,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
     let session = Session::open(printer, global, "status").await?;
     let desired = session.desired();
     let observed = session.observe().await?;
-    let plan = plan::plan(
-        &session.fleet.name,
-        "docker",
-        &desired,
-        &observed,
-        PlanOptions::default(),
-    );
+    let plan = plan::plan(&session.fleet.name, "docker", &desired, &observed, PlanOptions::default());
     let mut drift: BTreeMap<(String, String), String> = BTreeMap::new();
     for step in &plan.steps {
         let what = match (step.action, &step.drift) {
@@ -60,12 +54,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
             (Action::Delete, _) => "no longer in the config".to_string(),
             (_, Some(d)) if step.changes.is_empty() => d.observed.clone(),
             _ => {
-                let fields: Vec<&str> = step
-                    .changes
-                    .iter()
-                    .map(|c| c.field.as_str())
-                    .take(4)
-                    .collect();
+                let fields: Vec<&str> = step.changes.iter().map(|c| c.field.as_str()).take(4).collect();
                 format!("changed: {}", fields.join(", "))
             }
         };
@@ -74,50 +63,24 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
     let mut services = Vec::new();
     for found in observed.iter().filter(|o| o.key.kind == KIND_CONTAINER) {
         let engine = &session.engines[&found.key.node];
-        let info = engine
-            .call()
-            .inspect_container(&found.key.name, None)
-            .await?;
+        let info = engine.call().inspect_container(&found.key.name, None).await?;
         let state = info.state.unwrap_or_default();
-        let config_labels = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
+        let config_labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
         let running = state.running == Some(true);
         services.push(ServiceDocument {
             node: found.key.node.clone(),
             name: found.key.name.clone(),
-            component: config_labels
-                .get(labels::COMPONENT)
-                .cloned()
-                .unwrap_or_default(),
+            component: config_labels.get(labels::COMPONENT).cloned().unwrap_or_default(),
             image: info.config.and_then(|c| c.image).unwrap_or_default(),
-            revision: config_labels
-                .get(labels::REVISION)
-                .cloned()
-                .unwrap_or_default(),
+            revision: config_labels.get(labels::REVISION).cloned().unwrap_or_default(),
             state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: state
-                .health
-                .and_then(|h| h.status)
-                .map_or_else(|| "-".to_string(), |h| h.to_string()),
-            uptime_seconds: if running {
-                state.started_at.as_deref().and_then(uptime)
-            } else {
-                None
-            },
-            drift: drift
-                .remove(&(found.key.node.clone(), found.key.name.clone()))
-                .unwrap_or_else(|| "in sync".into()),
+            health: state.health.and_then(|h| h.status).map_or_else(|| "-".to_string(), |h| h.to_string()),
+            uptime_seconds: if running { state.started_at.as_deref().and_then(uptime) } else { None },
+            drift: drift.remove(&(found.key.node.clone(), found.key.name.clone())).unwrap_or_else(|| "in sync".into()),
         });
     }
     for ((node, name), what) in drift {
-        if what == "missing"
-            && desired
-                .iter()
-                .any(|d| d.key.name == name && d.key.kind == KIND_CONTAINER)
-        {
+        if what == "missing" && desired.iter().any(|d| d.key.name == name && d.key.kind == KIND_CONTAINER) {
             services.push(ServiceDocument {
                 node,
                 name,
@@ -156,10 +119,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
         ));
     }
     if services.is_empty() {
-        out = format!(
-            "Deployment \"{}\" has no containers. Run `rivetctl infra up`.\n",
-            session.fleet.name
-        );
+        out = format!("Deployment \"{}\" has no containers. Run `rivetctl infra up`.\n", session.fleet.name);
     }
     printer.data(&out)?;
     Ok(ExitStatus::Success)

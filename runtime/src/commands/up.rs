@@ -37,18 +37,10 @@ struct FailureDocument {
     logs: Vec<String>,
 }
 
-pub async fn run(
-    printer: &Printer,
-    global: &GlobalArgs,
-    args: &UpArgs,
-) -> anyhow::Result<ExitStatus> {
+pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<ExitStatus> {
     let session = Session::open(printer, global, "infra up").await?;
-    let _lock = lock::acquire(
-        &state::dir(&session.project).join("locks"),
-        &session.fleet.name,
-        "rivetctl infra up",
-    )
-    .map_err(crate::commands::lock::explain)?;
+    let _lock = lock::acquire(&state::dir(&session.project).join("locks"), &session.fleet.name, "rivetctl infra up")
+        .map_err(crate::commands::lock::explain)?;
     let progress = Progress::new(printer);
     let desired = session.desired();
     if !args.no_build {
@@ -56,13 +48,7 @@ pub async fn run(
     }
     images::check_users(&session, &desired).await?;
     let observed = session.observe().await?;
-    let plan = plan::plan(
-        &session.fleet.name,
-        "docker",
-        &desired,
-        &observed,
-        PlanOptions::default(),
-    );
+    let plan = plan::plan(&session.fleet.name, "docker", &desired, &observed, PlanOptions::default());
     let deployment = session.fleet.name.clone();
     if plan.is_empty() {
         progress.finish();
@@ -85,29 +71,17 @@ pub async fn run(
         return Ok(ExitStatus::Success);
     }
     if !printer.json() {
-        printer.data(&render_text(
-            &plan,
-            RenderOptions {
-                color: printer.color_out,
-            },
-        ))?;
+        printer.data(&render_text(&plan, RenderOptions { color: printer.color_out }))?;
     }
     let needs_consent: Vec<String> = plan
         .steps
         .iter()
-        .filter(|s| {
-            s.is_destructive() || (s.action == Action::Delete && !s.key.name.ends_with(NEXT_SUFFIX))
-        })
+        .filter(|s| s.is_destructive() || (s.action == Action::Delete && !s.key.name.ends_with(NEXT_SUFFIX)))
         .map(|s| format!("{} {} {}", s.action.as_str(), s.key.kind, s.key.name))
         .collect();
     confirm(args.yes, "make these destructive changes", &needs_consent)?;
-    let options = ApplyOptions {
-        health_deadline: Duration::from_millis(session.fleet.health.deadline),
-    };
-    let report = apply::apply(&session.engines, &plan, options, &|event| {
-        progress.step(&event)
-    })
-    .await?;
+    let options = ApplyOptions { health_deadline: Duration::from_millis(session.fleet.health.deadline) };
+    let report = apply::apply(&session.engines, &plan, options, &|event| progress.step(&event)).await?;
     progress.finish();
     let mut summary: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (_, action, _) in &report.done {
@@ -144,10 +118,7 @@ pub async fn run(
         return Ok(ExitStatus::Success);
     }
     for failure in &report.failures {
-        printer.error(&format!(
-            "{} on node {}: {}",
-            failure.key.name, failure.key.node, failure.reason
-        ));
+        printer.error(&format!("{} on node {}: {}", failure.key.name, failure.key.node, failure.reason));
         if failure.previous_kept {
             printer.info("  the previous container was kept and is still serving");
         }
@@ -161,12 +132,7 @@ pub async fn run(
     if !report.skipped.is_empty() {
         printer.info(&format!(
             "Not started because of the failure: {}",
-            report
-                .skipped
-                .iter()
-                .map(|k| k.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            report.skipped.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
     Ok(ExitStatus::RolloutFailed)

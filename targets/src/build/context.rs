@@ -57,32 +57,20 @@ pub enum ContextError {
 }
 
 fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
-    move |source| ContextError::Read {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ContextError::Read { path: path.to_path_buf(), source }
 }
 
 /// The ignore rules for a Dockerfile: `<Dockerfile>.dockerignore` if present, else the
 /// root's `.dockerignore`, else none.
 fn rules_for(root: &Path, dockerfile: &str) -> Result<IgnoreRules, ContextError> {
-    for candidate in [
-        root.join(format!("{dockerfile}.dockerignore")),
-        root.join(".dockerignore"),
-    ] {
+    for candidate in [root.join(format!("{dockerfile}.dockerignore")), root.join(".dockerignore")] {
         match fs::read_to_string(&candidate) {
             Ok(text) => {
-                return IgnoreRules::parse(&text).map_err(|source| ContextError::Ignore {
-                    path: candidate,
-                    source,
-                });
+                return IgnoreRules::parse(&text).map_err(|source| ContextError::Ignore { path: candidate, source });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => {
-                return Err(ContextError::Read {
-                    path: candidate,
-                    source,
-                });
+                return Err(ContextError::Read { path: candidate, source });
             }
         }
     }
@@ -93,26 +81,15 @@ fn rules_for(root: &Path, dockerfile: &str) -> Result<IgnoreRules, ContextError>
 pub fn scan(root: &Path, dockerfile: &str) -> Result<Context, ContextError> {
     let dockerfile_path = root.join(dockerfile);
     if !dockerfile_path.is_file() {
-        return Err(ContextError::MissingDockerfile {
-            path: dockerfile_path,
-        });
+        return Err(ContextError::MissingDockerfile { path: dockerfile_path });
     }
     let rules = rules_for(root, dockerfile)?;
     let mut files = Vec::new();
-    let mut walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter();
+    let mut walker = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter();
     while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf());
-            ContextError::Read {
-                path,
-                source: e.into(),
-            }
+            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+            ContextError::Read { path, source: e.into() }
         })?;
         let Ok(relative) = entry.path().strip_prefix(root) else {
             continue;
@@ -137,39 +114,21 @@ pub fn scan(root: &Path, dockerfile: &str) -> Result<Context, ContextError> {
         let file_type = entry.file_type();
         if file_type.is_symlink() {
             let target = fs::read_link(entry.path()).map_err(read_err(entry.path()))?;
-            files.push(ContextFile {
-                path: rel,
-                executable: false,
-                link: Some(target.to_string_lossy().into_owned()),
-            });
+            files.push(ContextFile { path: rel, executable: false, link: Some(target.to_string_lossy().into_owned()) });
         } else if file_type.is_file() {
             let mode = entry
                 .metadata()
-                .map_err(|e| ContextError::Read {
-                    path: entry.path().to_path_buf(),
-                    source: e.into(),
-                })?
+                .map_err(|e| ContextError::Read { path: entry.path().to_path_buf(), source: e.into() })?
                 .permissions()
                 .mode();
-            files.push(ContextFile {
-                path: rel,
-                executable: mode & 0o111 != 0,
-                link: None,
-            });
+            files.push(ContextFile { path: rel, executable: mode & 0o111 != 0, link: None });
         }
     }
-    Ok(Context {
-        root: root.to_path_buf(),
-        dockerfile: dockerfile.to_string(),
-        files,
-    })
+    Ok(Context { root: root.to_path_buf(), dockerfile: dockerfile.to_string(), files })
 }
 
 /// The content hash of a context plus build arguments (lower-case hex SHA-256).
-pub fn content_hash(
-    context: &Context,
-    build_args: &BTreeMap<String, String>,
-) -> Result<String, ContextError> {
+pub fn content_hash(context: &Context, build_args: &BTreeMap<String, String>) -> Result<String, ContextError> {
     let mut hasher = Sha256::new();
     hasher.update(b"rivetctl-context-v1\0");
     hasher.update(context.dockerfile.as_bytes());
@@ -214,18 +173,14 @@ pub fn tar(context: &Context) -> Result<Vec<u8>, ContextError> {
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_size(0);
             header.set_mode(0o777);
-            builder
-                .append_link(&mut header, &file.path, target)
-                .map_err(read_err(&path))?;
+            builder.append_link(&mut header, &file.path, target).map_err(read_err(&path))?;
             continue;
         }
         let bytes = fs::read(&path).map_err(read_err(&path))?;
         header.set_size(bytes.len() as u64);
         header.set_mode(if file.executable { 0o755 } else { 0o644 });
         header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, &file.path, bytes.as_slice())
-            .map_err(read_err(&path))?;
+        builder.append_data(&mut header, &file.path, bytes.as_slice()).map_err(read_err(&path))?;
     }
     builder.into_inner().map_err(read_err(&context.root))
 }
@@ -260,11 +215,7 @@ mod tests {
         let second = content_hash(&scan(root, "Dockerfile").unwrap(), &args).unwrap();
         assert_ne!(first, second, "context files count");
         let with_arg = BTreeMap::from([("A".to_string(), "1".to_string())]);
-        assert_ne!(
-            second,
-            content_hash(&scan(root, "Dockerfile").unwrap(), &with_arg).unwrap(),
-            "build args count"
-        );
+        assert_ne!(second, content_hash(&scan(root, "Dockerfile").unwrap(), &with_arg).unwrap(), "build args count");
     }
 
     #[test]
@@ -275,12 +226,7 @@ mod tests {
         write(root, "a/Dockerfile.dockerignore", "*\n!a\n");
         write(root, "a/x", "1");
         write(root, "b/y", "2");
-        let files: Vec<String> = scan(root, "a/Dockerfile")
-            .unwrap()
-            .files
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let files: Vec<String> = scan(root, "a/Dockerfile").unwrap().files.into_iter().map(|f| f.path).collect();
         assert_eq!(files, ["a/Dockerfile", "a/Dockerfile.dockerignore", "a/x"]);
     }
 

@@ -67,15 +67,8 @@ impl IgnoreRules {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|source| PatternError {
-                    line: i + 1,
-                    pattern: raw.to_string(),
-                    source,
-                })?;
-            patterns.push(Pattern {
-                matcher: glob.compile_matcher(),
-                exclusion,
-            });
+                .map_err(|source| PatternError { line: i + 1, pattern: raw.to_string(), source })?;
+            patterns.push(Pattern { matcher: glob.compile_matcher(), exclusion });
         }
         Ok(IgnoreRules { patterns })
     }
@@ -130,11 +123,7 @@ mod tests {
     fn directories_exclude_their_contents() {
         check(
             "node_modules\n/target/\n",
-            &[
-                ("node_modules/a/b.js", true),
-                ("target/debug/x", true),
-                ("src/target.rs", false),
-            ],
+            &[("node_modules/a/b.js", true), ("target/debug/x", true), ("src/target.rs", false)],
         );
     }
 
@@ -142,22 +131,13 @@ mod tests {
     fn exceptions_and_last_match_wins() {
         check(
             "*\n!containers/datahub\n",
-            &[
-                ("containers/datahub/bin/x", false),
-                ("containers/agent/Dockerfile", true),
-            ],
+            &[("containers/datahub/bin/x", false), ("containers/agent/Dockerfile", true)],
         );
-        check(
-            "docs\n!docs/keep.md\ndocs/keep.md\n",
-            &[("docs/keep.md", true)],
-        );
+        check("docs\n!docs/keep.md\ndocs/keep.md\n", &[("docs/keep.md", true)]);
     }
 
     #[test]
     fn comments_and_blank_lines() {
-        check(
-            "# comment\n\n  .git  \n",
-            &[(".git/HEAD", true), ("# comment", false)],
-        );
+        check("# comment\n\n  .git  \n", &[(".git/HEAD", true), ("# comment", false)]);
     }
 }

@@ -91,42 +91,20 @@ pub struct ApplyOptions {
 }
 
 fn is_not_found(err: &bollard::errors::Error) -> bool {
-    matches!(
-        err,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
-fn api<'a>(
-    what: &'static str,
-    key: &'a ResourceKey,
-) -> impl FnOnce(bollard::errors::Error) -> ApplyError + 'a {
-    move |source| ApplyError {
-        what,
-        name: key.name.clone(),
-        node: key.node.clone(),
-        source,
-    }
+fn api<'a>(what: &'static str, key: &'a ResourceKey) -> impl FnOnce(bollard::errors::Error) -> ApplyError + 'a {
+    move |source| ApplyError { what, name: key.name.clone(), node: key.node.clone(), source }
 }
 
 /// Stops (SIGTERM, then SIGKILL after the grace period) and removes a container; absent is fine.
-pub async fn remove_container(
-    engine: &Engine,
-    name: &str,
-    grace_secs: u64,
-) -> Result<(), bollard::errors::Error> {
-    let stop = StopContainerOptionsBuilder::default()
-        .t(grace_secs as i32)
-        .build();
+pub async fn remove_container(engine: &Engine, name: &str, grace_secs: u64) -> Result<(), bollard::errors::Error> {
+    let stop = StopContainerOptionsBuilder::default().t(grace_secs as i32).build();
     match engine.call().stop_container(name, Some(stop)).await {
         Ok(()) => {}
         Err(e) if is_not_found(&e) => return Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304, ..
-        }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
         Err(e) => return Err(e),
     }
     let remove = RemoveContainerOptionsBuilder::default().force(true).build();
@@ -154,22 +132,11 @@ async fn create_and_start(
     for (network, aliases) in spec.networks.iter().skip(1) {
         let request = NetworkConnectRequest {
             container: name.to_string(),
-            endpoint_config: Some(EndpointSettings {
-                aliases: Some(aliases.clone()),
-                ..Default::default()
-            }),
+            endpoint_config: Some(EndpointSettings { aliases: Some(aliases.clone()), ..Default::default() }),
         };
-        engine
-            .call()
-            .connect_network(network, request)
-            .await
-            .map_err(api("cannot connect to network", key))?;
+        engine.call().connect_network(network, request).await.map_err(api("cannot connect to network", key))?;
     }
-    engine
-        .call()
-        .start_container(name, None)
-        .await
-        .map_err(api("cannot start container", key))?;
+    engine.call().start_container(name, None).await.map_err(api("cannot start container", key))?;
     Ok(())
 }
 
@@ -189,27 +156,19 @@ async fn run_step(
     emit: &(dyn Fn(ApplyEvent) + Sync),
 ) -> Result<Option<StepFailure>, ApplyError> {
     let key = &step.key;
-    let event = |status, detail: String| {
-        emit(ApplyEvent {
-            key: key.clone(),
-            status,
-            detail,
-        })
-    };
+    let event = |status, detail: String| emit(ApplyEvent { key: key.clone(), status, detail });
     if step.action == Action::Delete {
         event(EventStatus::Started, "removing".into());
         match key.kind.as_str() {
-            orchestrator::docker::KIND_CONTAINER => remove_container(engine, &key.name, 30)
-                .await
-                .map_err(api("cannot remove container", key))?,
-            orchestrator::docker::KIND_NETWORK => {
-                match engine.call().remove_network(&key.name).await {
-                    Err(e) if !is_not_found(&e) => {
-                        return Err(api("cannot remove network", key)(e));
-                    }
-                    _ => {}
-                }
+            orchestrator::docker::KIND_CONTAINER => {
+                remove_container(engine, &key.name, 30).await.map_err(api("cannot remove container", key))?
             }
+            orchestrator::docker::KIND_NETWORK => match engine.call().remove_network(&key.name).await {
+                Err(e) if !is_not_found(&e) => {
+                    return Err(api("cannot remove network", key)(e));
+                }
+                _ => {}
+            },
             _ => {
                 let options = RemoveVolumeOptionsBuilder::default().force(false).build();
                 match engine.call().remove_volume(&key.name, Some(options)).await {
@@ -220,10 +179,7 @@ async fn run_step(
         }
         return Ok(None);
     }
-    let resource = step
-        .desired
-        .as_ref()
-        .expect("non-delete steps carry the desired resource");
+    let resource = step.desired.as_ref().expect("non-delete steps carry the desired resource");
     match &resource.payload {
         DockerObject::Network(spec) => {
             if step.action == Action::Replace {
@@ -246,9 +202,7 @@ async fn run_step(
                 .map_err(api("cannot create volume", key))?;
             Ok(None)
         }
-        DockerObject::Container(spec) => {
-            run_container(engine, step, resource, spec, options, &event).await
-        }
+        DockerObject::Container(spec) => run_container(engine, step, resource, spec, options, &event).await,
     }
 }
 
@@ -273,76 +227,44 @@ async fn run_container(
     // Drift only (stopped by hand, spec unchanged): start the same container again.
     if step.action == Action::Update && step.changes.is_empty() && step.observed.is_some() {
         event(EventStatus::Started, "starting (was stopped)".into());
-        engine
-            .call()
-            .start_container(&key.name, None)
-            .await
-            .map_err(api("cannot start container", key))?;
+        engine.call().start_container(&key.name, None).await.map_err(api("cannot start container", key))?;
         event(EventStatus::Waiting, "waiting for health".into());
         return Ok(match wait(key.name.clone()).await? {
             Readiness::Ready => None,
-            Readiness::Failed { reason, logs } => Some(StepFailure {
-                key: key.clone(),
-                reason,
-                logs,
-                previous_kept: false,
-            }),
+            Readiness::Failed { reason, logs } => {
+                Some(StepFailure { key: key.clone(), reason, logs, previous_kept: false })
+            }
         });
     }
     let previous = step.observed.is_some();
     let next_name = format!("{}{NEXT_SUFFIX}", spec.name);
     // A leftover of an interrupted run is never what we want.
-    remove_container(engine, &next_name, 0)
-        .await
-        .map_err(api("cannot remove container", key))?;
+    remove_container(engine, &next_name, 0).await.map_err(api("cannot remove container", key))?;
     if previous && step.strategy == Strategy::CreateBeforeDestroy {
-        event(
-            EventStatus::Started,
-            "starting the new container next to the old one".into(),
-        );
+        event(EventStatus::Started, "starting the new container next to the old one".into());
         create_and_start(engine, &next_name, spec, resource).await?;
         event(EventStatus::Waiting, "waiting for health".into());
         if let Readiness::Failed { reason, logs } = wait(next_name.clone()).await? {
-            remove_container(engine, &next_name, 0)
-                .await
-                .map_err(api("cannot remove container", key))?;
-            return Ok(Some(StepFailure {
-                key: key.clone(),
-                reason,
-                logs,
-                previous_kept: true,
-            }));
+            remove_container(engine, &next_name, 0).await.map_err(api("cannot remove container", key))?;
+            return Ok(Some(StepFailure { key: key.clone(), reason, logs, previous_kept: true }));
         }
         remove_container(engine, &spec.name, spec.stop_grace_secs)
             .await
             .map_err(api("cannot remove container", key))?;
-        let rename = RenameContainerOptionsBuilder::default()
-            .name(&spec.name)
-            .build();
-        engine
-            .call()
-            .rename_container(&next_name, rename)
-            .await
-            .map_err(api("cannot rename container", key))?;
+        let rename = RenameContainerOptionsBuilder::default().name(&spec.name).build();
+        engine.call().rename_container(&next_name, rename).await.map_err(api("cannot rename container", key))?;
         return Ok(None);
     }
     if previous {
         event(EventStatus::Started, "stopping the old container".into());
     }
-    remove_container(engine, &spec.name, spec.stop_grace_secs)
-        .await
-        .map_err(api("cannot remove container", key))?;
+    remove_container(engine, &spec.name, spec.stop_grace_secs).await.map_err(api("cannot remove container", key))?;
     event(EventStatus::Started, "starting".into());
     create_and_start(engine, &spec.name, spec, resource).await?;
     if ready.is_some() {
         event(
             EventStatus::Waiting,
-            if ready == Some(Ready::Completed) {
-                "running to completion"
-            } else {
-                "waiting for health"
-            }
-            .into(),
+            if ready == Some(Ready::Completed) { "running to completion" } else { "waiting for health" }.into(),
         );
     }
     Ok(match wait(spec.name.clone()).await? {
@@ -350,16 +272,9 @@ async fn run_container(
         Readiness::Failed { reason, logs } => {
             // A new container that never became ready is removed: the fleet stays as it was.
             if !previous {
-                remove_container(engine, &spec.name, 0)
-                    .await
-                    .map_err(api("cannot remove container", key))?;
+                remove_container(engine, &spec.name, 0).await.map_err(api("cannot remove container", key))?;
             }
-            Some(StepFailure {
-                key: key.clone(),
-                reason,
-                logs,
-                previous_kept: false,
-            })
+            Some(StepFailure { key: key.clone(), reason, logs, previous_kept: false })
         }
     })
 }
@@ -379,9 +294,7 @@ pub async fn apply(
             continue;
         }
         let runs = steps.iter().map(|step| async move {
-            let engine = engines
-                .get(&step.key.node)
-                .expect("an engine for every node of the plan");
+            let engine = engines.get(&step.key.node).expect("an engine for every node of the plan");
             let started = Instant::now();
             let result = run_step(engine, step, options, emit).await;
             (step, started.elapsed(), result)
@@ -393,11 +306,7 @@ pub async fn apply(
                     emit(ApplyEvent {
                         key: step.key.clone(),
                         status: EventStatus::Done,
-                        detail: format!(
-                            "{} in {:.1}s",
-                            step.action.as_str(),
-                            elapsed.as_secs_f64()
-                        ),
+                        detail: format!("{} in {:.1}s", step.action.as_str(), elapsed.as_secs_f64()),
                     });
                     report.done.push((step.key.clone(), step.action, elapsed));
                 }
@@ -410,11 +319,7 @@ pub async fn apply(
                     report.failures.push(failure);
                 }
                 Err(err) => {
-                    emit(ApplyEvent {
-                        key: step.key.clone(),
-                        status: EventStatus::Failed,
-                        detail: format!("{err}"),
-                    });
+                    emit(ApplyEvent { key: step.key.clone(), status: EventStatus::Failed, detail: format!("{err}") });
                     first_error.get_or_insert(err);
                 }
             }

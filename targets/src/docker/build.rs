@@ -25,12 +25,7 @@ pub enum BuildError {
         source: context::ContextError,
     },
     #[error("building {image} failed: {message}")]
-    Failed {
-        image: String,
-        message: String,
-        tail: Vec<String>,
-        log: PathBuf,
-    },
+    Failed { image: String, message: String, tail: Vec<String>, log: PathBuf },
     #[error("cannot write the build log {path}")]
     Log {
         path: PathBuf,
@@ -54,10 +49,7 @@ pub async fn has_image(engine: &Engine, reference: &str) -> bool {
 }
 
 /// The user an image runs as (`""` when it sets none, which means root).
-pub async fn image_user(
-    engine: &Engine,
-    reference: &str,
-) -> Result<String, bollard::errors::Error> {
+pub async fn image_user(engine: &Engine, reference: &str) -> Result<String, bollard::errors::Error> {
     let image = engine.call().inspect_image(reference).await?;
     Ok(image.config.and_then(|c| c.user).unwrap_or_default())
 }
@@ -79,25 +71,13 @@ pub async fn build(
         return Ok(Built::Present);
     }
     let reference = image.reference.clone();
-    let scanned = context::scan(root, &spec.dockerfile).map_err(|source| BuildError::Context {
-        image: reference.clone(),
-        source,
-    })?;
-    let tar = context::tar(&scanned).map_err(|source| BuildError::Context {
-        image: reference.clone(),
-        source,
-    })?;
-    let mut args: HashMap<String, String> = spec
-        .build_args
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let scanned = context::scan(root, &spec.dockerfile)
+        .map_err(|source| BuildError::Context { image: reference.clone(), source })?;
+    let tar = context::tar(&scanned).map_err(|source| BuildError::Context { image: reference.clone(), source })?;
+    let mut args: HashMap<String, String> = spec.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     args.insert("RIVETOS_REVISION".into(), revision.to_string());
     // One label only: each costs a build step on the classic builder.
-    let labels = HashMap::from([(
-        "org.opencontainers.image.revision".to_string(),
-        revision.to_string(),
-    )]);
+    let labels = HashMap::from([("org.opencontainers.image.revision".to_string(), revision.to_string())]);
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(&spec.dockerfile)
         .t(&reference)
@@ -106,25 +86,13 @@ pub async fn build(
         .rm(true)
         .forcerm(true)
         .build();
-    let log_path = log_dir.join(format!(
-        "build-{}-{}.log",
-        image.component.as_str(),
-        &spec.content_hash[..12]
-    ));
-    std::fs::create_dir_all(log_dir).map_err(|source| BuildError::Log {
-        path: log_dir.to_path_buf(),
-        source,
-    })?;
-    let mut log = std::fs::File::create(&log_path).map_err(|source| BuildError::Log {
-        path: log_path.clone(),
-        source,
-    })?;
+    let log_path = log_dir.join(format!("build-{}-{}.log", image.component.as_str(), &spec.content_hash[..12]));
+    std::fs::create_dir_all(log_dir).map_err(|source| BuildError::Log { path: log_dir.to_path_buf(), source })?;
+    let mut log =
+        std::fs::File::create(&log_path).map_err(|source| BuildError::Log { path: log_path.clone(), source })?;
     let mut tail: Vec<String> = Vec::new();
     let mut remember = |line: &str, log: &mut std::fs::File| -> Result<(), BuildError> {
-        writeln!(log, "{line}").map_err(|source| BuildError::Log {
-            path: log_path.clone(),
-            source,
-        })?;
+        writeln!(log, "{line}").map_err(|source| BuildError::Log { path: log_path.clone(), source })?;
         tail.push(line.to_string());
         if tail.len() > FAILURE_TAIL {
             tail.remove(0);
@@ -132,9 +100,7 @@ pub async fn build(
         progress(line);
         Ok(())
     };
-    let mut stream = engine
-        .call()
-        .build_image(options, None, Some(bollard::body_full(tar.into())));
+    let mut stream = engine.call().build_image(options, None, Some(bollard::body_full(tar.into())));
     let mut failure = None;
     while let Some(item) = stream.next().await {
         match item {
@@ -166,12 +132,7 @@ pub async fn build(
         failure = Some("the engine reported no error but the image is missing".into());
     }
     match failure {
-        Some(message) => Err(BuildError::Failed {
-            image: reference,
-            message,
-            tail,
-            log: log_path,
-        }),
+        Some(message) => Err(BuildError::Failed { image: reference, message, tail, log: log_path }),
         None => Ok(Built::Built { log: log_path }),
     }
 }

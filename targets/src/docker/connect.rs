@@ -36,9 +36,7 @@ impl ConnectError {
                     "check that the engine at {address} is up and reachable from here (`DOCKER_HOST={address} docker version`)"
                 )
             }
-            ConnectError::NeedsSsh { .. } => {
-                "use `rivetctl update`, which connects over SSH".into()
-            }
+            ConnectError::NeedsSsh { .. } => "use `rivetctl update`, which connects over SSH".into(),
         }
     }
 }
@@ -58,20 +56,14 @@ pub async fn connect(node: &str, endpoint: &Endpoint) -> Result<Engine, ConnectE
         Endpoint::Unix(path) => format!("unix://{path}"),
         Endpoint::Tcp { host, port } => format!("tcp://{host}:{port}"),
         Endpoint::Ssh { .. } => {
-            return Err(ConnectError::NeedsSsh {
-                node: node.to_string(),
-            });
+            return Err(ConnectError::NeedsSsh { node: node.to_string() });
         }
     };
-    let unreachable = |source| ConnectError::Unreachable {
-        address: address.clone(),
-        source,
-    };
+    let unreachable = |source| ConnectError::Unreachable { address: address.clone(), source };
     let docker = if let Some(path) = address.strip_prefix("unix://") {
         Docker::connect_with_unix(path, TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(unreachable)?
     } else if let Some(rest) = address.strip_prefix("tcp://") {
-        Docker::connect_with_http(&format!("http://{rest}"), TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(unreachable)?
+        Docker::connect_with_http(&format!("http://{rest}"), TIMEOUT_SECS, API_DEFAULT_VERSION).map_err(unreachable)?
     } else {
         Docker::connect_with_host(&address).map_err(unreachable)?
     };

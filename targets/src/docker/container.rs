@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use orchestrator::docker::{ContainerSpec, MountSource, NetworkSpec, Restart, VolumeSpec, labels};
 use orchestrator::resource::{Fields, encode_record, spec_hash};
@@ -18,8 +17,7 @@ pub fn labels_with_record(
     base: &std::collections::BTreeMap<String, String>,
     fields: &Fields,
 ) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> =
-        base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut out: HashMap<String, String> = base.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     out.insert(labels::SPEC_HASH.to_string(), spec_hash(fields));
     out.insert(labels::SPEC.to_string(), encode_record(fields));
     out
@@ -48,11 +46,7 @@ pub fn volume_request(spec: &VolumeSpec, fields: &Fields) -> VolumeCreateRequest
 /// The create request of a container. The first network is joined at creation; the others
 /// are connected before start (API 1.41 takes one network in a create request).
 pub fn container_request(spec: &ContainerSpec, fields: &Fields) -> ContainerCreateBody {
-    let env: Vec<String> = spec
-        .env
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.value))
-        .collect();
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={}", v.value)).collect();
     let mounts = spec
         .mounts
         .iter()
@@ -76,18 +70,11 @@ pub fn container_request(spec: &ContainerSpec, fields: &Fields) -> ContainerCrea
         .map(|p| {
             (
                 format!("{}/tcp", p.container_port),
-                Some(vec![PortBinding {
-                    host_ip: Some(p.host_ip.clone()),
-                    host_port: Some(p.host_port.to_string()),
-                }]),
+                Some(vec![PortBinding { host_ip: Some(p.host_ip.clone()), host_port: Some(p.host_port.to_string()) }]),
             )
         })
         .collect();
-    let exposed: Vec<String> = spec
-        .ports
-        .iter()
-        .map(|p| format!("{}/tcp", p.container_port))
-        .collect();
+    let exposed: Vec<String> = spec.ports.iter().map(|p| format!("{}/tcp", p.container_port)).collect();
     let healthcheck = spec.healthcheck.as_ref().map(|h| HealthConfig {
         test: Some(h.test.clone()),
         interval: Some(h.interval_ms as i64 * MS),
@@ -101,13 +88,7 @@ pub fn container_request(spec: &ContainerSpec, fields: &Fields) -> ContainerCrea
         security_opt.push("no-new-privileges:true".to_string());
     }
     let first_network = spec.networks.first().map(|(name, aliases)| {
-        (
-            name.clone(),
-            EndpointSettings {
-                aliases: Some(aliases.clone()),
-                ..Default::default()
-            },
-        )
+        (name.clone(), EndpointSettings { aliases: Some(aliases.clone()), ..Default::default() })
     });
     ContainerCreateBody {
         hostname: Some(spec.hostname.clone()),
@@ -136,9 +117,8 @@ pub fn container_request(spec: &ContainerSpec, fields: &Fields) -> ContainerCrea
             network_mode: first_network.as_ref().map(|(name, _)| name.clone()),
             ..Default::default()
         }),
-        networking_config: first_network.map(|(name, endpoint)| NetworkingConfig {
-            endpoints_config: Some(HashMap::from([(name, endpoint)])),
-        }),
+        networking_config: first_network
+            .map(|(name, endpoint)| NetworkingConfig { endpoints_config: Some(HashMap::from([(name, endpoint)])) }),
         ..Default::default()
     }
 }

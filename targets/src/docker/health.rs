@@ -30,11 +30,7 @@ pub enum Readiness {
 
 /// The last `tail` lines a container wrote.
 pub async fn last_logs(engine: &Engine, container: &str, tail: usize) -> Vec<String> {
-    let options = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .tail(&tail.to_string())
-        .build();
+    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&tail.to_string()).build();
     let mut stream = engine.call().logs(container, Some(options));
     let mut text = String::new();
     while let Some(Ok(chunk)) = stream.next().await {
@@ -57,27 +53,16 @@ pub async fn wait_ready(
         let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
         let health = state.health.as_ref().and_then(|h| h.status);
         let fail = |reason: String| async move {
-            Ok(Readiness::Failed {
-                reason,
-                logs: last_logs(engine, container, LOG_TAIL).await,
-            })
+            Ok(Readiness::Failed { reason, logs: last_logs(engine, container, LOG_TAIL).await })
         };
         match (ready, status) {
             (Ready::Completed, ContainerStateStatusEnum::EXITED) => {
                 let code = state.exit_code.unwrap_or(-1);
-                return if code == 0 {
-                    Ok(Readiness::Ready)
-                } else {
-                    fail(format!("exited with code {code}")).await
-                };
+                return if code == 0 { Ok(Readiness::Ready) } else { fail(format!("exited with code {code}")).await };
             }
             (Ready::Healthy, ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
                 let code = state.exit_code.unwrap_or(-1);
-                let oom = if state.oom_killed == Some(true) {
-                    " (killed: out of memory)"
-                } else {
-                    ""
-                };
+                let oom = if state.oom_killed == Some(true) { " (killed: out of memory)" } else { "" };
                 return fail(format!("exited with code {code}{oom}")).await;
             }
             (Ready::Healthy, ContainerStateStatusEnum::RUNNING) => match health {
@@ -102,14 +87,8 @@ pub async fn wait_ready(
                 (Ready::Healthy, Some(h)) => {
                     format!("not healthy after {}s (health: {h})", deadline.as_secs())
                 }
-                (Ready::Healthy, None) => format!(
-                    "not running after {}s (state: {status})",
-                    deadline.as_secs()
-                ),
-                (Ready::Completed, _) => format!(
-                    "not finished after {}s (state: {status})",
-                    deadline.as_secs()
-                ),
+                (Ready::Healthy, None) => format!("not running after {}s (state: {status})", deadline.as_secs()),
+                (Ready::Completed, _) => format!("not finished after {}s (state: {status})", deadline.as_secs()),
             };
             return fail(what).await;
         }

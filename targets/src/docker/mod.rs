@@ -31,12 +31,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(docker: Docker, node: impl Into<String>, address: impl Into<String>) -> Self {
-        Engine {
-            docker,
-            node: node.into(),
-            address: address.into(),
-            calls: Arc::new(AtomicUsize::new(0)),
-        }
+        Engine { docker, node: node.into(), address: address.into(), calls: Arc::new(AtomicUsize::new(0)) }
     }
 
     /// Counts one API call; returns the client to make it with.

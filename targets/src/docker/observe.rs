@@ -4,13 +4,9 @@
 use std::collections::HashMap;
 
 use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptions, ListVolumesOptions,
-};
+use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptions, ListVolumesOptions};
 use orchestrator::docker::{KIND_CONTAINER, KIND_NETWORK, KIND_VOLUME, labels};
-use orchestrator::resource::{
-    Component, ObservedResource, ObservedState, ResourceKey, decode_record,
-};
+use orchestrator::resource::{Component, ObservedResource, ObservedState, ResourceKey, decode_record};
 
 use super::Engine;
 
@@ -27,10 +23,7 @@ pub struct ObserveError {
 fn filters(deployment: &str, node: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_string(),
-        vec![
-            format!("{}={deployment}", labels::DEPLOYMENT),
-            format!("{}={node}", labels::NODE),
-        ],
+        vec![format!("{}={deployment}", labels::DEPLOYMENT), format!("{}={node}", labels::NODE)],
     )])
 }
 
@@ -53,15 +46,9 @@ fn observed(
     state: ObservedState,
 ) -> ObservedResource {
     ObservedResource {
-        key: ResourceKey {
-            node: node.to_string(),
-            kind: kind.to_string(),
-            name,
-        },
+        key: ResourceKey { node: node.to_string(), kind: kind.to_string(), name },
         component: component(labels_),
-        fields: labels_
-            .get(labels::SPEC)
-            .and_then(|text| decode_record(text)),
+        fields: labels_.get(labels::SPEC).and_then(|text| decode_record(text)),
         spec_hash: labels_.get(labels::SPEC_HASH).cloned(),
         state,
         id,
@@ -77,64 +64,27 @@ fn exit_code(status: &str) -> Option<i64> {
 }
 
 /// Everything `deployment` owns on this engine's node, sorted by key.
-pub async fn observe(
-    engine: &Engine,
-    deployment: &str,
-) -> Result<Vec<ObservedResource>, ObserveError> {
-    let err = |what| {
-        move |source| ObserveError {
-            what,
-            address: engine.address.clone(),
-            source,
-        }
-    };
+pub async fn observe(engine: &Engine, deployment: &str) -> Result<Vec<ObservedResource>, ObserveError> {
+    let err = |what| move |source| ObserveError { what, address: engine.address.clone(), source };
     let node = engine.node.as_str();
     let filter = filters(deployment, node);
     let mut out = Vec::new();
 
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filter)
-        .build();
-    for c in engine
-        .call()
-        .list_containers(Some(options))
-        .await
-        .map_err(err("containers"))?
-    {
+    let options = ListContainersOptionsBuilder::default().all(true).filters(&filter).build();
+    for c in engine.call().list_containers(Some(options)).await.map_err(err("containers"))? {
         let labels_ = c.labels.unwrap_or_default();
-        let name = c
-            .names
-            .unwrap_or_default()
-            .first()
-            .map(|n| n.trim_start_matches('/').to_string())
-            .unwrap_or_default();
+        let name =
+            c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default();
         let state = match c.state {
             Some(ContainerSummaryStateEnum::RUNNING) => ObservedState::Running,
-            Some(ContainerSummaryStateEnum::EXITED) => {
-                ObservedState::Stopped(c.status.as_deref().and_then(exit_code))
-            }
+            Some(ContainerSummaryStateEnum::EXITED) => ObservedState::Stopped(c.status.as_deref().and_then(exit_code)),
             Some(other) => ObservedState::Other(other.to_string()),
             None => ObservedState::Other("unknown".into()),
         };
-        out.push(observed(
-            node,
-            KIND_CONTAINER,
-            name,
-            c.id.unwrap_or_default(),
-            &labels_,
-            state,
-        ));
+        out.push(observed(node, KIND_CONTAINER, name, c.id.unwrap_or_default(), &labels_, state));
     }
-    let options = ListNetworksOptions {
-        filters: Some(filter.clone()),
-    };
-    for n in engine
-        .call()
-        .list_networks(Some(options))
-        .await
-        .map_err(err("networks"))?
-    {
+    let options = ListNetworksOptions { filters: Some(filter.clone()) };
+    for n in engine.call().list_networks(Some(options)).await.map_err(err("networks"))? {
         let labels_ = n.labels.unwrap_or_default();
         out.push(observed(
             node,
@@ -145,24 +95,11 @@ pub async fn observe(
             ObservedState::Present,
         ));
     }
-    let options = ListVolumesOptions {
-        filters: Some(filter),
-    };
-    let volumes = engine
-        .call()
-        .list_volumes(Some(options))
-        .await
-        .map_err(err("volumes"))?;
+    let options = ListVolumesOptions { filters: Some(filter) };
+    let volumes = engine.call().list_volumes(Some(options)).await.map_err(err("volumes"))?;
     for v in volumes.volumes.unwrap_or_default() {
         let name = v.name.clone();
-        out.push(observed(
-            node,
-            KIND_VOLUME,
-            name.clone(),
-            name,
-            &v.labels,
-            ObservedState::Present,
-        ));
+        out.push(observed(node, KIND_VOLUME, name.clone(), name, &v.labels, ObservedState::Present));
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)

@@ -18,11 +18,7 @@ use super::{Artifact, RenderError, render};
 pub const CONFIG_COPY: &str = "rivet.config.yaml";
 
 fn duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 fn service_name(component: &Component, spec: &ContainerSpec) -> String {
@@ -35,36 +31,22 @@ fn service_name(component: &Component, spec: &ContainerSpec) -> String {
 }
 
 fn secrets_of(env: &Env) -> BTreeMap<String, String> {
-    env.iter()
-        .filter(|(_, v)| v.sensitive)
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect()
+    env.iter().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.clone(), v.value.clone())).collect()
 }
 
 /// An env file in the format `docker compose` reads (`KEY=value`, one per line; values are
 /// single-line, as `.env` values are).
 fn env_file(secrets: &BTreeMap<String, String>) -> String {
-    let mut out = String::from(
-        "# Written by rivetctl: secrets for docker compose. Keep this file private.\n",
-    );
+    let mut out = String::from("# Written by rivetctl: secrets for docker compose. Keep this file private.\n");
     for (key, value) in secrets {
         out.push_str(&format!("{key}={value}\n"));
     }
     out
 }
 
-fn service(
-    component: &Component,
-    spec: &ContainerSpec,
-    env_files: Vec<String>,
-    depends: &[(String, &str)],
-) -> Value {
-    let environment: BTreeMap<&String, &String> = spec
-        .env
-        .iter()
-        .filter(|(_, v)| !v.sensitive)
-        .map(|(k, v)| (k, &v.value))
-        .collect();
+fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, depends: &[(String, &str)]) -> Value {
+    let environment: BTreeMap<&String, &String> =
+        spec.env.iter().filter(|(_, v)| !v.sensitive).map(|(k, v)| (k, &v.value)).collect();
     let volumes: Vec<Value> = spec
         .mounts
         .iter()
@@ -76,11 +58,8 @@ fn service(
             json!({ "type": kind, "source": source, "target": m.target, "read_only": m.read_only })
         })
         .collect();
-    let visible_labels: BTreeMap<&String, &String> = spec
-        .labels
-        .iter()
-        .filter(|(k, _)| [labels::COMPONENT, labels::AGENT].contains(&k.as_str()))
-        .collect();
+    let visible_labels: BTreeMap<&String, &String> =
+        spec.labels.iter().filter(|(k, _)| [labels::COMPONENT, labels::AGENT].contains(&k.as_str())).collect();
     json!({
         "service": service_name(component, spec),
         "name": spec.name,
@@ -115,21 +94,13 @@ fn service(
 /// The compose files and their env files, one set per node that runs something.
 /// `config_text` is copied beside each compose file (agents mount it) and written 0600, as
 /// it may hold values people should have put in `.env`.
-pub fn artifacts(
-    fleet: &Fleet,
-    config_name: &str,
-    config_text: &str,
-) -> Result<Vec<Artifact>, RenderError> {
+pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<Vec<Artifact>, RenderError> {
     let resources = docker::resources(fleet);
     let nodes: BTreeSet<&str> = resources.iter().map(|r| r.key.node.as_str()).collect();
     let multi = fleet.nodes.len() > 1;
     let mut out = Vec::new();
     for node in nodes {
-        let dir = if multi {
-            format!("{node}/")
-        } else {
-            String::new()
-        };
+        let dir = if multi { format!("{node}/") } else { String::new() };
         let mine: Vec<_> = resources.iter().filter(|r| r.key.node == node).collect();
         let mut networks = Vec::new();
         let mut volumes = Vec::new();
@@ -139,9 +110,7 @@ pub fn artifacts(
         let has_migrate = mine.iter().any(|r| r.component == Component::Migrate);
         for resource in &mine {
             match &resource.payload {
-                DockerObject::Network(net) => {
-                    networks.push(json!({"name": net.name, "internal": net.internal}))
-                }
+                DockerObject::Network(net) => networks.push(json!({"name": net.name, "internal": net.internal})),
                 DockerObject::Volume(volume) => volumes.push(json!(volume.name)),
                 DockerObject::Container(spec) => {
                     let secrets = secrets_of(&spec.env);
@@ -151,9 +120,7 @@ pub fn artifacts(
                             Component::Datahub => "datahub.env".to_string(),
                             _ => files
                                 .iter()
-                                .find(|(name, content)| {
-                                    name.starts_with("agent") && **content == secrets
-                                })
+                                .find(|(name, content)| name.starts_with("agent") && **content == secrets)
                                 .map(|(name, _)| name.clone())
                                 .unwrap_or_else(|| {
                                     if files.keys().any(|k| k.starts_with("agent")) {
@@ -190,17 +157,9 @@ pub fn artifacts(
             contents: render("docker-compose.yaml.j2", &context)?,
             secret: false,
         });
-        out.push(Artifact {
-            path: format!("{dir}{CONFIG_COPY}"),
-            contents: config_text.to_string(),
-            secret: true,
-        });
+        out.push(Artifact { path: format!("{dir}{CONFIG_COPY}"), contents: config_text.to_string(), secret: true });
         for (name, secrets) in files {
-            out.push(Artifact {
-                path: format!("{dir}{name}"),
-                contents: env_file(&secrets),
-                secret: true,
-            });
+            out.push(Artifact { path: format!("{dir}{name}"), contents: env_file(&secrets), secret: true });
         }
     }
     Ok(out)

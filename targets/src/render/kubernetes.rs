@@ -62,11 +62,7 @@ fn secret_name(fleet: &Fleet) -> String {
 }
 
 /// Label keys a selector matches on: stable across revisions (selectors are immutable).
-const SELECTOR_KEYS: &[&str] = &[
-    "app.kubernetes.io/instance",
-    "app.kubernetes.io/component",
-    "rivetctl.io/agent",
-];
+const SELECTOR_KEYS: &[&str] = &["app.kubernetes.io/instance", "app.kubernetes.io/component", "rivetctl.io/agent"];
 
 fn labels(fleet: &Fleet, component: &str, agent: Option<&str>) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> = [
@@ -86,11 +82,7 @@ fn labels(fleet: &Fleet, component: &str, agent: Option<&str>) -> BTreeMap<Strin
 }
 
 fn selector(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    labels
-        .iter()
-        .filter(|(k, _)| SELECTOR_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    labels.iter().filter(|(k, _)| SELECTOR_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Sensitive variables whose value differs between containers (an agent's own sensitive
@@ -108,12 +100,7 @@ fn conflicting_secrets<'a>(envs: impl IntoIterator<Item = &'a Env>) -> BTreeSet<
 }
 
 /// `[{name, value, secret_key}]` with exactly one of value / secret_key set.
-fn env_entries(
-    env: &Env,
-    owner: &str,
-    conflicts: &BTreeSet<String>,
-    secrets: &mut BTreeMap<String, String>,
-) -> Value {
+fn env_entries(env: &Env, owner: &str, conflicts: &BTreeSet<String>, secrets: &mut BTreeMap<String, String>) -> Value {
     let entries: Vec<Value> = env
         .iter()
         .map(|(name, value)| {
@@ -345,16 +332,8 @@ pub fn artifacts(fleet: &Fleet) -> Result<Vec<Artifact>, RenderError> {
     ctx["part"] = json!("secret");
     let secret = render(TEMPLATE, &ctx)?;
     Ok(vec![
-        Artifact {
-            path: MANIFESTS_PATH.into(),
-            contents: manifests,
-            secret: false,
-        },
-        Artifact {
-            path: SECRET_PATH.into(),
-            contents: secret,
-            secret: true,
-        },
+        Artifact { path: MANIFESTS_PATH.into(), contents: manifests, secret: false },
+        Artifact { path: SECRET_PATH.into(), contents: secret, secret: true },
     ])
 }
 
@@ -370,10 +349,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, RenderError> {
 }
 
 fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// `replace_on` entries for these roots: each root and, where it is a list, each element
@@ -382,9 +358,7 @@ fn replace_paths(roots: &[&str], fields: &Fields) -> BTreeSet<String> {
     let mut paths: BTreeSet<String> = roots.iter().map(|r| r.to_string()).collect();
     for field in fields.keys() {
         for root in roots {
-            let element = field
-                .strip_prefix(root)
-                .and_then(|rest| rest.strip_prefix('['));
+            let element = field.strip_prefix(root).and_then(|rest| rest.strip_prefix('['));
             if let Some(end) = element.and_then(|rest| rest.find(']').map(|end| &rest[..end])) {
                 paths.insert(format!("{root}[{end}]"));
             }
@@ -410,9 +384,7 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
                 "StatefulSet" => (Component::Datahub, false, Some(RunState::Running)),
                 "Job" => (Component::Migrate, false, Some(RunState::Completed)),
                 "Deployment" => (Component::Agent(agent), false, Some(RunState::Running)),
-                "Service" | "PodDisruptionBudget" if !agent.is_empty() => {
-                    (Component::Agent(agent), false, None)
-                }
+                "Service" | "PodDisruptionBudget" if !agent.is_empty() => (Component::Agent(agent), false, None),
                 "Service" => (Component::Datahub, false, None),
                 // Deleting a namespace deletes every claim in it: it is kept like data.
                 "Namespace" => (Component::Foundation, true, None),
@@ -433,22 +405,12 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
             };
             let is_secret = kind == "Secret";
             let mut fields = Fields::new();
-            let secret = |path: &str| {
-                is_secret && (path.starts_with("stringData.") || path.starts_with("data."))
-            };
+            let secret = |path: &str| is_secret && (path.starts_with("stringData.") || path.starts_with("data."));
             flatten_json(&object, "", &mut fields, &secret, &fleet.name);
             let replace_on = replace_paths(replace_on, &fields);
-            let node = if kind == "Namespace" {
-                CLUSTER
-            } else {
-                namespace.as_str()
-            };
+            let node = if kind == "Namespace" { CLUSTER } else { namespace.as_str() };
             out.push(Resource {
-                key: ResourceKey {
-                    node: node.to_string(),
-                    kind,
-                    name,
-                },
+                key: ResourceKey { node: node.to_string(), kind, name },
                 component,
                 stateful,
                 fields,

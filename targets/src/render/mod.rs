@@ -15,22 +15,10 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 /// The embedded templates, by name.
 pub const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "docker-compose.yaml.j2",
-        include_str!("../../../templates/docker-compose.yaml.j2"),
-    ),
-    (
-        "kubernetes.yaml.j2",
-        include_str!("../../../templates/kubernetes.yaml.j2"),
-    ),
-    (
-        "lxc.json.j2",
-        include_str!("../../../templates/lxc.json.j2"),
-    ),
-    (
-        "rivetos.service.j2",
-        include_str!("../../../templates/rivetos.service.j2"),
-    ),
+    ("docker-compose.yaml.j2", include_str!("../../../templates/docker-compose.yaml.j2")),
+    ("kubernetes.yaml.j2", include_str!("../../../templates/kubernetes.yaml.j2")),
+    ("lxc.json.j2", include_str!("../../../templates/lxc.json.j2")),
+    ("rivetos.service.j2", include_str!("../../../templates/rivetos.service.j2")),
 ];
 
 /// A rendering failure: always a bug in a template or its context.
@@ -57,21 +45,17 @@ pub fn environment() -> Environment<'static> {
     );
     // minijinja's `tojson` writes an undefined value as `null`, which would defeat strict
     // undefined behaviour: every value in these templates goes through `tojson`.
-    env.add_filter(
-        "tojson",
-        |value: &minijinja::Value, indent: Option<minijinja::Value>, kwargs: Kwargs| {
-            if value.is_undefined() {
-                return Err(minijinja::Error::new(
-                    minijinja::ErrorKind::UndefinedError,
-                    "an undefined value was passed to tojson",
-                ));
-            }
-            minijinja::filters::tojson(value, indent, kwargs)
-        },
-    );
+    env.add_filter("tojson", |value: &minijinja::Value, indent: Option<minijinja::Value>, kwargs: Kwargs| {
+        if value.is_undefined() {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::UndefinedError,
+                "an undefined value was passed to tojson",
+            ));
+        }
+        minijinja::filters::tojson(value, indent, kwargs)
+    });
     for (name, source) in TEMPLATES {
-        env.add_template(name, source)
-            .expect("embedded templates parse (checked by tests)");
+        env.add_template(name, source).expect("embedded templates parse (checked by tests)");
     }
     env
 }
@@ -79,11 +63,8 @@ pub fn environment() -> Environment<'static> {
 /// Renders one template with a JSON context.
 pub fn render(template: &'static str, context: &serde_json::Value) -> Result<String, RenderError> {
     let env = environment();
-    let tmpl = env
-        .get_template(template)
-        .map_err(|source| RenderError { template, source })?;
-    tmpl.render(minijinja::Value::from(Serde(context)))
-        .map_err(|source| RenderError { template, source })
+    let tmpl = env.get_template(template).map_err(|source| RenderError { template, source })?;
+    tmpl.render(minijinja::Value::from(Serde(context))).map_err(|source| RenderError { template, source })
 }
 
 /// One rendered file: its name inside the output directory, its text, and whether it holds

@@ -41,10 +41,7 @@ pub const FIRST_HOST: u32 = 10;
 pub const REPLACE_ON: &[&str] = &["vmid", "ostemplate", "unprivileged", "rootfs", "hostname"];
 
 fn invalid(detail: String) -> RenderError {
-    RenderError {
-        template: TEMPLATE,
-        source: minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, detail),
-    }
+    RenderError { template: TEMPLATE, source: minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, detail) }
 }
 
 /// The container's hostname.
@@ -58,28 +55,15 @@ fn ip_config(fleet: &Fleet, index: usize) -> Result<String, RenderError> {
     let Some(subnet) = &network.subnet else {
         return Ok("ip=dhcp".into());
     };
-    let (base, prefix) = subnet
-        .split_once('/')
-        .ok_or_else(|| invalid(format!("subnet {subnet} has no prefix")))?;
-    let base: Ipv4Addr = base
-        .parse()
-        .map_err(|_| invalid(format!("subnet {subnet} is not IPv4")))?;
-    let prefix: u32 = prefix
-        .parse()
-        .map_err(|_| invalid(format!("subnet {subnet} has a bad prefix")))?;
+    let (base, prefix) = subnet.split_once('/').ok_or_else(|| invalid(format!("subnet {subnet} has no prefix")))?;
+    let base: Ipv4Addr = base.parse().map_err(|_| invalid(format!("subnet {subnet} is not IPv4")))?;
+    let prefix: u32 = prefix.parse().map_err(|_| invalid(format!("subnet {subnet} has a bad prefix")))?;
     let size = 1u64 << (32 - prefix.min(32));
     let host = u64::from(FIRST_HOST) + index as u64;
     if host + 1 >= size {
-        return Err(invalid(format!(
-            "subnet {subnet} has no address for node {} (host .{host})",
-            index + 1
-        )));
+        return Err(invalid(format!("subnet {subnet} has no address for node {} (host .{host})", index + 1)));
     }
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix.min(32))
-    };
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32)) };
     let address = Ipv4Addr::from((u32::from(base) & mask) + host as u32);
     let mut config = format!("ip={address}/{prefix}");
     if let Some(gateway) = &network.gateway {
@@ -90,11 +74,7 @@ fn ip_config(fleet: &Fleet, index: usize) -> Result<String, RenderError> {
 
 /// Who owns the container and what runs in it: no secrets, one `key: value` per line.
 fn description(fleet: &Fleet, node: &ProxmoxNode, agents: &[String]) -> String {
-    let agents = if agents.is_empty() {
-        "-".to_string()
-    } else {
-        agents.join(",")
-    };
+    let agents = if agents.is_empty() { "-".to_string() } else { agents.join(",") };
     format!(
         "Managed by rivetctl; edits are overwritten.\ndeployment: {}\nnode: {}\nrole: {}\nagents: {agents}\n",
         fleet.name,
@@ -106,16 +86,9 @@ fn description(fleet: &Fleet, node: &ProxmoxNode, agents: &[String]) -> String {
 /// The context of one node's container.
 fn node_context(fleet: &Fleet, index: usize, node: &ProxmoxNode) -> Result<Value, RenderError> {
     let settings = &fleet.config.raw.deployment.proxmox;
-    let agents = fleet
-        .node(&node.name)
-        .map(|n| n.agents.clone())
-        .unwrap_or_default();
+    let agents = fleet.node(&node.name).map(|n| n.agents.clone()).unwrap_or_default();
     let vmid = node.ctid_start.unwrap_or(FIRST_VMID + index as u32);
-    let net0 = format!(
-        "name=eth0,bridge={},{}",
-        settings.network.bridge,
-        ip_config(fleet, index)?
-    );
+    let net0 = format!("name=eth0,bridge={},{}", settings.network.bridge, ip_config(fleet, index)?);
     Ok(json!({
         "node": node.name,
         "vmid": vmid,
@@ -138,18 +111,12 @@ fn node_context(fleet: &Fleet, index: usize, node: &ProxmoxNode) -> Result<Value
 /// get the same vmid or the subnet runs out of addresses.
 pub fn context(fleet: &Fleet) -> Result<Vec<Value>, RenderError> {
     let nodes = &fleet.config.raw.deployment.proxmox.nodes;
-    let contexts: Vec<Value> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| node_context(fleet, i, node))
-        .collect::<Result<_, _>>()?;
+    let contexts: Vec<Value> =
+        nodes.iter().enumerate().map(|(i, node)| node_context(fleet, i, node)).collect::<Result<_, _>>()?;
     let mut seen = BTreeMap::new();
     for ctx in &contexts {
         if let Some(other) = seen.insert(ctx["vmid"].as_u64(), ctx["node"].clone()) {
-            return Err(invalid(format!(
-                "nodes {other} and {} both get vmid {}",
-                ctx["node"], ctx["vmid"]
-            )));
+            return Err(invalid(format!("nodes {other} and {} both get vmid {}", ctx["node"], ctx["vmid"])));
         }
     }
     Ok(contexts)
@@ -182,10 +149,7 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
                 .map_err(|err| invalid(format!("{} is not valid JSON: {err}", artifact.path)))?;
             let mut fields = Fields::new();
             flatten_json(&params, "", &mut fields, &|_| false, &fleet.name);
-            let agents = fleet
-                .node(&node.name)
-                .map(|n| n.agents.as_slice())
-                .unwrap_or_default();
+            let agents = fleet.node(&node.name).map(|n| n.agents.as_slice()).unwrap_or_default();
             let component = if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {
                 Component::Datahub
             } else if let Some(first) = agents.first() {
@@ -194,18 +158,11 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
                 Component::Foundation
             };
             Ok(Resource {
-                key: ResourceKey {
-                    node: node.name.clone(),
-                    kind: KIND.into(),
-                    name: hostname(&node.name),
-                },
+                key: ResourceKey { node: node.name.clone(), kind: KIND.into(), name: hostname(&node.name) },
                 component,
                 stateful: true,
                 fields,
-                replace_on: REPLACE_ON
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<BTreeSet<_>>(),
+                replace_on: REPLACE_ON.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
                 run_state: Some(RunState::Running),
                 payload: params,
             })

@@ -89,10 +89,7 @@ fn common_plain(envs: &[&Env]) -> BTreeMap<String, String> {
 
 /// Text for a unit setting: `%` doubled, control characters as spaces.
 fn unit_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .replace('%', "%%")
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().replace('%', "%%")
 }
 
 fn seconds(ms: u64) -> u64 {
@@ -107,13 +104,7 @@ fn environment(own: &[(&str, String)], common: BTreeMap<String, String>) -> Vec<
     all.iter().map(|(k, v)| quote_environment(k, v)).collect()
 }
 
-fn unit_context(
-    fleet: &Fleet,
-    node: &str,
-    migrate: bool,
-    env: Vec<String>,
-    agents: &[String],
-) -> Value {
+fn unit_context(fleet: &Fleet, node: &str, migrate: bool, env: Vec<String>, agents: &[String]) -> Value {
     let role = if migrate { "migrate" } else { "agent" };
     json!({
         "migrate": migrate,
@@ -166,19 +157,12 @@ pub fn context(fleet: &Fleet) -> Vec<(String, Value)> {
         if node.agents.is_empty() {
             continue;
         }
-        let envs: Vec<&Env> = fleet
-            .agents
-            .iter()
-            .filter(|a| a.node == node.name)
-            .map(|a| &a.env)
-            .collect();
+        let envs: Vec<&Env> = fleet.agents.iter().filter(|a| a.node == node.name).map(|a| &a.env).collect();
         let mut own = own_variables(fleet, &node.name, "agent");
         own.push(("RIVETOS_AGENTS", node.agents.join(",")));
         let env = environment(&own, common_plain(&envs));
-        units.push((
-            format!("systemd/{}/{UNIT}", node.name),
-            unit_context(fleet, &node.name, false, env, &node.agents),
-        ));
+        units
+            .push((format!("systemd/{}/{UNIT}", node.name), unit_context(fleet, &node.name, false, env, &node.agents)));
     }
     units
 }
@@ -187,12 +171,6 @@ pub fn context(fleet: &Fleet) -> Vec<(String, Value)> {
 pub fn artifacts(fleet: &Fleet) -> Result<Vec<Artifact>, RenderError> {
     context(fleet)
         .into_iter()
-        .map(|(path, ctx)| {
-            Ok(Artifact {
-                path,
-                contents: super::render(TEMPLATE, &ctx)?,
-                secret: false,
-            })
-        })
+        .map(|(path, ctx)| Ok(Artifact { path, contents: super::render(TEMPLATE, &ctx)?, secret: false }))
         .collect()
 }

@@ -15,10 +15,7 @@ pub fn dotenv() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("POSTGRES_PASSWORD".to_string(), "correct-horse".to_string()),
         ("ANTHROPIC_API_KEY".to_string(), "sk-ant-test".to_string()),
-        (
-            "DISCORD_BOT_TOKEN".to_string(),
-            "discord-token-test".to_string(),
-        ),
+        ("DISCORD_BOT_TOKEN".to_string(), "discord-token-test".to_string()),
     ])
 }
 
@@ -47,10 +44,7 @@ pub fn images(hash: &str, prebuilt_datahub: bool) -> ResolvedImages {
 const HASH: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
 fn build(source: &str, prebuilt_datahub: bool) -> Fleet {
-    let vars = Variables {
-        dotenv: dotenv(),
-        environment: BTreeMap::new(),
-    };
+    let vars = Variables { dotenv: dotenv(), environment: BTreeMap::new() };
     let loaded = match config::load(source, &vars) {
         Ok(loaded) => loaded,
         Err(diags) => panic!("invalid config: {diags:#?}"),
@@ -87,12 +81,8 @@ pub fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "missing golden file {}; run with UPDATE_GOLDEN=1",
-            path.display()
-        )
-    });
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
     if expected != actual {
         panic!(
             "golden file {} differs (run with UPDATE_GOLDEN=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}",
@@ -102,9 +92,7 @@ pub fn golden(name: &str, actual: &str) {
 }
 
 pub fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
 }
 
 /// Runs an external checker; panics (never skips) when it is not installed.

@@ -1,0 +1,140 @@
+//! The rollout policy: `deployment.update` resolved against the number of agents, and how
+//! the instances are cut into batches.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::model::{FailureAction, UpdateSettings};
+
+/// How a rollout proceeds; durations in milliseconds. Part of the journal, so a resumed
+/// rollout keeps the policy it started with even if the config changed in between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Agents in flight at once (at least 1): the availability bound.
+    pub max_parallel: usize,
+    /// Agents in the first batch; 0 means no canary batch. Never more than `max_parallel`.
+    pub canary: usize,
+    /// After the canary batch, wait for [`Event::Approved`](super::Event::Approved).
+    pub approve: bool,
+    /// How long probes must stay good without interruption for an instance to pass its gate.
+    pub min_healthy_time_ms: u64,
+    /// How long an instance may take, from its start, to pass its gate.
+    pub healthy_deadline_ms: u64,
+    /// How long the rollout may be running in total (time spent awaiting approval, paused or
+    /// interrupted does not count).
+    pub progress_deadline_ms: u64,
+    /// Time between SIGTERM and SIGKILL when stopping an agent.
+    pub stop_grace_ms: u64,
+    /// What happens once the failure ratio is exceeded.
+    #[serde(with = "FailureActionDef")]
+    pub failure_action: FailureAction,
+    /// Fraction of instances that may fail before `failure_action` applies (failures ÷
+    /// instances must be greater than this to trigger it).
+    pub max_failure_ratio: f64,
+}
+
+/// The journal spelling of [`FailureAction`] (the config type only deserializes).
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "FailureAction", rename_all = "lowercase")]
+enum FailureActionDef {
+    Rollback,
+    Pause,
+    Continue,
+}
+
+impl Policy {
+    /// Resolves the configured policy for a rollout of `total_agents` agents.
+    ///
+    /// `max_parallel` is a count (`"2"`) or a percentage of the agents (`"25%"`, rounded up);
+    /// either way at least 1. The config checker has already validated the text; anything it
+    /// would have rejected resolves to 1, the most cautious value. `canary` is capped at
+    /// `max_parallel`.
+    pub fn from_settings(settings: &UpdateSettings, total_agents: usize) -> Policy {
+        let max_parallel = resolve_max_parallel(&settings.max_parallel, total_agents);
+        Policy {
+            max_parallel,
+            canary: (settings.canary as usize).min(max_parallel),
+            approve: settings.approve,
+            min_healthy_time_ms: settings.min_healthy_time,
+            healthy_deadline_ms: settings.healthy_deadline,
+            progress_deadline_ms: settings.progress_deadline,
+            stop_grace_ms: settings.stop_grace_period,
+            failure_action: settings.failure_action,
+            max_failure_ratio: settings.max_failure_ratio,
+        }
+    }
+
+    /// The batches for `total` instances: the canary batch first (if any), then batches of
+    /// `max_parallel`, in instance order. Every instance is in exactly one batch.
+    pub fn batches(&self, total: usize) -> Vec<Vec<usize>> {
+        let size = self.max_parallel.max(1);
+        let canary = self.canary.min(size).min(total);
+        let mut batches = Vec::new();
+        if canary > 0 {
+            batches.push((0..canary).collect());
+        }
+        let rest: Vec<usize> = (canary..total).collect();
+        batches.extend(rest.chunks(size).map(<[usize]>::to_vec));
+        batches
+    }
+}
+
+/// `"2"` → 2, `"25%"` of 10 → 3; at least 1.
+fn resolve_max_parallel(text: &str, total_agents: usize) -> usize {
+    let text = text.trim();
+    let resolved = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<usize>().map(|p| (total_agents * p.min(100)).div_ceil(100)).ok(),
+        None => text.parse::<usize>().ok(),
+    };
+    resolved.unwrap_or(1).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_parallel: &str, canary: u32) -> UpdateSettings {
+        UpdateSettings {
+            max_parallel: max_parallel.to_string(),
+            canary,
+            approve: false,
+            min_healthy_time: 10_000,
+            healthy_deadline: 300_000,
+            progress_deadline: 1_800_000,
+            stop_grace_period: 30_000,
+            failure_action: FailureAction::Rollback,
+            max_failure_ratio: 0.0,
+            keep_images: 3,
+        }
+    }
+
+    #[test]
+    fn max_parallel_resolves_counts_and_percentages() {
+        let check = |text: &str, total: usize, expect: usize| {
+            assert_eq!(Policy::from_settings(&settings(text, 0), total).max_parallel, expect, "{text} of {total}");
+        };
+        check("2", 6, 2);
+        check("50%", 6, 3);
+        check("25%", 10, 3);
+        check("25%", 1, 1);
+        check("1%", 0, 1);
+        check("100%", 7, 7);
+        check("0", 5, 1);
+        check("many", 5, 1);
+    }
+
+    #[test]
+    fn canary_is_capped_at_max_parallel() {
+        assert_eq!(Policy::from_settings(&settings("2", 5), 10).canary, 2);
+        assert_eq!(Policy::from_settings(&settings("3", 1), 10).canary, 1);
+        assert_eq!(Policy::from_settings(&settings("3", 0), 10).canary, 0);
+    }
+
+    #[test]
+    fn batches_put_the_canary_first() {
+        let policy = |max_parallel, canary| Policy { max_parallel, canary, ..Policy::from_settings(&settings("1", 0), 0) };
+        assert_eq!(policy(2, 1).batches(6), vec![vec![0], vec![1, 2], vec![3, 4], vec![5]]);
+        assert_eq!(policy(2, 0).batches(5), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(policy(3, 3).batches(2), vec![vec![0, 1]]);
+        assert_eq!(policy(1, 1).batches(0), Vec::<Vec<usize>>::new());
+    }
+}

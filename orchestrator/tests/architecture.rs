@@ -1,0 +1,21 @@
+//! Architecture invariant (docs/ARCHITECTURE.md): the orchestrator depends on no I/O crate,
+//! directly or through another crate.
+
+use std::process::Command;
+
+const FORBIDDEN: &[&str] = &["bollard", "kube", "kube-client", "russh", "proxmox-api", "hyper", "tokio", "reqwest", "mio"];
+
+#[test]
+fn orchestrator_depends_on_no_io_crate() {
+    let output = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-p", "rivet-orchestrator", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let crates: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    assert!(crates.contains(&"saphyr-parser"), "unexpected cargo tree output:\n{tree}");
+    let bad: Vec<&&str> = crates.iter().filter(|c| FORBIDDEN.contains(c)).collect();
+    assert!(bad.is_empty(), "the orchestrator depends on I/O crates {bad:?}:\n{tree}");
+}
