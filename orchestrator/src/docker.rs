@@ -5,7 +5,7 @@
 //! drops all capabilities, sets `no-new-privileges`, has memory/CPU/pid limits and never runs
 //! as root (the adapter refuses images whose user is root unless a user is set here).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::fleet::{Env, Fleet, ResolvedLimits};
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
@@ -159,19 +159,32 @@ fn shared_volume_name(fleet: &Fleet, node: &str) -> Option<String> {
     fleet.shared_volume.as_ref().map(|base| per_node(fleet, base, node))
 }
 
-fn env_fields(fields: &mut Fields, deployment: &str, env: &Env) {
+/// Secret digests of one deployment, computed once per distinct value (every agent carries
+/// the same secrets, and hashing them is the bulk of lowering a large fleet).
+struct Secrets<'a> {
+    deployment: &'a str,
+    known: HashMap<(String, String), FieldValue>,
+}
+
+impl Secrets<'_> {
+    fn digest(&mut self, field: &str, value: &str) -> FieldValue {
+        let deployment = self.deployment;
+        self.known
+            .entry((field.to_string(), value.to_string()))
+            .or_insert_with(|| FieldValue::secret(deployment, field, value))
+            .clone()
+    }
+}
+
+fn env_fields(fields: &mut Fields, secrets: &mut Secrets<'_>, env: &Env) {
     for (key, value) in env {
         let field = format!("env.{key}");
-        let v = if value.sensitive {
-            FieldValue::secret(deployment, &field, &value.value)
-        } else {
-            FieldValue::plain(value.value.clone())
-        };
+        let v = if value.sensitive { secrets.digest(&field, &value.value) } else { FieldValue::plain(value.value.clone()) };
         fields.insert(field, v);
     }
 }
 
-fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
+fn container_fields(secrets: &mut Secrets<'_>, spec: &ContainerSpec) -> Fields {
     let mut fields = Fields::new();
     let mut put = |k: &str, v: String| {
         fields.insert(k.to_string(), FieldValue::plain(v));
@@ -217,7 +230,7 @@ fn container_fields(deployment: &str, spec: &ContainerSpec) -> Fields {
     for port in &spec.ports {
         put(&format!("port.{}", port.container_port), format!("{}:{}", port.host_ip, port.host_port));
     }
-    env_fields(&mut fields, deployment, &spec.env);
+    env_fields(&mut fields, secrets, &spec.env);
     fields
 }
 
@@ -263,6 +276,7 @@ fn hardened(
 /// Lowers the fleet into Docker resources on every node, in a stable order.
 pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
     let mut out = Vec::new();
+    let mut secrets = Secrets { deployment: &fleet.name, known: HashMap::new() };
     let health = &fleet.health;
     let grace_secs = fleet.update.stop_grace_period.div_ceil(1000);
     for node in &fleet.nodes {
@@ -357,7 +371,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 start_period_ms: health.start_period,
             });
             spec.stop_grace_secs = grace_secs.max(30);
-            let mut fields = container_fields(&fleet.name, &spec);
+            let mut fields = container_fields(&mut secrets, &spec);
             fields.insert("postgres_version".into(), FieldValue::plain(hub.postgres_version.clone()));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),
@@ -387,7 +401,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 spec.networks.push((internal.clone(), vec![]));
                 spec.mounts.extend(shared_mount.clone());
                 spec.mounts.push(config_mount.clone());
-                let mut fields = container_fields(&fleet.name, &spec);
+                let mut fields = container_fields(&mut secrets, &spec);
                 fields.insert("config".into(), FieldValue::plain(fleet.config.shared_digest[..16].to_string()));
                 out.push(Resource {
                     key: key(KIND_CONTAINER, &name),
@@ -424,7 +438,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 start_period_ms: health.start_period,
             });
             spec.stop_grace_secs = grace_secs;
-            let mut fields = container_fields(&fleet.name, &spec);
+            let mut fields = container_fields(&mut secrets, &spec);
             let digest = fleet.config.agent_digests.get(&agent.id).map_or("", |d| &d[..16]);
             fields.insert("config".into(), FieldValue::plain(digest.to_string()));
             out.push(Resource {

@@ -27,7 +27,7 @@ agents:
 /// The observed state after a successful `up` of `source`.
 fn deployed(source: &str) -> Vec<ObservedResource> {
     let desired = docker::resources(&fleet(source));
-    let first = plan::plan("rivetos", "docker", &desired, &[], PlanOptions::default());
+    let first = plan::plan("rivetos", "docker", desired, &[], PlanOptions::default());
     memory::apply(&first, &[])
 }
 
@@ -36,13 +36,13 @@ fn check(name: &str, before: &[ObservedResource], after: &str) {
 }
 
 fn check_with(name: &str, before: &[ObservedResource], desired: Vec<docker::DockerResource>) {
-    let plan = plan::plan("rivetos", "docker", &desired, before, PlanOptions::default());
+    let plan = plan::plan("rivetos", "docker", desired.clone(), before, PlanOptions::default());
     golden(&format!("plan/{name}.txt"), &render_text(&plan, RenderOptions::default()));
     let json = serde_json::to_string_pretty(&plan_document(&plan, "live")).unwrap() + "\n";
     golden(&format!("plan/{name}.json"), &json);
     // Applying the plan reaches the desired state: planning again finds nothing to do.
     let after = memory::apply(&plan, before);
-    let again = plan::plan("rivetos", "docker", &desired, &after, PlanOptions::default());
+    let again = plan::plan("rivetos", "docker", desired, &after, PlanOptions::default());
     assert!(again.is_empty(), "{name}: second plan not empty:\n{}", render_text(&again, RenderOptions::default()));
 }
 
@@ -90,7 +90,7 @@ fn stopped_container_is_drift() {
 fn removed_container_is_recreated() {
     let mut observed = deployed(BASE);
     observed.retain(|o| o.key.name != "rivetos-agent-grok");
-    let plan = plan::plan("rivetos", "docker", &docker::resources(&fleet(BASE)), &observed, PlanOptions::default());
+    let plan = plan::plan("rivetos", "docker", docker::resources(&fleet(BASE)), &observed, PlanOptions::default());
     assert_eq!(plan.steps.len(), 1);
     assert_eq!(plan.steps[0].action, plan::Action::Create);
     assert_eq!(plan.steps[0].key.name, "rivetos-agent-grok");

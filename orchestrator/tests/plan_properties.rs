@@ -76,21 +76,21 @@ proptest! {
         changes in proptest::collection::vec(perturbation(), 0..4),
     ) {
         let old = resources(&before);
-        let deployed = memory::apply(&plan::plan("d", "docker", &old, &[], PlanOptions::default()), &[]);
+        let deployed = memory::apply(&plan::plan("d", "docker", old, &[], PlanOptions::default()), &[]);
         let observed = perturb(deployed, &changes);
         let desired = resources(&after);
         let options = PlanOptions { prune: true, delete_data: true };
-        let first = plan::plan("d", "docker", &desired, &observed, options);
+        let first = plan::plan("d", "docker", desired.clone(), &observed, options);
         let reached = memory::apply(&first, &observed);
-        let second = plan::plan("d", "docker", &desired, &reached, options);
+        let second = plan::plan("d", "docker", desired, &reached, options);
         prop_assert!(second.is_empty(), "not converged:\n{}", render_text(&second, RenderOptions::default()));
     }
 
     #[test]
     fn data_is_never_deleted_unless_asked(before in shape(), after in shape()) {
         let old = resources(&before);
-        let deployed = memory::apply(&plan::plan("d", "docker", &old, &[], PlanOptions::default()), &[]);
-        let plan = plan::plan("d", "docker", &resources(&after), &deployed, PlanOptions::default());
+        let deployed = memory::apply(&plan::plan("d", "docker", old, &[], PlanOptions::default()), &[]);
+        let plan = plan::plan("d", "docker", resources(&after), &deployed, PlanOptions::default());
         for step in &plan.steps {
             prop_assert!(!(step.stateful && step.action == Action::Delete), "{} deleted", step.key);
         }
@@ -99,9 +99,9 @@ proptest! {
     #[test]
     fn planning_is_deterministic(before in shape(), after in shape()) {
         let old = resources(&before);
-        let deployed = memory::apply(&plan::plan("d", "docker", &old, &[], PlanOptions::default()), &[]);
-        let a = plan::plan("d", "docker", &resources(&after), &deployed, PlanOptions::default());
-        let b = plan::plan("d", "docker", &resources(&after), &deployed, PlanOptions::default());
+        let deployed = memory::apply(&plan::plan("d", "docker", old, &[], PlanOptions::default()), &[]);
+        let a = plan::plan("d", "docker", resources(&after), &deployed, PlanOptions::default());
+        let b = plan::plan("d", "docker", resources(&after), &deployed, PlanOptions::default());
         prop_assert_eq!(render_text(&a, RenderOptions::default()), render_text(&b, RenderOptions::default()));
     }
 }

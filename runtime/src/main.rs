@@ -45,7 +45,7 @@ async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
 fn main() {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(run(&cli, &printer));
     let code = match result {
         Ok(status) => status.code(),

@@ -7,6 +7,7 @@ mod support;
 mod generate;
 
 use generate::{render, shape};
+use orchestrator::docker;
 use proptest::prelude::*;
 use rivet_targets::render::{compose, kubernetes};
 
@@ -16,8 +17,9 @@ proptest! {
     #[test]
     fn same_config_same_bytes(shape in shape()) {
         let yaml = render(&shape).replace("postgres: false", "postgres: true");
-        let docker_a = compose::artifacts(&support::fleet(&yaml), "rivet.config.yaml", &yaml).unwrap();
-        let docker_b = compose::artifacts(&support::fleet(&yaml), "rivet.config.yaml", &yaml).unwrap();
+        let (fleet_a, fleet_b) = (support::fleet(&yaml), support::fleet(&yaml));
+        let docker_a = compose::artifacts(&fleet_a, &docker::resources(&fleet_a), "rivet.config.yaml", &yaml).unwrap();
+        let docker_b = compose::artifacts(&fleet_b, &docker::resources(&fleet_b), "rivet.config.yaml", &yaml).unwrap();
         prop_assert_eq!(docker_a, docker_b);
         if shape.nodes == 1 {
             let k8s = yaml.replace("target: docker", "target: kubernetes");

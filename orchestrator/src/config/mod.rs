@@ -56,7 +56,7 @@ pub fn load(source: &str, vars: &Variables) -> Result<Loaded, Vec<Diagnostic>> {
     if checked.diagnostics.iter().any(Diagnostic::is_error) {
         return Err(sorted(checked.diagnostics));
     }
-    let raw: RawConfig = match serde_json::from_value(checked.value.clone()) {
+    let raw: RawConfig = match serde_json::from_value(std::mem::take(&mut checked.value)) {
         Ok(raw) => raw,
         Err(err) => {
             checked.diagnostics.push(

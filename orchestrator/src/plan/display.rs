@@ -47,10 +47,15 @@ fn signature<P>(step: &Step<P>) -> Option<String> {
         return None;
     };
     let name = crate::fleet::container_name_of(id);
-    let generic =
-        |text: &str| text.replace(&step.key.name, "<name>").replace(id.as_str(), "<agent>").replace(&name, "<agent>");
+    let generic = |text: &str| {
+        if text.contains(id.as_str()) || text.contains(name.as_str()) {
+            text.replace(&step.key.name, "<name>").replace(id.as_str(), "<agent>").replace(&name, "<agent>")
+        } else {
+            text.to_string()
+        }
+    };
     let mut sig = format!("{:?}|{}|{:?}|{:?}|", step.action, step.key.kind, step.forced_by, step.drift);
-    for change in &step.changes {
+    for change in step.shown_changes().iter() {
         let _ = write!(
             sig,
             "{}={}>{};",
@@ -83,8 +88,9 @@ fn write_changes<P>(out: &mut String, step: &Step<P>, paint: &Paint, agent: Opti
     match step.action {
         Action::Delete => {}
         Action::Create => {
-            let width = step.changes.iter().map(|c| c.field.len()).max().unwrap_or(0);
-            for change in &step.changes {
+            let changes = step.shown_changes();
+            let width = changes.iter().map(|c| c.field.len()).max().unwrap_or(0);
+            for change in changes.iter() {
                 let _ = writeln!(out, "      {:width$} = {}", change.field, generic(value(&change.after)));
             }
         }

@@ -129,7 +129,7 @@ pub fn plan_document<P>(plan: &Plan<P>, observed: &str) -> PlanDocument {
                     },
                 }),
                 fields: step
-                    .changes
+                    .shown_changes()
                     .iter()
                     .map(|c| FieldDocument {
                         field: c.field.clone(),

@@ -9,6 +9,7 @@ mod display;
 mod document;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 pub use display::{RenderOptions, render_text};
 pub use document::{PlanDocument, plan_document};
@@ -89,18 +90,38 @@ pub struct Step<P> {
     pub key: ResourceKey,
     pub component: Component,
     pub stateful: bool,
-    /// Create: every field; delete: every recorded field; otherwise the differing ones.
+    /// Update and replace: the differing fields; delete: every recorded field; create: none
+    /// (see [`Step::shown_changes`]).
     pub changes: Vec<Change>,
     pub forced_by: Vec<String>,
     pub drift: Option<Drift>,
     pub wave: u32,
     pub strategy: Strategy,
     pub wait: Wait,
-    pub desired: Option<Resource<P>>,
+    pub desired: Option<Arc<Resource<P>>>,
     pub observed: Option<ObservedResource>,
 }
 
 impl<P> Step<P> {
+    /// The changes to show: for a create, every desired field as added.
+    pub fn shown_changes(&self) -> std::borrow::Cow<'_, [Change]> {
+        match (&self.action, &self.desired) {
+            (Action::Create, Some(resource)) => std::borrow::Cow::Owned(
+                resource
+                    .fields
+                    .iter()
+                    .map(|(k, v)| Change {
+                        field: k.clone(),
+                        before: None,
+                        after: Some(v.clone()),
+                        forces_replacement: false,
+                    })
+                    .collect(),
+            ),
+            _ => std::borrow::Cow::Borrowed(&self.changes),
+        }
+    }
+
     /// Whether executing the step can lose data or interrupt the datahub (asks for
     /// confirmation).
     pub fn is_destructive(&self) -> bool {
@@ -135,6 +156,8 @@ pub struct Plan<P> {
     pub kept: Vec<ObservedResource>,
     /// Objects that match the desired state.
     pub unchanged: usize,
+    /// Every desired resource, in the order given.
+    pub resources: Vec<Arc<Resource<P>>>,
 }
 
 impl<P> Plan<P> {
@@ -194,19 +217,21 @@ fn diff_fields(desired: &Resource<impl Sized>, recorded: Option<&crate::resource
         .collect()
 }
 
-/// Plans the changes that take `observed` to `desired`.
-pub fn plan<P: Clone>(
+/// Plans the changes that take `observed` to `desired`. The plan keeps the desired resources
+/// (shared by its steps, not copied).
+pub fn plan<P>(
     deployment: &str,
     target: &str,
-    desired: &[Resource<P>],
+    desired: Vec<Resource<P>>,
     observed: &[ObservedResource],
     options: PlanOptions,
 ) -> Plan<P> {
+    let desired: Vec<Arc<Resource<P>>> = desired.into_iter().map(Arc::new).collect();
     let by_key: BTreeMap<&ResourceKey, &ObservedResource> = observed.iter().map(|o| (&o.key, o)).collect();
     let wanted: BTreeSet<&ResourceKey> = desired.iter().map(|d| &d.key).collect();
     let mut steps = Vec::new();
     let mut unchanged = 0;
-    for resource in desired {
+    for resource in &desired {
         let wait = match resource.run_state {
             Some(RunState::Running) => Wait::Healthy,
             Some(RunState::Completed) => Wait::Completed,
@@ -228,23 +253,12 @@ pub fn plan<P: Clone>(
             wave: wave_of(&resource.component, action),
             strategy,
             wait,
-            desired: Some(resource.clone()),
+            desired: Some(Arc::clone(resource)),
             observed: observed.cloned(),
         };
         match by_key.get(&resource.key) {
-            None => {
-                let changes = resource
-                    .fields
-                    .iter()
-                    .map(|(k, v)| Change {
-                        field: k.clone(),
-                        before: None,
-                        after: Some(v.clone()),
-                        forces_replacement: false,
-                    })
-                    .collect();
-                steps.push(base(Action::Create, changes, Vec::new(), None, None));
-            }
+            // A create's fields are the desired resource's; they are not copied into changes.
+            None => steps.push(base(Action::Create, Vec::new(), Vec::new(), None, None)),
             Some(found) => {
                 let changes = diff_fields(resource, found.fields.as_ref());
                 let drift = (!found.state.satisfies(resource.run_state)).then(|| Drift {
@@ -274,7 +288,7 @@ pub fn plan<P: Clone>(
         steps.push(delete_step(found));
     }
     steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
-    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged }
+    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged, resources: desired }
 }
 
 fn delete_step<P>(found: &ObservedResource) -> Step<P> {
@@ -312,5 +326,5 @@ pub fn plan_destroy<P>(deployment: &str, target: &str, observed: &[ObservedResou
         }
     }
     steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
-    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged: 0 }
+    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged: 0, resources: Vec::new() }
 }

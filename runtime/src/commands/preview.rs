@@ -1,7 +1,7 @@
 //! `rivetctl infra preview`: observe, plan, print; optionally write the artifacts.
 
 use orchestrator::config::Target;
-use orchestrator::docker;
+use orchestrator::docker::{self, DockerResource};
 use orchestrator::fleet::Fleet;
 use orchestrator::plan::{self, Plan, PlanOptions, RenderOptions, plan_document, render_text};
 use orchestrator::resource::ObservedResource;
@@ -20,10 +20,11 @@ keep checking the config with `rivetctl config validate`, and set deployment.tar
 to have rivetctl create and update the fleet.";
 
 /// The artifacts of a fleet for its target.
-pub fn artifacts_of(project: &Project, fleet: &Fleet) -> anyhow::Result<Vec<Artifact>> {
+/// `docker` holds the fleet's Docker resources when the target is Docker.
+pub fn artifacts_of(project: &Project, fleet: &Fleet, docker: &[DockerResource]) -> anyhow::Result<Vec<Artifact>> {
     let name = project.config_path.file_name().map_or("rivet.config.yaml".into(), |n| n.to_string_lossy().into_owned());
     Ok(match fleet.target {
-        Target::Docker => render::compose::artifacts(fleet, &name, &project.text)?,
+        Target::Docker => render::compose::artifacts(fleet, docker, &name, &project.text)?,
         Target::Kubernetes => render::kubernetes::artifacts(fleet)?,
         Target::Proxmox => {
             let mut all = render::proxmox::artifacts(fleet)?;
@@ -43,67 +44,69 @@ fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Plans a fleet against what its target holds; returns whether anything would change.
-async fn plan_and_show(printer: &Printer, fleet: &Fleet, offline: bool) -> anyhow::Result<bool> {
-    let deployment = fleet.name.as_str();
-    let target = fleet.target.as_str();
-    match fleet.target {
-        Target::Docker => {
-            let desired = docker::resources(fleet);
-            let (observed, mode): (Vec<ObservedResource>, &str) = if offline {
-                printer.info("Observed: nothing (--offline); planning against an empty engine.");
-                (Vec::new(), "offline")
-            } else {
-                let engines = engines::connect_all(fleet).await?;
-                let found = engines::observe_all(&engines, deployment).await?;
-                let addresses: Vec<String> = engines.iter().map(|e| format!("{} ({})", e.node, e.address)).collect();
-                printer.info(&format!(
-                    "Observed: {} object(s) of \"{deployment}\" on {}.",
-                    found.len(),
-                    addresses.join(", ")
-                ));
-                (found, "live")
-            };
-            let plan = plan::plan(deployment, target, &desired, &observed, PlanOptions::default());
-            show(printer, &plan, mode)?;
-            Ok(!plan.is_empty())
-        }
-        Target::Kubernetes | Target::Proxmox => {
-            let desired = match fleet.target {
-                Target::Kubernetes => render::kubernetes::resources(fleet)?,
-                _ => render::proxmox::resources(fleet)?,
-            };
-            printer.info(&format!(
-                "Observed: nothing — reading a live {target} {} is not implemented yet, so this plan is against an empty one.",
-                if fleet.target == Target::Kubernetes { "cluster" } else { "cluster's containers" }
-            ));
-            let plan = plan::plan::<serde_json::Value>(deployment, target, &desired, &[], PlanOptions::default());
-            show(printer, &plan, "offline")?;
-            Ok(!plan.is_empty())
-        }
-        Target::Manual => Ok(false),
+/// What the Docker engines hold for the deployment (empty with `--offline`), and how it
+/// was observed (`live` or `offline`).
+async fn observe_docker(printer: &Printer, fleet: &Fleet, offline: bool) -> anyhow::Result<(Vec<ObservedResource>, &'static str)> {
+    if offline {
+        printer.info("Observed: nothing (--offline); planning against an empty engine.");
+        return Ok((Vec::new(), "offline"));
     }
+    let engines = engines::connect_all(fleet).await?;
+    let found = engines::observe_all(&engines, &fleet.name).await?;
+    let addresses: Vec<String> = engines.iter().map(|e| format!("{} ({})", e.node, e.address)).collect();
+    printer.info(&format!("Observed: {} object(s) of \"{}\" on {}.", found.len(), fleet.name, addresses.join(", ")));
+    Ok((found, "live"))
+}
+
+/// Plans Kubernetes or Proxmox resources against an empty target (observing them is not
+/// implemented yet, and the output says so).
+fn plan_offline_target(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
+    let target = fleet.target.as_str();
+    let desired = match fleet.target {
+        Target::Kubernetes => render::kubernetes::resources(fleet)?,
+        _ => render::proxmox::resources(fleet)?,
+    };
+    printer.info(&format!(
+        "Observed: nothing — reading a live {target} {} is not implemented yet, so this plan is against an empty one.",
+        if fleet.target == Target::Kubernetes { "cluster" } else { "cluster's containers" }
+    ));
+    let plan = plan::plan::<serde_json::Value>(&fleet.name, target, desired, &[], PlanOptions::default());
+    show(printer, &plan, "offline")?;
+    Ok(!plan.is_empty())
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> anyhow::Result<ExitStatus> {
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project)?;
     let fleet = fleet::build(&project, &resolved)?;
-    let changed = if fleet.target == Target::Manual {
-        printer.info(MANUAL);
-        false
-    } else {
-        plan_and_show(printer, &fleet, args.offline).await?
+    let desired = if fleet.target == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
+    let observed = match fleet.target {
+        Target::Docker => Some(observe_docker(printer, &fleet, args.offline).await?),
+        _ => None,
     };
-    if let Some(dir) = &args.out {
-        let files = artifacts_of(&project, &fleet)?;
-        artifacts::write(dir, &files)?;
-        let secret = files.iter().filter(|f| f.secret).count();
-        printer.info(&format!(
-            "Wrote {} file(s) to {} ({secret} holding secrets, mode 0600).",
-            files.len(),
-            dir.display()
-        ));
+    // Artifacts are rendered before planning: the plan takes the resources over.
+    let written = match &args.out {
+        Some(dir) => {
+            let files = artifacts_of(&project, &fleet, &desired)?;
+            artifacts::write(dir, &files)?;
+            Some((files.len(), files.iter().filter(|f| f.secret).count(), dir))
+        }
+        None => None,
+    };
+    let changed = match (fleet.target, observed) {
+        (Target::Manual, _) => {
+            printer.info(MANUAL);
+            false
+        }
+        (Target::Docker, Some((observed, mode))) => {
+            let plan = plan::plan(&fleet.name, "docker", desired, &observed, PlanOptions::default());
+            show(printer, &plan, mode)?;
+            !plan.is_empty()
+        }
+        _ => plan_offline_target(printer, &fleet)?,
+    };
+    if let Some((count, secret, dir)) = written {
+        printer.info(&format!("Wrote {count} file(s) to {} ({secret} holding secrets, mode 0600).", dir.display()));
     }
     Ok(if args.detailed_exitcode && changed { ExitStatus::Changes } else { ExitStatus::Success })
 }

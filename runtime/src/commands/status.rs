@@ -46,7 +46,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
     let session = Session::open(printer, global, "status").await?;
     let desired = session.desired();
     let observed = session.observe().await?;
-    let plan = plan::plan(&session.fleet.name, "docker", &desired, &observed, PlanOptions::default());
+    let plan = plan::plan(&session.fleet.name, "docker", desired, &observed, PlanOptions::default());
     let mut drift: BTreeMap<(String, String), String> = BTreeMap::new();
     for step in &plan.steps {
         let what = match (step.action, &step.drift) {
@@ -80,7 +80,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
         });
     }
     for ((node, name), what) in drift {
-        if what == "missing" && desired.iter().any(|d| d.key.name == name && d.key.kind == KIND_CONTAINER) {
+        if what == "missing" && plan.resources.iter().any(|d| d.key.name == name && d.key.kind == KIND_CONTAINER) {
             services.push(ServiceDocument {
                 node,
                 name,

@@ -48,7 +48,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
     }
     images::check_users(&session, &desired).await?;
     let observed = session.observe().await?;
-    let plan = plan::plan(&session.fleet.name, "docker", &desired, &observed, PlanOptions::default());
+    let plan = plan::plan(&session.fleet.name, "docker", desired, &observed, PlanOptions::default());
     let deployment = session.fleet.name.clone();
     if plan.is_empty() {
         progress.finish();

@@ -7,12 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orchestrator::docker::{self, ContainerSpec, DockerObject, MountSource, labels};
+use orchestrator::docker::{ContainerSpec, DockerObject, DockerResource, MountSource, labels};
 use orchestrator::fleet::{Env, Fleet};
 use orchestrator::resource::Component;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{Artifact, RenderError, render};
+use minijinja::Value as MValue;
+
+use super::{Artifact, RenderError, render, render_value};
+
+/// The template of one service.
+const SERVICE_TEMPLATE: &str = "docker-compose-service.yaml.j2";
 
 /// Where the config file is mounted from, relative to the compose file.
 pub const CONFIG_COPY: &str = "rivet.config.yaml";
@@ -44,10 +49,31 @@ fn env_file(secrets: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, depends: &[(String, &str)]) -> Value {
-    let environment: BTreeMap<&String, &String> =
-        spec.env.iter().filter(|(_, v)| !v.sensitive).map(|(k, v)| (k, &v.value)).collect();
-    let volumes: Vec<Value> = spec
+/// A string as JSON (and so as a YAML scalar).
+fn q(text: &str) -> MValue {
+    MValue::from(serde_json::to_string(text).expect("strings serialise"))
+}
+
+/// A list of strings as a JSON array.
+fn q_list(items: &[String]) -> MValue {
+    let quoted: Vec<String> = items.iter().map(|i| serde_json::to_string(i).expect("strings serialise")).collect();
+    MValue::from(format!("[{}]", quoted.join(", ")))
+}
+
+fn map<const N: usize>(pairs: [(&'static str, MValue); N]) -> MValue {
+    MValue::from(BTreeMap::from(pairs))
+}
+
+/// The context of one service: every value pre-encoded as JSON, so the template only places
+/// them (and rendering a thousand services stays cheap).
+fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, depends: &[(&str, &str)]) -> MValue {
+    let environment: Vec<MValue> = spec
+        .env
+        .iter()
+        .filter(|(_, v)| !v.sensitive)
+        .map(|(k, v)| MValue::from(vec![q(k), q(&v.value)]))
+        .collect();
+    let volumes: Vec<MValue> = spec
         .mounts
         .iter()
         .map(|m| {
@@ -55,47 +81,92 @@ fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, 
                 MountSource::Volume(name) => ("volume", name.clone()),
                 MountSource::Bind(_) => ("bind", format!("./{CONFIG_COPY}")),
             };
-            json!({ "type": kind, "source": source, "target": m.target, "read_only": m.read_only })
+            map([
+                ("type", q(kind)),
+                ("source", q(&source)),
+                ("target", q(&m.target)),
+                ("read_only", MValue::from(m.read_only.to_string())),
+            ])
         })
         .collect();
-    let visible_labels: BTreeMap<&String, &String> =
-        spec.labels.iter().filter(|(k, _)| [labels::COMPONENT, labels::AGENT].contains(&k.as_str())).collect();
-    json!({
-        "service": service_name(component, spec),
-        "name": spec.name,
-        "hostname": spec.hostname,
-        "image": spec.image,
-        "user": spec.user,
-        "environment": environment,
-        "env_files": env_files,
-        "networks": spec.networks.iter().map(|(name, aliases)| json!({"name": name, "aliases": aliases})).collect::<Vec<_>>(),
-        "ports": spec.ports.iter().map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port)).collect::<Vec<_>>(),
-        "volumes": volumes,
-        "healthcheck": spec.healthcheck.as_ref().map(|h| if h.test == ["NONE"] { json!({"disable": true}) } else { json!({
-            "disable": false,
-            "test": h.test,
-            "interval": duration(h.interval_ms),
-            "timeout": duration(h.timeout_ms),
-            "retries": h.retries,
-            "start_period": duration(h.start_period_ms),
-        })}),
-        "depends_on": depends.iter().map(|(service, condition)| json!({"service": service, "condition": condition})).collect::<Vec<_>>(),
-        "cap_drop": spec.cap_drop,
-        "no_new_privileges": spec.no_new_privileges,
-        "memory": spec.limits.memory,
-        "cpus": spec.limits.cpus,
-        "pids": spec.limits.pids,
-        "restart": spec.restart.as_str(),
-        "stop_grace_period": format!("{}s", spec.stop_grace_secs),
-        "labels": visible_labels,
-    })
+    let labels: Vec<MValue> = spec
+        .labels
+        .iter()
+        .filter(|(k, _)| [labels::COMPONENT, labels::AGENT].contains(&k.as_str()))
+        .map(|(k, v)| MValue::from(vec![q(k), q(v)]))
+        .collect();
+    let healthcheck = match &spec.healthcheck {
+        None => MValue::from(()),
+        Some(h) if h.test == ["NONE"] => map([("disable", MValue::from(true))]),
+        Some(h) => map([
+            ("disable", MValue::from(false)),
+            ("test", q_list(&h.test)),
+            ("interval", q(&duration(h.interval_ms))),
+            ("timeout", q(&duration(h.timeout_ms))),
+            ("retries", MValue::from(h.retries.to_string())),
+            ("start_period", q(&duration(h.start_period_ms))),
+        ]),
+    };
+    map([
+        ("service", q(&service_name(component, spec))),
+        ("name", q(&spec.name)),
+        ("hostname", q(&spec.hostname)),
+        ("image", q(&spec.image)),
+        ("user", spec.user.as_deref().map_or(MValue::from(()), q)),
+        ("environment", MValue::from(environment)),
+        ("env_files", MValue::from(env_files.iter().map(|f| q(f)).collect::<Vec<_>>())),
+        (
+            "networks",
+            MValue::from(
+                spec.networks
+                    .iter()
+                    .map(|(name, aliases)| {
+                        let aliases = if aliases.is_empty() { MValue::from(()) } else { q_list(aliases) };
+                        map([("name", q(name)), ("aliases", aliases)])
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "ports",
+            MValue::from(
+                spec.ports
+                    .iter()
+                    .map(|p| q(&format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port)))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        ("volumes", MValue::from(volumes)),
+        ("healthcheck", healthcheck),
+        (
+            "depends_on",
+            MValue::from(
+                depends
+                    .iter()
+                    .map(|(service, condition)| map([("service", q(service)), ("condition", q(condition))]))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        ("cap_drop", q_list(&spec.cap_drop)),
+        ("no_new_privileges", MValue::from(spec.no_new_privileges)),
+        ("memory", MValue::from(spec.limits.memory.to_string())),
+        ("cpus", MValue::from(serde_json::to_string(&spec.limits.cpus).expect("numbers serialise"))),
+        ("pids", MValue::from(spec.limits.pids.to_string())),
+        ("restart", q(spec.restart.as_str())),
+        ("stop_grace_period", q(&format!("{}s", spec.stop_grace_secs))),
+        ("labels", MValue::from(labels)),
+    ])
 }
 
-/// The compose files and their env files, one set per node that runs something.
+/// `resources` are the fleet's Docker resources (`orchestrator::docker::resources`).
 /// `config_text` is copied beside each compose file (agents mount it) and written 0600, as
 /// it may hold values people should have put in `.env`.
-pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<Vec<Artifact>, RenderError> {
-    let resources = docker::resources(fleet);
+pub fn artifacts(
+    fleet: &Fleet,
+    resources: &[DockerResource],
+    config_name: &str,
+    config_text: &str,
+) -> Result<Vec<Artifact>, RenderError> {
     let nodes: BTreeSet<&str> = resources.iter().map(|r| r.key.node.as_str()).collect();
     let multi = fleet.nodes.len() > 1;
     let mut out = Vec::new();
@@ -104,7 +175,7 @@ pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<
         let mine: Vec<_> = resources.iter().filter(|r| r.key.node == node).collect();
         let mut networks = Vec::new();
         let mut volumes = Vec::new();
-        let mut services = Vec::new();
+        let mut services = String::new();
         let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let has_hub = mine.iter().any(|r| r.component == Component::Datahub);
         let has_migrate = mine.iter().any(|r| r.component == Component::Migrate);
@@ -133,14 +204,15 @@ pub fn artifacts(fleet: &Fleet, config_name: &str, config_text: &str) -> Result<
                         files.insert(file.clone(), secrets);
                         env_files.push(file);
                     }
-                    let mut depends: Vec<(String, &str)> = Vec::new();
+                    let mut depends: Vec<(&str, &str)> = Vec::new();
                     if !matches!(resource.component, Component::Datahub) && has_hub {
-                        depends.push(("datahub".into(), "service_healthy"));
+                        depends.push(("datahub", "service_healthy"));
                     }
                     if matches!(resource.component, Component::Agent(_)) && has_migrate {
                         depends.push(("migrate".into(), "service_completed_successfully"));
                     }
-                    services.push(service(&resource.component, spec, env_files, &depends));
+                    let context = service(&resource.component, spec, env_files, &depends);
+                    services.push_str(&render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?);
                 }
             }
         }

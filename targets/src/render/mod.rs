@@ -16,6 +16,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 /// The embedded templates, by name.
 pub const TEMPLATES: &[(&str, &str)] = &[
     ("docker-compose.yaml.j2", include_str!("../../../templates/docker-compose.yaml.j2")),
+    ("docker-compose-service.yaml.j2", include_str!("../../../templates/docker-compose-service.yaml.j2")),
     ("kubernetes.yaml.j2", include_str!("../../../templates/kubernetes.yaml.j2")),
     ("lxc.json.j2", include_str!("../../../templates/lxc.json.j2")),
     ("rivetos.service.j2", include_str!("../../../templates/rivetos.service.j2")),
@@ -60,11 +61,21 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
+/// The environment is built once per process: parsing the templates is not free.
+fn shared() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(environment)
+}
+
 /// Renders one template with a JSON context.
 pub fn render(template: &'static str, context: &serde_json::Value) -> Result<String, RenderError> {
-    let env = environment();
-    let tmpl = env.get_template(template).map_err(|source| RenderError { template, source })?;
-    tmpl.render(minijinja::Value::from(Serde(context))).map_err(|source| RenderError { template, source })
+    render_value(template, minijinja::Value::from(Serde(context)))
+}
+
+/// Renders one template with a minijinja context (no JSON conversion).
+pub fn render_value(template: &'static str, context: minijinja::Value) -> Result<String, RenderError> {
+    let tmpl = shared().get_template(template).map_err(|source| RenderError { template, source })?;
+    tmpl.render(context).map_err(|source| RenderError { template, source })
 }
 
 /// One rendered file: its name inside the output directory, its text, and whether it holds
