@@ -80,8 +80,7 @@ fn a_missing_config_file_says_how_to_point_at_one() {
 
 #[test]
 fn examples_are_valid() {
-    for example in ["examples/quickstart/rivet.config.yaml"] {
-        let output = run(rivetctl(&repo()).args(["-c", example, "config", "validate"]));
-        assert_eq!(output.status.code(), Some(0), "{example}: {}", describe(&output));
-    }
+    let example = "examples/quickstart/rivet.config.yaml";
+    let output = run(rivetctl(&repo()).args(["-c", example, "config", "validate"]));
+    assert_eq!(output.status.code(), Some(0), "{example}: {}", describe(&output));
 }

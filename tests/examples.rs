@@ -32,7 +32,8 @@ fn examples_validate_and_render_golden_artifacts() {
         let validate = run(rivetctl(&repo()).args(["-c", &config, "config", "validate"]));
         assert_eq!(validate.status.code(), Some(0), "{example}: {}", describe(&validate));
         let out = tempfile::tempdir().unwrap();
-        let preview = run(rivetctl(&repo()).args(["-c", &config, "infra", "preview", "--offline", "--out"]).arg(out.path()));
+        let preview =
+            run(rivetctl(&repo()).args(["-c", &config, "infra", "preview", "--offline", "--out"]).arg(out.path()));
         assert_eq!(preview.status.code(), Some(0), "{example}: {}", describe(&preview));
         let rendered = files(out.path());
         assert!(!rendered.is_empty(), "{example} rendered nothing");
@@ -49,7 +50,8 @@ fn rendering_twice_gives_identical_bytes() {
         let config = format!("examples/{example}/rivet.config.yaml");
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         for dir in [&a, &b] {
-            let output = run(rivetctl(&repo()).args(["-c", &config, "infra", "preview", "--offline", "--out"]).arg(dir.path()));
+            let output =
+                run(rivetctl(&repo()).args(["-c", &config, "infra", "preview", "--offline", "--out"]).arg(dir.path()));
             assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
         }
         for file in files(a.path()) {

@@ -114,6 +114,7 @@ pub struct VolumeSpec {
 
 /// What the Docker adapter applies.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "one value per object; containers dominate anyway")]
 pub enum DockerObject {
     Network(NetworkSpec),
     Volume(VolumeSpec),
@@ -179,7 +180,8 @@ impl Secrets<'_> {
 fn env_fields(fields: &mut Fields, secrets: &mut Secrets<'_>, env: &Env) {
     for (key, value) in env {
         let field = format!("env.{key}");
-        let v = if value.sensitive { secrets.digest(&field, &value.value) } else { FieldValue::plain(value.value.clone()) };
+        let v =
+            if value.sensitive { secrets.digest(&field, &value.value) } else { FieldValue::plain(value.value.clone()) };
         fields.insert(field, v);
     }
 }
@@ -237,9 +239,9 @@ fn container_fields(secrets: &mut Secrets<'_>, spec: &ContainerSpec) -> Fields {
 /// `1GiB`, `512MiB`, or bytes when not a whole number of MiB.
 pub fn format_bytes(bytes: u64) -> String {
     const MIB: u64 = 1024 * 1024;
-    if bytes % (1024 * MIB) == 0 {
+    if bytes.is_multiple_of(1024 * MIB) {
         format!("{}GiB", bytes / (1024 * MIB))
-    } else if bytes % MIB == 0 {
+    } else if bytes.is_multiple_of(MIB) {
         format!("{}MiB", bytes / MIB)
     } else {
         bytes.to_string()

@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-const FORBIDDEN: &[&str] = &["bollard", "kube", "kube-client", "russh", "proxmox-api", "hyper", "tokio", "reqwest", "mio"];
+const FORBIDDEN: &[&str] =
+    &["bollard", "kube", "kube-client", "russh", "proxmox-api", "hyper", "tokio", "reqwest", "mio"];
 
 #[test]
 fn orchestrator_depends_on_no_io_crate() {

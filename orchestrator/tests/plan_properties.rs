@@ -7,12 +7,12 @@ mod support;
 #[path = "support/generate.rs"]
 mod generate;
 
+use generate::{Shape, render, shape};
 use orchestrator::docker;
 use orchestrator::memory;
 use orchestrator::plan::{self, Action, PlanOptions, RenderOptions, render_text};
 use orchestrator::resource::{FieldValue, ObservedResource, ObservedState};
 use proptest::prelude::*;
-use generate::{Shape, render, shape};
 use support::fleet_with;
 
 fn resources(shape: &Shape) -> Vec<docker::DockerResource> {

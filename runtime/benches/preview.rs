@@ -18,7 +18,11 @@ fn main() {
     let out = out_dir.path().join("rendered");
     // Warm the page cache and check the output once.
     let first = timed(fleet.command(&["infra", "preview", "--out", out.to_str().unwrap()]).env("NO_COLOR", "1"));
-    assert!(first.stdout.contains("1000 agents: container create"), "unexpected plan:\n{}", &first.stdout[..first.stdout.len().min(2000)]);
+    assert!(
+        first.stdout.contains("1000 agents: container create"),
+        "unexpected plan:\n{}",
+        &first.stdout[..first.stdout.len().min(2000)]
+    );
     let mut walls = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..RUNS {
@@ -30,6 +34,16 @@ fn main() {
     let peak = median(&mut rss);
     let files = std::fs::read_dir(&out).unwrap().count();
     println!("infra preview --out, 1000 agents, {RUNS} runs (+1 warm-up), {files} files written per run");
-    println!("  wall time: median {:.1} ms (min {:.1}, max {:.1}); goal < 100 ms", ms(wall), ms(walls[0]), ms(walls[RUNS - 1]));
-    println!("  peak RSS:  median {:.1} MB (min {:.1}, max {:.1}); goal < 30 MB", peak as f64 / 1024.0, rss[0] as f64 / 1024.0, rss[RUNS - 1] as f64 / 1024.0);
+    println!(
+        "  wall time: median {:.1} ms (min {:.1}, max {:.1}); goal < 100 ms",
+        ms(wall),
+        ms(walls[0]),
+        ms(walls[RUNS - 1])
+    );
+    println!(
+        "  peak RSS:  median {:.1} MB (min {:.1}, max {:.1}); goal < 30 MB",
+        peak as f64 / 1024.0,
+        rss[0] as f64 / 1024.0,
+        rss[RUNS - 1] as f64 / 1024.0
+    );
 }

@@ -78,19 +78,6 @@ impl Printer {
         }
     }
 
-    /// Detail shown with -v.
-    pub fn detail(&self, text: &str) {
-        if self.verbose > 0 {
-            eprintln!("{}", self.paint("2", text));
-        }
-    }
-
-    pub fn warn(&self, text: &str) {
-        if !self.quiet {
-            eprintln!("{} {text}", self.paint("33;1", "warning:"));
-        }
-    }
-
     pub fn error(&self, text: &str) {
         eprintln!("{} {text}", self.paint("31;1", "error:"));
     }

@@ -100,13 +100,11 @@ impl<'a> Progress<'a> {
     pub fn build_line(&self, image: &str, line: &str) {
         let key = ResourceKey { node: String::new(), kind: "image".into(), name: image.to_string() };
         let is_step = line.starts_with("Step ");
-        if self.printer.json() {
-            if is_step {
-                self.emit("build", &key, "building", line);
-            }
-        } else if self.multi.is_some() {
-            self.emit("build", &key, "building", line);
-        } else if is_step || self.printer.verbose > 0 {
+        // JSON and CI logs get the Dockerfile steps (the rest with -v); a terminal shows every
+        // line on the image's progress bar.
+        let shown =
+            if self.printer.json() { is_step } else { self.multi.is_some() || is_step || self.printer.verbose > 0 };
+        if shown {
             self.emit("build", &key, "building", line);
         }
     }

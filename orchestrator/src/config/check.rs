@@ -147,14 +147,15 @@ impl Checker<'_> {
                     self.warning(key, message, hint);
                 }
                 Unknown::Keep => {
-                    if path.is_empty() && !RUNTIME_SECTIONS.contains(&name) {
-                        if let Some(m) = did_you_mean(name, object.fields.iter().map(|f| f.name)) {
-                            self.warning(
-                                key,
-                                format!("Unknown top-level section \"{name}\" (kept for the runtime)"),
-                                Some(format!("did you mean \"{m}\"?")),
-                            );
-                        }
+                    if path.is_empty()
+                        && !RUNTIME_SECTIONS.contains(&name)
+                        && let Some(m) = did_you_mean(name, object.fields.iter().map(|f| f.name))
+                    {
+                        self.warning(
+                            key,
+                            format!("Unknown top-level section \"{name}\" (kept for the runtime)"),
+                            Some(format!("did you mean \"{m}\"?")),
+                        );
                     }
                     out.insert(name.to_string(), raw_value(value));
                 }

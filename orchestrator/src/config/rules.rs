@@ -164,7 +164,7 @@ pub fn parse_memory_bytes(text: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = number * factor;
-    (bytes >= 4.0 * 1024.0 * 1024.0 && bytes < 1e18).then_some(bytes as u64)
+    (4.0 * 1024.0 * 1024.0..1e18).contains(&bytes).then_some(bytes as u64)
 }
 
 /// True for a host name/address that is safe to put on a command line.

@@ -326,5 +326,12 @@ pub fn plan_destroy<P>(deployment: &str, target: &str, observed: &[ObservedResou
         }
     }
     steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
-    Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged: 0, resources: Vec::new() }
+    Plan {
+        deployment: deployment.to_string(),
+        target: target.to_string(),
+        steps,
+        kept,
+        unchanged: 0,
+        resources: Vec::new(),
+    }
 }

@@ -128,13 +128,10 @@ pub struct Instance {
     /// The instance must end on its old image: it failed, or a rollback or the progress
     /// deadline cancelled it.
     pub revert: bool,
-    /// A `Probe` is in flight for the current gate (not journaled: a resumed driver has no
-    /// answers in flight).
+    /// A `Probe` is in flight for the current gate; an answer is accepted only then. Not
+    /// journaled: a resumed driver has no answers in flight.
     #[serde(skip)]
     pub(super) probe_in_flight: bool,
-    /// Answers to probes of an earlier gate still to come; they are ignored.
-    #[serde(skip)]
-    pub(super) stale_probes: u32,
 }
 
 impl Instance {
@@ -149,7 +146,6 @@ impl Instance {
             failed: false,
             revert: false,
             probe_in_flight: false,
-            stale_probes: 0,
         }
     }
 

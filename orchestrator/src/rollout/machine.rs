@@ -75,10 +75,6 @@ impl Rollout {
         let min_healthy = self.policy.min_healthy_time_ms;
         let deadline = self.policy.healthy_deadline_ms;
         let Some(instance) = self.instances.get_mut(index) else { return };
-        if instance.stale_probes > 0 {
-            instance.stale_probes -= 1;
-            return;
-        }
         let gating = matches!(instance.state, InstanceState::Gating | InstanceState::RevertGating);
         if !gating || !instance.probe_in_flight {
             return;
@@ -157,12 +153,16 @@ impl Rollout {
     fn on_stop_failed(&mut self, index: usize, reason: String, out: &mut Vec<Command>) {
         let Some(instance) = self.instances.get_mut(index) else { return };
         match (instance.state, instance.revert) {
-            (InstanceState::Draining, false) => self.fail(index, format!("stopping the old container failed: {reason}"), out),
+            (InstanceState::Draining, false) => {
+                self.fail(index, format!("stopping the old container failed: {reason}"), out)
+            }
             (InstanceState::Draining, true) => {
                 instance.record_error(format!("stopping the old container failed: {reason}"));
                 self.begin_revert(index, out);
             }
-            (InstanceState::Reverting, _) => self.revert_failed(index, format!("stopping the container failed: {reason}")),
+            (InstanceState::Reverting, _) => {
+                self.revert_failed(index, format!("stopping the container failed: {reason}"))
+            }
             _ => {}
         }
     }
@@ -180,7 +180,9 @@ impl Rollout {
     fn on_start_failed(&mut self, index: usize, reason: String, out: &mut Vec<Command>) {
         let Some(instance) = self.instances.get_mut(index) else { return };
         match (instance.state, instance.revert) {
-            (InstanceState::Starting, false) => self.fail(index, format!("starting the new image failed: {reason}"), out),
+            (InstanceState::Starting, false) => {
+                self.fail(index, format!("starting the new image failed: {reason}"), out)
+            }
             (InstanceState::Starting, true) => {
                 instance.record_error(format!("starting the new image failed: {reason}"));
                 self.begin_revert(index, out);
@@ -217,25 +219,19 @@ impl Rollout {
         self.apply_failure_action(out);
     }
 
-    /// Stops the instance's current container on the way back to its old image.
+    /// Stops the instance's current container on the way back to its old image. The answer
+    /// to a probe still in flight comes before the Stop's (answers for one instance come in
+    /// order), while the instance is not gating, and is ignored.
     pub(super) fn begin_revert(&mut self, index: usize, out: &mut Vec<Command>) {
         self.set_state(index, InstanceState::Reverting);
-        self.forget_probe(index);
+        self.instances[index].probe_in_flight = false;
         out.push(Command::Stop { instance: index, grace_ms: self.policy.stop_grace_ms });
     }
 
     fn revert_failed(&mut self, index: usize, error: String) {
         self.set_state(index, InstanceState::RevertFailed);
-        self.forget_probe(index);
+        self.instances[index].probe_in_flight = false;
         self.instances[index].record_error(format!("rollback failed: {error}"));
-    }
-
-    /// The gate is left: an answer to a probe in flight belongs to no gate.
-    fn forget_probe(&mut self, index: usize) {
-        let instance = &mut self.instances[index];
-        if std::mem::take(&mut instance.probe_in_flight) {
-            instance.stale_probes += 1;
-        }
     }
 
     fn apply_failure_action(&mut self, out: &mut Vec<Command>) {
@@ -324,7 +320,8 @@ impl Rollout {
                 self.current_batch += 1;
             }
         }
-        let busy = self.instances.iter().any(|i| i.state.is_in_flight() || (i.state == InstanceState::Done && i.revert));
+        let busy =
+            self.instances.iter().any(|i| i.state.is_in_flight() || (i.state == InstanceState::Done && i.revert));
         if busy {
             return;
         }

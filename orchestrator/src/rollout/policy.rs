@@ -13,7 +13,8 @@ pub struct Policy {
     pub max_parallel: usize,
     /// Agents in the first batch; 0 means no canary batch. Never more than `max_parallel`.
     pub canary: usize,
-    /// After the canary batch, wait for [`Event::Approved`](super::Event::Approved).
+    /// After the canary batch, wait for [`Event::Approved`](super::Event::Approved) (unless
+    /// the canary batch is the only one).
     pub approve: bool,
     /// How long probes must stay good without interruption for an instance to pass its gate.
     pub min_healthy_time_ms: u64,
@@ -131,7 +132,8 @@ mod tests {
 
     #[test]
     fn batches_put_the_canary_first() {
-        let policy = |max_parallel, canary| Policy { max_parallel, canary, ..Policy::from_settings(&settings("1", 0), 0) };
+        let policy =
+            |max_parallel, canary| Policy { max_parallel, canary, ..Policy::from_settings(&settings("1", 0), 0) };
         assert_eq!(policy(2, 1).batches(6), vec![vec![0], vec![1, 2], vec![3, 4], vec![5]]);
         assert_eq!(policy(2, 0).batches(5), vec![vec![0, 1], vec![2, 3], vec![4]]);
         assert_eq!(policy(3, 3).batches(2), vec![vec![0, 1]]);

@@ -11,6 +11,9 @@
 //! - `Stop` and `Start` are idempotent: stopping a stopped container succeeds; `Start`
 //!   replaces the agent's stopped container with one on the given image. The machine never
 //!   issues `Start` before the agent's container has been stopped.
+//! - The driver writes the journal ([`Rollout::to_journal`](super::Rollout::to_journal))
+//!   after each call to the machine and before executing the commands it returned, so a
+//!   resumed rollout knows about every command that may have run.
 //! - The driver rate-limits `Probe`s (the machine asks for the next one as soon as the
 //!   previous one is answered) and sends `Tick`s now and then so deadlines fire even when
 //!   nothing else happens.

@@ -35,13 +35,14 @@ impl Rollout {
     ///
     /// Each in-flight instance restarts from what runs:
     ///
-    /// | on the way   | new image runs     | old image runs        | nothing runs              | unknown            |
-    /// |--------------|--------------------|-----------------------|---------------------------|--------------------|
-    /// | forward      | `Gating`, afresh   | `Pending` (restarted) | `Starting` (Start new)    | `Draining` (Stop)  |
-    /// | back         | `Reverting` (Stop) | `RevertGating`, afresh| `RevertStarting` (Start old) | `Reverting` (Stop) |
+    /// | on the way | new image runs     | old image runs         | nothing runs                 | unknown            |
+    /// |------------|--------------------|------------------------|------------------------------|--------------------|
+    /// | forward    | `Gating`, afresh   | `Pending` (restarted)  | `Starting` (Start new)       | `Draining` (Stop)  |
+    /// | back       | `Reverting` (Stop) | `RevertGating`, afresh | `RevertStarting` (Start old) | `Reverting` (Stop) |
     ///
-    /// "Back" means reverting, or cancelled while in flight. Instances that were not in
-    /// flight are trusted as journaled. A rollout `Interrupted` or still `Running` (killed)
+    /// "Back" means reverting, or cancelled while in flight. "Unknown" is an instance missing
+    /// from `observed` or running an image that is neither: it is stopped first. Instances
+    /// that were not in flight are trusted as journaled. A rollout `Interrupted` or still `Running` (killed)
     /// continues; a `Paused` one continues with the next batch (the failures so far stay
     /// counted; the next one pauses it again); one `AwaitingApproval` asks again; a finished
     /// one only repeats its `Finish`. The progress deadline counts only time spent running,
@@ -56,17 +57,12 @@ impl Rollout {
         for index in 0..self.instances.len() {
             self.reconcile(index, observed, &mut out);
         }
-        match self.status {
-            Status::AwaitingApproval => {
-                out.push(Command::AwaitApproval);
-                return out;
-            }
-            Status::Paused => {
-                if self.halt == Some(Halt::Pause) {
-                    self.halt = None;
-                }
-            }
-            _ => {}
+        if self.status == Status::AwaitingApproval {
+            out.push(Command::AwaitApproval);
+            return out;
+        }
+        if self.status == Status::Paused && self.halt == Some(Halt::Pause) {
+            self.halt = None;
         }
         self.status = Status::Running;
         self.advance(&mut out);
@@ -76,7 +72,6 @@ impl Rollout {
     fn reconcile(&mut self, index: usize, observed: &[Observed], out: &mut Vec<Command>) {
         let instance = &mut self.instances[index];
         instance.probe_in_flight = false;
-        instance.stale_probes = 0;
         if !instance.state.is_in_flight() {
             return;
         }

@@ -84,4 +84,3 @@ pub fn render(shape: &Shape) -> String {
     }
     yaml
 }
-

@@ -25,12 +25,8 @@ pub struct BenchFleet {
 impl BenchFleet {
     pub fn new(name: &str, agents: usize, memory: &str) -> BenchFleet {
         let dir = tempfile::Builder::new().prefix("rivetctl-bench-").tempdir().unwrap();
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(repo().join("examples/quickstart/."))
-            .arg(dir.path())
-            .status()
-            .unwrap();
+        let status =
+            Command::new("cp").arg("-a").arg(repo().join("examples/quickstart/.")).arg(dir.path()).status().unwrap();
         assert!(status.success());
         let _ = std::fs::remove_dir_all(dir.path().join(".rivetctl"));
         let mut config = format!(
@@ -55,7 +51,11 @@ impl BenchFleet {
 
     /// Removes everything the deployment owns from the engine.
     pub fn cleanup(&self) {
-        let _ = self.command(&["infra", "destroy", "--volumes", "--yes", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self
+            .command(&["infra", "destroy", "--volumes", "--yes", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -46,7 +46,11 @@ fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<
 
 /// What the Docker engines hold for the deployment (empty with `--offline`), and how it
 /// was observed (`live` or `offline`).
-async fn observe_docker(printer: &Printer, fleet: &Fleet, offline: bool) -> anyhow::Result<(Vec<ObservedResource>, &'static str)> {
+async fn observe_docker(
+    printer: &Printer,
+    fleet: &Fleet,
+    offline: bool,
+) -> anyhow::Result<(Vec<ObservedResource>, &'static str)> {
     if offline {
         printer.info("Observed: nothing (--offline); planning against an empty engine.");
         return Ok((Vec::new(), "offline"));

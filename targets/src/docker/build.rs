@@ -90,9 +90,10 @@ pub async fn build(
     std::fs::create_dir_all(log_dir).map_err(|source| BuildError::Log { path: log_dir.to_path_buf(), source })?;
     let mut log =
         std::fs::File::create(&log_path).map_err(|source| BuildError::Log { path: log_path.clone(), source })?;
+    let log_err = |source| BuildError::Log { path: log_path.clone(), source };
     let mut tail: Vec<String> = Vec::new();
-    let mut remember = |line: &str, log: &mut std::fs::File| -> Result<(), BuildError> {
-        writeln!(log, "{line}").map_err(|source| BuildError::Log { path: log_path.clone(), source })?;
+    let mut remember = |line: &str, log: &mut std::fs::File| -> std::io::Result<()> {
+        writeln!(log, "{line}")?;
         tail.push(line.to_string());
         if tail.len() > FAILURE_TAIL {
             tail.remove(0);
@@ -107,22 +108,22 @@ pub async fn build(
             Ok(info) => {
                 if let Some(text) = info.stream.as_deref() {
                     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                        remember(line, &mut log)?;
+                        remember(line, &mut log).map_err(log_err)?;
                     }
                 }
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                    remember(&detail, &mut log)?;
+                    remember(&detail, &mut log).map_err(log_err)?;
                     failure = Some(detail);
                 }
             }
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                remember(&error, &mut log)?;
+                remember(&error, &mut log).map_err(log_err)?;
                 failure = Some(error);
                 break;
             }
             Err(other) => {
                 let text = other.to_string();
-                remember(&text, &mut log)?;
+                remember(&text, &mut log).map_err(log_err)?;
                 failure = Some(text);
                 break;
             }

@@ -23,7 +23,7 @@ const SERVICE_TEMPLATE: &str = "docker-compose-service.yaml.j2";
 pub const CONFIG_COPY: &str = "rivet.config.yaml";
 
 fn duration(ms: u64) -> String {
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 fn service_name(component: &Component, spec: &ContainerSpec) -> String {
@@ -67,12 +67,8 @@ fn map<const N: usize>(pairs: [(&'static str, MValue); N]) -> MValue {
 /// The context of one service: every value pre-encoded as JSON, so the template only places
 /// them (and rendering a thousand services stays cheap).
 fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, depends: &[(&str, &str)]) -> MValue {
-    let environment: Vec<MValue> = spec
-        .env
-        .iter()
-        .filter(|(_, v)| !v.sensitive)
-        .map(|(k, v)| MValue::from(vec![q(k), q(&v.value)]))
-        .collect();
+    let environment: Vec<MValue> =
+        spec.env.iter().filter(|(_, v)| !v.sensitive).map(|(k, v)| MValue::from(vec![q(k), q(&v.value)])).collect();
     let volumes: Vec<MValue> = spec
         .mounts
         .iter()
@@ -209,7 +205,7 @@ pub fn artifacts(
                         depends.push(("datahub", "service_healthy"));
                     }
                     if matches!(resource.component, Component::Agent(_)) && has_migrate {
-                        depends.push(("migrate".into(), "service_completed_successfully"));
+                        depends.push(("migrate", "service_completed_successfully"));
                     }
                     let context = service(&resource.component, spec, env_files, &depends);
                     services.push_str(&render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?);
