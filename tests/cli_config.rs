@@ -84,3 +84,34 @@ fn examples_are_valid() {
     let output = run(rivetctl(&repo()).args(["-c", example, "config", "validate"]));
     assert_eq!(output.status.code(), Some(0), "{example}: {}", describe(&output));
 }
+
+/// Every field path of the JSON Schema, as `deployment.docker.postgres_port`.
+fn schema_paths(schema: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    let object = schema.get("anyOf").and_then(|a| a.get(0)).unwrap_or(schema);
+    if let Some(properties) = object.get("properties").and_then(|p| p.as_object()) {
+        for (name, child) in properties {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            out.push(path.clone());
+            schema_paths(child, &path, out);
+        }
+    }
+    if let Some(items) = object.get("items") {
+        schema_paths(items, &format!("{prefix}[]"), out);
+    }
+    if let Some(values) = object.get("additionalProperties").filter(|v| v.is_object()) {
+        schema_paths(values, &format!("{prefix}.<id>"), out);
+    }
+}
+
+#[test]
+fn the_configuration_reference_documents_every_field() {
+    let output = run(rivetctl(&repo()).args(["config", "schema"]));
+    assert_eq!(output.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the schema is JSON");
+    let docs = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
+    let mut paths = Vec::new();
+    schema_paths(&schema["properties"]["deployment"], "deployment", &mut paths);
+    schema_paths(&schema["properties"]["mesh"], "mesh", &mut paths);
+    let missing: Vec<&String> = paths.iter().filter(|p| !docs.contains(&format!("`{p}`"))).collect();
+    assert!(missing.is_empty(), "docs/configuration.md does not document: {missing:#?}");
+}
