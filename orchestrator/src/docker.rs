@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::config::rules::Endpoint;
 use crate::fleet::{Env, Fleet, ResolvedLimits};
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 
@@ -36,6 +37,19 @@ pub struct Mount {
     pub source: MountSource,
     pub target: String,
     pub read_only: bool,
+}
+
+/// A file written into a container before it starts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileCopy {
+    pub path: String,
+    pub contents: String,
+}
+
+impl std::fmt::Debug for FileCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileCopy({:?}, {} bytes)", self.path, self.contents.len())
+    }
 }
 
 /// A published port.
@@ -85,6 +99,8 @@ pub struct ContainerSpec {
     /// Networks joined, with the DNS aliases on each.
     pub networks: Vec<(String, Vec<String>)>,
     pub mounts: Vec<Mount>,
+    /// Files copied in before start (the config on nodes that cannot bind mount it).
+    pub files: Vec<FileCopy>,
     pub ports: Vec<Port>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
@@ -232,6 +248,12 @@ fn container_fields(secrets: &mut Secrets<'_>, spec: &ContainerSpec) -> Fields {
     for port in &spec.ports {
         put(&format!("port.{}", port.container_port), format!("{}:{}", port.host_ip, port.host_port));
     }
+    for file in &spec.files {
+        // The file may hold secrets written inline: recorded as a digest.
+        let field = format!("file.{}", file.path);
+        let digest = secrets.digest(&field, &file.contents);
+        fields.insert(field, digest);
+    }
     env_fields(&mut fields, secrets, &spec.env);
     fields
 }
@@ -263,6 +285,7 @@ fn hardened(
         user: None,
         networks: Vec::new(),
         mounts: Vec::new(),
+        files: Vec::new(),
         ports: Vec::new(),
         cap_drop: vec!["ALL".into()],
         no_new_privileges: true,
@@ -334,10 +357,18 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             target: fleet.shared_mount_path.clone(),
             read_only: false,
         });
-        let config_mount = Mount {
-            source: MountSource::Bind(fleet.config_file.clone()),
-            target: CONFIG_MOUNT.into(),
-            read_only: true,
+        // A local engine bind mounts the config file; a remote one gets a copy of it.
+        let remote = matches!(node.endpoint, Endpoint::Ssh { .. } | Endpoint::Tcp { .. });
+        let give_config = |spec: &mut ContainerSpec| {
+            if remote {
+                spec.files.push(FileCopy { path: CONFIG_MOUNT.into(), contents: fleet.config_text.clone() });
+            } else {
+                spec.mounts.push(Mount {
+                    source: MountSource::Bind(fleet.config_file.clone()),
+                    target: CONFIG_MOUNT.into(),
+                    read_only: true,
+                });
+            }
         };
 
         if let (true, Some(hub)) = (runs_hub, &fleet.datahub) {
@@ -402,7 +433,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 });
                 spec.networks.push((internal.clone(), vec![]));
                 spec.mounts.extend(shared_mount.clone());
-                spec.mounts.push(config_mount.clone());
+                give_config(&mut spec);
                 let mut fields = container_fields(&mut secrets, &spec);
                 fields.insert("config".into(), FieldValue::plain(fleet.config.shared_digest[..16].to_string()));
                 out.push(Resource {
@@ -428,7 +459,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 spec.networks.push((internal.clone(), vec![]));
             }
             spec.mounts.extend(shared_mount.clone());
-            spec.mounts.push(config_mount.clone());
+            give_config(&mut spec);
             spec.healthcheck = Some(Healthcheck {
                 test: vec![
                     "CMD-SHELL".into(),

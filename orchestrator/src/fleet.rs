@@ -90,6 +90,8 @@ pub struct FleetInputs {
     pub images: ResolvedImages,
     /// Absolute path of the config file on the control host (mounted into agents).
     pub config_file: String,
+    /// The config file's text (copied into containers on remote nodes).
+    pub config_text: String,
 }
 
 /// Memory in bytes, CPUs in cores, process count.
@@ -187,6 +189,9 @@ pub struct Fleet {
     pub health: HealthSettings,
     pub update: UpdateSettings,
     pub config_file: String,
+    /// The config file's text (copied into containers on remote nodes, which cannot bind
+    /// mount a file of the control host).
+    pub config_text: String,
     /// The config as checked, for target-specific settings.
     pub config: Config,
 }
@@ -381,6 +386,7 @@ impl Fleet {
             health: deployment.health.clone(),
             update: deployment.update.clone(),
             config_file: inputs.config_file.clone(),
+            config_text: inputs.config_text.clone(),
             config: config.clone(),
         })
     }

@@ -17,6 +17,7 @@ pub mod digest;
 pub mod docker;
 pub mod fleet;
 pub mod memory;
+pub mod mesh;
 pub mod plan;
 pub mod resource;
 pub mod rollout;

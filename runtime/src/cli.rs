@@ -59,6 +59,11 @@ pub enum Command {
     Infra(InfraCommand),
     /// Build the datahub and agent images from source; print their content-addressed tags.
     Build,
+    /// Roll a source update across one node (--node) or every node (--mesh): build once,
+    /// ship, update in batches behind health gates, roll back on failure.
+    Update(UpdateArgs),
+    /// Return agents to the previous revision (or --to one) kept on each node.
+    Rollback(RollbackArgs),
     /// Per node and service: image, revision, state, health, uptime, drift.
     Status,
     /// Check the config, the source, engine connections and what builds need.
@@ -104,6 +109,67 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct UpdateArgs {
+    /// Update every node of the mesh.
+    #[arg(long, conflicts_with = "node")]
+    pub mesh: bool,
+    /// Update these nodes only (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub node: Vec<String>,
+    /// RivetOS's mesh.json: skip nodes it marks offline, not deployable, or not Linux.
+    #[arg(long, value_name = "FILE")]
+    pub mesh_file: Option<PathBuf>,
+    /// Print the batches, their order and how many agents stay up; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Continue the unfinished rollout in the journal.
+    #[arg(long, conflicts_with_all = ["dry_run", "abandon"])]
+    pub resume: bool,
+    /// Drop the unfinished rollout (containers stay as they are).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub abandon: bool,
+    /// Approve the canary batch (with deployment.update.approve).
+    #[arg(long)]
+    pub approve: bool,
+    /// Agents updated at once: a number or a percentage (overrides the config).
+    #[arg(long, value_name = "N|N%")]
+    pub max_parallel: Option<String>,
+    /// Agents in the first batch; 0 for no canary (overrides the config).
+    #[arg(long, value_name = "N")]
+    pub canary: Option<u32>,
+    /// What a failed health gate does (overrides the config).
+    #[arg(long, value_enum)]
+    pub failure_action: Option<FailureActionArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailureActionArg {
+    Rollback,
+    Pause,
+    Continue,
+}
+
+impl From<FailureActionArg> for orchestrator::config::model::FailureAction {
+    fn from(value: FailureActionArg) -> Self {
+        match value {
+            FailureActionArg::Rollback => Self::Rollback,
+            FailureActionArg::Pause => Self::Pause,
+            FailureActionArg::Continue => Self::Continue,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The revision (commit prefix) or image tag to return to; default: the previous one.
+    #[arg(long, value_name = "REV")]
+    pub to: Option<String>,
+    /// Roll back these nodes only (repeatable); default: every node.
+    #[arg(long, value_name = "NAME")]
+    pub node: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

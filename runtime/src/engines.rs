@@ -1,32 +1,89 @@
-//! Connections to the Docker Engines of a fleet's nodes.
+//! Connections to the nodes of a fleet: the local engine (or `DOCKER_HOST`, `unix://`,
+//! `tcp://`), or a node's engine through its SSH connection (host keys checked against
+//! known_hosts, key or agent auth).
+
+use std::path::PathBuf;
 
 use orchestrator::config::rules::Endpoint;
-use orchestrator::fleet::Fleet;
+use orchestrator::fleet::{Fleet, FleetNode};
 use orchestrator::resource::ObservedResource;
 use targets::docker::{self, Engine};
+use targets::probe::Reach;
+use targets::ssh::{self, SshOptions};
 
 use crate::exit::hinted;
 
-/// Connects to every node's engine (nodes reached over SSH are not supported here yet).
-pub async fn connect_all(fleet: &Fleet) -> anyhow::Result<Vec<Engine>> {
-    let mut engines = Vec::new();
-    for node in &fleet.nodes {
-        if matches!(node.endpoint, Endpoint::Ssh { .. }) {
-            return Err(hinted(
-                format!(
-                    "node {} is reached over SSH ({}), which `infra` commands do not do yet",
-                    node.name, node.endpoint
-                ),
-                "use `rivetctl update` for SSH nodes, or pass --offline to preview against an empty engine",
-            ));
+/// A connected node.
+#[derive(Clone)]
+pub struct Link {
+    pub name: String,
+    pub engine: Engine,
+    pub reach: Reach,
+}
+
+impl Link {
+    /// Whether the node still answers (an operation failed: was it the node or the
+    /// operation?).
+    pub async fn reachable(&self) -> bool {
+        if let Reach::Ssh(session) = &self.reach
+            && session.is_closed()
+        {
+            return false;
         }
-        let engine = docker::connect(&node.name, &node.endpoint).await.map_err(|err| {
-            let hint = format!("{}; or pass --offline to preview against an empty engine", err.hint());
-            hinted(format!("node {}: {err}", node.name), hint)
-        })?;
-        engines.push(engine);
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.engine.docker.ping())
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
-    Ok(engines)
+}
+
+/// The SSH options of a project: paths relative to the config's directory.
+pub fn ssh_options(fleet: &Fleet, config_dir: &std::path::Path) -> SshOptions {
+    let mut options = SshOptions::from_settings(&fleet.config.raw.deployment.ssh);
+    let relative =
+        |path: PathBuf| if path.starts_with("~") || path.is_absolute() { path } else { config_dir.join(path) };
+    options.known_hosts = relative(options.known_hosts);
+    options.identity_file = options.identity_file.map(relative);
+    options
+}
+
+/// Connects to one node.
+pub async fn connect(node: &FleetNode, options: &SshOptions) -> anyhow::Result<Link> {
+    match &node.endpoint {
+        Endpoint::Ssh { user, host, port } => {
+            let user = user.clone().unwrap_or_else(|| "root".to_string());
+            let (engine, session) =
+                ssh::connect_engine(&node.name, host, *port, &user, options).await.map_err(|err| {
+                    let hint = err.hint();
+                    hinted(format!("node {}: {err}", node.name), hint)
+                })?;
+            Ok(Link { name: node.name.clone(), engine, reach: Reach::Ssh(session) })
+        }
+        other => {
+            let engine = docker::connect(&node.name, other).await.map_err(|err| {
+                let hint = err.hint();
+                hinted(format!("node {}: {err}", node.name), hint)
+            })?;
+            Ok(Link { name: node.name.clone(), engine, reach: Reach::Local })
+        }
+    }
+}
+
+/// The control host's engine, where images are built once.
+pub async fn control_host() -> anyhow::Result<Engine> {
+    docker::connect("control-host", &Endpoint::Local).await.map_err(|err| {
+        let hint = format!("updates build images on this machine's Docker Engine; {}", err.hint());
+        hinted(format!("control host: {err}"), hint)
+    })
+}
+
+/// Connects to every node of the fleet.
+pub async fn connect_all(fleet: &Fleet, config_dir: &std::path::Path) -> anyhow::Result<Vec<Link>> {
+    let options = ssh_options(fleet, config_dir);
+    let mut links = Vec::new();
+    for node in &fleet.nodes {
+        links.push(connect(node, &options).await?);
+    }
+    Ok(links)
 }
 
 /// Everything the deployment owns on these engines.

@@ -12,6 +12,7 @@ pub fn build(project: &Project, resolved: &Resolved) -> anyhow::Result<Fleet> {
         dotenv: project.dotenv.clone(),
         images: resolved.images.clone(),
         config_file: project.config_path.to_string_lossy().into_owned(),
+        config_text: project.text.clone(),
     };
     Fleet::build(&project.config, &inputs).map_err(|err| {
         let hint = err.hint().to_string();

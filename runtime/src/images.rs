@@ -21,7 +21,8 @@ pub struct Prepared {
     pub present: Vec<String>,
 }
 
-fn build_failure(err: BuildError) -> anyhow::Error {
+/// A build failure with the last lines of its log and where the full log is.
+pub fn build_failure(err: BuildError) -> anyhow::Error {
     match err {
         BuildError::Failed { image, message, tail, log } => hinted(
             format!(

@@ -16,6 +16,7 @@ mod project;
 mod session;
 mod source;
 mod state;
+mod update;
 
 use clap::{CommandFactory, Parser};
 
@@ -29,6 +30,8 @@ async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Infra(InfraCommand::Up(args)) => commands::up::run(printer, &cli.global, args).await,
         Command::Infra(InfraCommand::Destroy(args)) => commands::destroy::run(printer, &cli.global, args).await,
         Command::Build => commands::build::run(printer, &cli.global).await,
+        Command::Update(args) => update::run(printer, &cli.global, args).await,
+        Command::Rollback(args) => update::rollback(printer, &cli.global, args).await,
         Command::Status => commands::status::run(printer, &cli.global).await,
         Command::Doctor => commands::doctor::run(printer, &cli.global).await,
         Command::Lock(command) => commands::lock::run(printer, &cli.global, command),

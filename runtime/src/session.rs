@@ -45,8 +45,8 @@ impl Session {
         require_docker(&project, command)?;
         let resolved = source::resolve(&project)?;
         let fleet = fleet::build(&project, &resolved)?;
-        let connected = engines::connect_all(&fleet).await?;
-        let engines = connected.into_iter().map(|e| (e.node.clone(), e)).collect();
+        let connected = engines::connect_all(&fleet, &project.dir).await?;
+        let engines = connected.into_iter().map(|link| (link.name.clone(), link.engine)).collect();
         Ok(Session { project, resolved, fleet, engines })
     }
 

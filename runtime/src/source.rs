@@ -33,8 +33,6 @@ pub struct Source {
 pub struct Resolved {
     pub images: ResolvedImages,
     pub source: Option<Source>,
-    /// The version the new agents will report (`/health`), when known.
-    pub version: Option<String>,
 }
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
@@ -151,7 +149,7 @@ pub fn resolve(project: &Project) -> anyhow::Result<Resolved> {
             build: None,
         };
         let images = ResolvedImages { agent, datahub: None, revision: settings.tag.clone() };
-        return Ok(Resolved { images, source: None, version: None });
+        return Ok(Resolved { images, source: None });
     }
     let source = locate(project)?;
     let agent_dockerfile = match &deployment.source.dockerfiles.agent {
@@ -188,6 +186,5 @@ pub fn resolve(project: &Project) -> anyhow::Result<Resolved> {
         .revision
         .clone()
         .unwrap_or_else(|| format!("content:{}", &agent.build.as_ref().map_or("", |b| b.content_hash.as_str())[..12]));
-    let version = source.version.clone();
-    Ok(Resolved { images: ResolvedImages { agent, datahub, revision }, source: Some(source), version })
+    Ok(Resolved { images: ResolvedImages { agent, datahub, revision }, source: Some(source) })
 }

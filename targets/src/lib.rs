@@ -7,4 +7,6 @@
 
 pub mod build;
 pub mod docker;
+pub mod probe;
 pub mod render;
+pub mod ssh;

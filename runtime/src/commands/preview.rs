@@ -49,13 +49,15 @@ fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<
 async fn observe_docker(
     printer: &Printer,
     fleet: &Fleet,
+    config_dir: &std::path::Path,
     offline: bool,
 ) -> anyhow::Result<(Vec<ObservedResource>, &'static str)> {
     if offline {
         printer.info("Observed: nothing (--offline); planning against an empty engine.");
         return Ok((Vec::new(), "offline"));
     }
-    let engines = engines::connect_all(fleet).await?;
+    let links = engines::connect_all(fleet, config_dir).await?;
+    let engines: Vec<_> = links.into_iter().map(|link| link.engine).collect();
     let found = engines::observe_all(&engines, &fleet.name).await?;
     let addresses: Vec<String> = engines.iter().map(|e| format!("{} ({})", e.node, e.address)).collect();
     printer.info(&format!("Observed: {} object(s) of \"{}\" on {}.", found.len(), fleet.name, addresses.join(", ")));
@@ -85,7 +87,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     let fleet = fleet::build(&project, &resolved)?;
     let desired = if fleet.target == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
     let observed = match fleet.target {
-        Target::Docker => Some(observe_docker(printer, &fleet, args.offline).await?),
+        Target::Docker => Some(observe_docker(printer, &fleet, &project.dir, args.offline).await?),
         _ => None,
     };
     // Artifacts are rendered before planning: the plan takes the resources over.

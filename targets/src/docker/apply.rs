@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bollard::models::{EndpointSettings, NetworkConnectRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::future::join_all;
 use orchestrator::docker::{ContainerSpec, DockerObject, DockerResource};
@@ -115,8 +115,37 @@ pub async fn remove_container(engine: &Engine, name: &str, grace_secs: u64) -> R
     }
 }
 
-/// Creates a container under `name`, joins its networks, starts it.
-async fn create_and_start(
+/// A tar of files (and their parent directories) to unpack at `/`.
+fn files_tar(files: &[orchestrator::docker::FileCopy]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in files {
+        let path = file.path.trim_start_matches('/');
+        let mut parent = std::path::Path::new(path).parent();
+        let mut chain = Vec::new();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            chain.push(dir.to_path_buf());
+            parent = dir.parent();
+        }
+        for dir in chain.into_iter().rev() {
+            if dirs.insert(dir.clone()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                let _ = builder.append_data(&mut header, &dir, std::io::empty());
+            }
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(file.contents.len() as u64);
+        let _ = builder.append_data(&mut header, path, file.contents.as_bytes());
+    }
+    builder.into_inner().unwrap_or_default()
+}
+
+/// Creates a container under `name`, copies its files in, joins its networks, starts it.
+pub async fn create_and_start(
     engine: &Engine,
     name: &str,
     spec: &ContainerSpec,
@@ -129,6 +158,15 @@ async fn create_and_start(
         .create_container(Some(options), container_request(spec, &resource.fields))
         .await
         .map_err(api("cannot create container", key))?;
+    if !spec.files.is_empty() {
+        let upload = UploadToContainerOptionsBuilder::default().path("/").build();
+        let body = bollard::body_full(files_tar(&spec.files).into());
+        engine
+            .call()
+            .upload_to_container(name, Some(upload), body)
+            .await
+            .map_err(api("cannot copy files into container", key))?;
+    }
     for (network, aliases) in spec.networks.iter().skip(1) {
         let request = NetworkConnectRequest {
             container: name.to_string(),

@@ -10,6 +10,7 @@ mod connect;
 pub mod container;
 pub mod health;
 mod observe;
+pub mod ship;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -69,8 +69,16 @@ fn map<const N: usize>(pairs: [(&'static str, MValue); N]) -> MValue {
 fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, depends: &[(&str, &str)]) -> MValue {
     let environment: Vec<MValue> =
         spec.env.iter().filter(|(_, v)| !v.sensitive).map(|(k, v)| MValue::from(vec![q(k), q(&v.value)])).collect();
-    let volumes: Vec<MValue> = spec
-        .mounts
+    // A copied config file (remote nodes) is, for compose, the config beside the file.
+    let copied = spec.files.iter().filter(|f| f.path == orchestrator::docker::CONFIG_MOUNT).map(|f| {
+        orchestrator::docker::Mount {
+            source: MountSource::Bind(f.path.clone()),
+            target: f.path.clone(),
+            read_only: true,
+        }
+    });
+    let mounts: Vec<orchestrator::docker::Mount> = spec.mounts.iter().cloned().chain(copied).collect();
+    let volumes: Vec<MValue> = mounts
         .iter()
         .map(|m| {
             let (kind, source) = match &m.source {

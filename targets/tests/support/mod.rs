@@ -53,6 +53,7 @@ fn build(source: &str, prebuilt_datahub: bool) -> Fleet {
         dotenv: dotenv(),
         images: images(HASH, prebuilt_datahub),
         config_file: "/srv/rivet/rivet.config.yaml".into(),
+        config_text: source.to_string(),
     };
     Fleet::build(&loaded.config, &inputs).expect("fleet")
 }

@@ -1,0 +1,101 @@
+//! The rollout journal: what an update is doing, written atomically (temporary file, fsync,
+//! rename) after every step of the state machine, so `update --resume` can finish after
+//! Ctrl-C, kill -9 or a lost connection.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use orchestrator::rollout::Rollout;
+use serde::{Deserialize, Serialize};
+
+/// Version of this file's format.
+pub const FILE_VERSION: u32 = 1;
+
+/// What kind of rollout a journal records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Update,
+    Rollback,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Update => "update",
+            Kind::Rollback => "rollback",
+        }
+    }
+}
+
+/// The journal file: who, what, and the state machine's own journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    pub kind: Kind,
+    pub deployment: String,
+    pub started: String,
+    /// The revision rolled out (a commit, or `content:<hash>`, or the image for a rollback).
+    pub revision: String,
+    /// Nodes in the rollout, in order.
+    pub nodes: Vec<String>,
+    /// Nodes left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Per node, the revision its agents ran before.
+    pub previous: Vec<(String, String)>,
+    /// The state machine ([`Rollout::to_journal`]).
+    pub rollout: serde_json::Value,
+}
+
+impl Journal {
+    /// The state machine, read back.
+    pub fn machine(&self) -> anyhow::Result<Rollout> {
+        Rollout::from_journal(&self.rollout.to_string())
+            .map_err(|err| anyhow::anyhow!("the rollout journal is unreadable: {err}"))
+    }
+
+    /// Stores the machine's current state.
+    pub fn record(&mut self, machine: &Rollout) {
+        self.rollout = serde_json::from_str(&machine.to_journal()).expect("the machine's journal is JSON");
+    }
+}
+
+/// Where a deployment's journal lives.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("rollout.json")
+}
+
+/// Reads the journal, if there is one.
+pub fn read(path: &Path) -> anyhow::Result<Option<Journal>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+    };
+    let journal: Journal =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a rollout journal", path.display()))?;
+    anyhow::ensure!(
+        journal.version == FILE_VERSION,
+        "{} has format version {}, expected {FILE_VERSION}",
+        path.display(),
+        journal.version
+    );
+    Ok(Some(journal))
+}
+
+/// Writes the journal atomically: a reader (or a crash) sees the old or the new one.
+pub fn write(path: &Path, journal: &Journal) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let partial = path.with_extension("json.partial");
+    let mut file = fs::File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
+    file.write_all(serde_json::to_string_pretty(journal).expect("journal serialises").as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Ok(handle) = fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! What an update prints: the dry-run schedule, progress while it runs (a line per node on
+//! a terminal, a line per event in CI, JSON Lines with `--output json`), and the final
+//! table per node.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use orchestrator::rollout::{InstanceSpec, NodeState, Policy, Rollout, Status};
+use serde::Serialize;
+
+use super::driver::Change;
+use crate::printer::Printer;
+
+/// The schedule of a rollout: batches, order, how many agents stay up at each step.
+pub fn dry_run(
+    specs: &[InstanceSpec],
+    policy: &Policy,
+    total_agents: usize,
+    skipped: &[(String, String)],
+    datahub: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let batches = policy.batches(specs.len());
+    let _ = writeln!(
+        out,
+        "Rollout: {} of {total_agents} agents on {} node(s); max_parallel {}, canary {}{}, failure_action {}.",
+        specs.len(),
+        specs.iter().map(|s| s.node.as_str()).collect::<std::collections::BTreeSet<_>>().len(),
+        policy.max_parallel,
+        policy.canary,
+        if policy.approve { " (pause for approval)" } else { "" },
+        match policy.failure_action {
+            orchestrator::config::model::FailureAction::Rollback => "rollback",
+            orchestrator::config::model::FailureAction::Pause => "pause",
+            orchestrator::config::model::FailureAction::Continue => "continue",
+        }
+    );
+    if let Some(datahub) = datahub {
+        let _ = writeln!(out, "  first: {datahub}");
+    }
+    for (n, batch) in batches.iter().enumerate() {
+        let label = if n == 0 && policy.canary > 0 && batches.len() > 1 { " (canary)" } else { "" };
+        let names: Vec<String> = batch.iter().map(|&i| format!("{}/{}", specs[i].node, specs[i].agent)).collect();
+        let _ = writeln!(
+            out,
+            "  batch {}{label}: {}  — {} of {total_agents} agents stay up",
+            n + 1,
+            names.join(", "),
+            total_agents - batch.len()
+        );
+    }
+    if specs.is_empty() {
+        let _ = writeln!(out, "  nothing to roll out: every agent in scope already runs this revision.");
+    }
+    for (node, reason) in skipped {
+        let _ = writeln!(out, "  skipped node {node}: {reason}");
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct InstanceEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    elapsed_ms: u128,
+    node: &'a str,
+    agent: &'a str,
+    state: &'static str,
+    detail: Option<&'a str>,
+}
+
+/// Reports instance changes and remembers when each node started and settled.
+pub struct Live<'a> {
+    printer: &'a Printer,
+    start: Instant,
+    times: Mutex<BTreeMap<String, (Instant, Instant)>>,
+}
+
+impl<'a> Live<'a> {
+    pub fn new(printer: &'a Printer) -> Self {
+        Live { printer, start: Instant::now(), times: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn changes(&self, changes: &[Change]) {
+        let now = Instant::now();
+        for change in changes {
+            {
+                let mut times = self.times.lock().expect("times");
+                let entry = times.entry(change.node.clone()).or_insert((now, now));
+                entry.1 = now;
+            }
+            if self.printer.json() {
+                let _ = self.printer.json_line(&InstanceEvent {
+                    kind: "instance",
+                    elapsed_ms: self.start.elapsed().as_millis(),
+                    node: &change.node,
+                    agent: &change.agent,
+                    state: change.state.as_str(),
+                    detail: change.detail.as_deref(),
+                });
+            } else {
+                let detail = change.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+                self.printer.info(&format!(
+                    "[{:>6.1}s] {}/{}: {}{detail}",
+                    self.start.elapsed().as_secs_f64(),
+                    change.node,
+                    change.agent,
+                    change.state.as_str()
+                ));
+            }
+        }
+    }
+
+    fn node_time(&self, node: &str) -> Option<f64> {
+        self.times.lock().expect("times").get(node).map(|(a, b)| b.duration_since(*a).as_secs_f64())
+    }
+}
+
+#[derive(Serialize)]
+struct NodeResult {
+    node: String,
+    previous: String,
+    new: String,
+    result: String,
+    seconds: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ResultDocument {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: String,
+    failures: usize,
+    nodes: Vec<NodeResult>,
+    skipped: Vec<(String, String)>,
+}
+
+fn result_of(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Done => "done",
+        NodeState::RolledBack => "rolled back",
+        NodeState::Failed => "failed",
+        NodeState::Pending | NodeState::Shipped => "untouched",
+        _ => "interrupted",
+    }
+}
+
+/// The final table per node (or the JSON result line).
+pub fn finish(
+    printer: &Printer,
+    live: &Live<'_>,
+    machine: &Rollout,
+    status: &str,
+    revision: &str,
+    previous: &[(String, String)],
+    skipped: &[(String, String)],
+) -> Result<(), crate::printer::BrokenPipe> {
+    let short = |r: &str| r.chars().take(12).collect::<String>();
+    let nodes: Vec<NodeResult> = machine
+        .nodes()
+        .into_iter()
+        .map(|n| NodeResult {
+            previous: previous.iter().find(|(node, _)| *node == n.node).map_or("-".into(), |(_, r)| short(r)),
+            new: if n.state == NodeState::Done { short(revision) } else { "-".into() },
+            result: result_of(n.state).into(),
+            seconds: live.node_time(&n.node),
+            node: n.node,
+        })
+        .collect();
+    if printer.json() {
+        return printer.json_line(&ResultDocument {
+            kind: "result",
+            status: status.into(),
+            failures: machine.failures(),
+            nodes,
+            skipped: skipped.to_vec(),
+        });
+    }
+    let mut out = format!("{:<12} {:<14} {:<14} {:<12} {:>8}\n", "NODE", "PREVIOUS", "NEW", "RESULT", "TIME");
+    for n in &nodes {
+        let time = n.seconds.map_or("-".into(), |s| format!("{s:.1}s"));
+        out.push_str(&format!("{:<12} {:<14} {:<14} {:<12} {:>8}\n", n.node, n.previous, n.new, n.result, time));
+    }
+    for (node, reason) in skipped {
+        out.push_str(&format!("{node:<12} {:<14} {:<14} {:<12} {:>8}  ({reason})\n", "-", "-", "skipped", "-"));
+    }
+    printer.data(&out)
+}
+
+/// A word for a machine status.
+pub fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Running => "running",
+        Status::AwaitingApproval => "awaiting approval",
+        Status::Paused => "paused",
+        Status::Interrupted => "interrupted",
+        Status::Succeeded => "succeeded",
+        Status::RolledBack => "rolled back",
+        Status::Failed => "failed",
+    }
+}

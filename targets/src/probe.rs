@@ -1,0 +1,105 @@
+//! Health probes of an agent container: is it running, does `GET /health/live` answer 200,
+//! what do `status` and `version` of `GET /health` say.
+//!
+//! The agent's port is not published; it is reached at the container's address on its
+//! network — from here for a local engine, from the node itself (through the SSH
+//! connection) for a remote one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper::body::Bytes;
+use hyper::header::HOST;
+use hyper_util::rt::TokioIo;
+use orchestrator::rollout::ProbeReport;
+
+use crate::docker::Engine;
+use crate::ssh::Session;
+
+/// How a node's containers are reached for probes.
+#[derive(Clone)]
+pub enum Reach {
+    /// Directly over TCP (the engine runs on this machine).
+    Local,
+    /// From the node, through its SSH connection.
+    Ssh(Arc<Session>),
+}
+
+/// The most of a health document read.
+const MAX_BODY: usize = 256 * 1024;
+
+async fn get_local(host: &str, port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(HOST, format!("{host}:{port}"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| e.to_string())?;
+    Ok((status, body.to_bytes().to_vec()))
+}
+
+/// `GET http://host:port{path}` as the node sees it, within `limit`.
+pub async fn http_get(
+    reach: &Reach,
+    host: &str,
+    port: u16,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    match reach {
+        Reach::Local => match tokio::time::timeout(limit, get_local(host, port, path)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {}s", limit.as_secs_f64())),
+        },
+        Reach::Ssh(session) => session.http_get(host, port, path, limit).await.map_err(|e| e.to_string()),
+    }
+}
+
+/// Where to find an agent's health endpoints.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub container: &'a str,
+    /// The network whose address to use.
+    pub network: &'a str,
+    pub port: u16,
+    pub live_path: &'a str,
+    pub health_path: &'a str,
+}
+
+/// Probes one agent container. Engine errors are returned (the node may be unreachable);
+/// an endpoint that does not answer is a failed probe, not an error.
+pub async fn probe(
+    engine: &Engine,
+    reach: &Reach,
+    target: &Target<'_>,
+    limit: Duration,
+) -> Result<ProbeReport, bollard::errors::Error> {
+    let info = engine.call().inspect_container(target.container, None).await?;
+    let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let address = info
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.get(target.network))
+        .and_then(|n| n.ip_address.clone())
+        .filter(|ip| !ip.is_empty());
+    let mut report = ProbeReport { running, ..ProbeReport::default() };
+    let Some(address) = address.filter(|_| running) else { return Ok(report) };
+    if let Ok((status, _)) = http_get(reach, &address, target.port, target.live_path, limit).await {
+        report.live = status == 200;
+    }
+    if let Ok((_, body)) = http_get(reach, &address, target.port, target.health_path, limit).await
+        && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body)
+    {
+        report.status = doc.get("status").and_then(|s| s.as_str()).map(str::to_string);
+        report.version = doc.get("version").and_then(|v| v.as_str()).map(str::to_string);
+    }
+    Ok(report)
+}
