@@ -46,8 +46,12 @@ pub fn fleet_with(source: &str, hash: &str) -> Fleet {
         Ok(loaded) => loaded,
         Err(diags) => panic!("invalid config: {diags:#?}"),
     };
-    let inputs =
-        FleetInputs { dotenv: dotenv(), images: images(hash), config_file: "/srv/rivet/rivet.config.yaml".into() };
+    let inputs = FleetInputs {
+        dotenv: dotenv(),
+        images: images(hash),
+        config_file: "/srv/rivet/rivet.config.yaml".into(),
+        config_text: source.to_string(),
+    };
     Fleet::build(&loaded.config, &inputs).expect("fleet")
 }
 
