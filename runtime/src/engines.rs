@@ -39,11 +39,14 @@ impl Link {
 /// The SSH options of a project: paths relative to the config's directory.
 pub fn ssh_options(fleet: &Fleet, config_dir: &std::path::Path) -> SshOptions {
     let mut options = SshOptions::from_settings(&fleet.config.raw.deployment.ssh);
-    let relative =
-        |path: PathBuf| if path.starts_with("~") || path.is_absolute() { path } else { config_dir.join(path) };
-    options.known_hosts = relative(options.known_hosts);
-    options.identity_file = options.identity_file.map(relative);
+    options.known_hosts = relative_to(config_dir, options.known_hosts);
+    options.identity_file = options.identity_file.map(|path| relative_to(config_dir, path));
     options
+}
+
+/// A path from the config, relative to its directory unless absolute or `~`-based.
+fn relative_to(config_dir: &std::path::Path, path: PathBuf) -> PathBuf {
+    if path.starts_with("~") || path.is_absolute() { path } else { config_dir.join(path) }
 }
 
 /// Connects to one node.

@@ -51,7 +51,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { approve: false, probe_interval: Duration::from_millis(500), tick: Duration::from_millis(500) }
+        Options { approve: false, probe_interval: Duration::from_millis(50), tick: Duration::from_millis(500) }
     }
 }
 
@@ -105,17 +105,30 @@ fn changes(machine: &Rollout, before: &mut Vec<InstanceState>) -> Vec<Change> {
     out
 }
 
+/// Where the work happens: the connected nodes, and each instance's container.
+#[derive(Clone, Copy)]
+pub struct Work<'a> {
+    pub links: &'a BTreeMap<String, Link>,
+    pub targets: &'a [Target],
+}
+
+/// The journal and where it is written.
+pub struct Record<'a> {
+    pub journal: &'a mut Journal,
+    pub path: &'a Path,
+}
+
 /// Runs the machine from `initial` commands until it finishes or is interrupted.
 pub async fn drive(
     machine: &mut Rollout,
     initial: Vec<Command>,
-    links: &BTreeMap<String, Link>,
-    targets: &[Target],
-    journal: &mut Journal,
-    journal_path: &Path,
+    work: Work<'_>,
+    record: Record<'_>,
     options: Options,
     report: &(dyn Fn(&[Change]) + Sync),
 ) -> anyhow::Result<Outcome> {
+    let Work { links, targets } = work;
+    let Record { journal, path: journal_path } = record;
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
     let mut workers: HashMap<usize, mpsc::UnboundedSender<Op>> = HashMap::new();
     for (i, target) in targets.iter().enumerate() {
@@ -205,9 +218,9 @@ pub async fn drive(
 /// previous container.
 async fn cleanup(machine: &Rollout, links: &BTreeMap<String, Link>, targets: &[Target]) {
     for (i, instance) in machine.instances().iter().enumerate() {
-        if instance.state == InstanceState::Done
-            && let Some(link) = links.get(&targets[i].node)
-        {
+        let Some(link) = links.get(&targets[i].node) else { continue };
+        let _ = ops::forget_next(link, &targets[i]).await;
+        if instance.state == InstanceState::Done {
             let _ = ops::forget_previous(link, &targets[i]).await;
         }
     }

@@ -34,12 +34,15 @@ use journal::{Journal, Kind};
 use ops::Target;
 
 /// The nodes an update reaches, and those it skips with the reason.
+/// Nodes an update reaches, and nodes it skips (with the reason).
+type Scope = (Vec<String>, Vec<(String, String)>);
+
 fn scope(
     fleet: &Fleet,
     args_nodes: &[String],
     mesh_flag: bool,
     mesh_file: Option<&std::path::Path>,
-) -> anyhow::Result<(Vec<String>, Vec<(String, String)>)> {
+) -> anyhow::Result<Scope> {
     let all: Vec<String> =
         fleet.nodes.iter().filter(|n| !n.agents.is_empty() || n.role.runs_datahub()).map(|n| n.name.clone()).collect();
     let chosen: Vec<String> = if !args_nodes.is_empty() {
@@ -143,25 +146,30 @@ fn conclude(printer: &Printer, outcome: &Outcome) -> ExitStatus {
 }
 
 /// Drives a machine with output, and concludes.
-#[allow(clippy::too_many_arguments)]
 async fn drive_and_report(
     printer: &Printer,
     machine: &mut Rollout,
     commands: Vec<orchestrator::rollout::Command>,
-    links: &BTreeMap<String, Link>,
-    targets: &[Target],
-    journal: &mut Journal,
-    journal_path: &std::path::Path,
+    work: driver::Work<'_>,
+    record: driver::Record<'_>,
     approve: bool,
 ) -> anyhow::Result<ExitStatus> {
     let live = report::Live::new(printer);
     let options = Options { approve, ..Options::default() };
-    let outcome =
-        driver::drive(machine, commands, links, targets, journal, journal_path, options, &|c| live.changes(c)).await?;
+    let outcome = driver::drive(
+        machine,
+        commands,
+        work,
+        driver::Record { journal: &mut *record.journal, path: record.path },
+        options,
+        &|c| live.changes(c),
+    )
+    .await?;
     let status = match &outcome {
         Outcome::Finished(status) => report::status_word(*status),
         Outcome::Interrupted(_) => "interrupted",
     };
+    let journal = &*record.journal;
     report::finish(printer, &live, machine, status, &journal.revision, &journal.previous, &journal.skipped)?;
     Ok(conclude(printer, &outcome))
 }
@@ -241,9 +249,15 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> a
         rollout: serde_json::Value::Null,
     };
     let commands = machine.start(driver::now_ms());
-    let status =
-        drive_and_report(printer, &mut machine, commands, &links, &targets, &mut journal, &journal_path, args.approve)
-            .await?;
+    let status = drive_and_report(
+        printer,
+        &mut machine,
+        commands,
+        driver::Work { links: &links, targets: &targets },
+        driver::Record { journal: &mut journal, path: &journal_path },
+        args.approve,
+    )
+    .await?;
     if status == ExitStatus::Success && machine.status() == Status::Succeeded {
         // The previous revisions' images stay for rollbacks: the newest `keep_images`.
         for link in links.values() {
@@ -344,7 +358,9 @@ async fn resume(
     }
     printer.info(&format!("Resuming the {} of revision {}.", journal.kind.as_str(), journal.revision));
     let commands = machine.resume(&observed, driver::now_ms());
-    drive_and_report(printer, &mut machine, commands, &links, &targets, &mut journal, path, approve).await
+    let work = driver::Work { links: &links, targets: &targets };
+    drive_and_report(printer, &mut machine, commands, work, driver::Record { journal: &mut journal, path }, approve)
+        .await
 }
 
 fn image_of(resource: &orchestrator::docker::DockerResource) -> String {

@@ -11,13 +11,15 @@ use bollard::query_parameters::RenameContainerOptionsBuilder;
 use orchestrator::docker::{DockerObject, DockerResource};
 use orchestrator::resource::FieldValue;
 use orchestrator::rollout::ProbeReport;
-use targets::docker::apply::{ApplyError, create_and_start, remove_container};
+use targets::docker::apply::{ApplyError, create, create_and_start, remove_container};
 use targets::probe;
 
 use crate::engines::Link;
 
 /// Suffix of an agent's previous container while its instance is in a rollout.
 pub const PREV_SUFFIX: &str = "-rivetctl-prev";
+/// Suffix of the new container, created (not started) while the old one stops.
+pub const NEXT_SUFFIX: &str = targets::docker::apply::NEXT_SUFFIX;
 
 /// One instance's container and what it should become.
 #[derive(Clone)]
@@ -36,6 +38,10 @@ pub struct Target {
 impl Target {
     pub fn prev(&self) -> String {
         format!("{}{PREV_SUFFIX}", self.container)
+    }
+
+    pub fn next(&self) -> String {
+        format!("{}{NEXT_SUFFIX}", self.container)
     }
 }
 
@@ -103,7 +109,12 @@ fn spec_of(resource: &DockerResource) -> &orchestrator::docker::ContainerSpec {
 /// Runs one operation. `Ok(None)` for stop/start success, `Ok(Some(report))` for probes.
 pub async fn run(link: &Link, target: &Target, op: &Op) -> Result<Option<ProbeReport>, OpError> {
     let result: Result<Option<ProbeReport>, String> = match op {
-        Op::StopOld { grace_ms } => stop_old(link, target, grace_secs(*grace_ms)).await.map(|()| None),
+        Op::StopOld { grace_ms } => {
+            // The new container is created while the old one stops: creating is not downtime.
+            let (stopped, _prepared) =
+                tokio::join!(stop_old(link, target, grace_secs(*grace_ms)), prepare_next(link, target));
+            stopped.map(|()| None)
+        }
         Op::StopNew { grace_ms } => remove_container(&link.engine, &target.container, grace_secs(*grace_ms))
             .await
             .map(|()| None)
@@ -134,24 +145,55 @@ pub async fn run(link: &Link, target: &Target, op: &Op) -> Result<Option<ProbeRe
 }
 
 async fn stop_old(link: &Link, target: &Target, grace: u64) -> Result<(), String> {
+    use bollard::errors::Error::DockerResponseServerError as Server;
     let prev = target.prev();
-    if exists(link, &target.container).await.map_err(|e| e.to_string())?.is_none() {
-        // Stopped and renamed already (a repeated command).
-        return Ok(());
-    }
-    if exists(link, &prev).await.map_err(|e| e.to_string())?.is_some() {
-        remove_container(&link.engine, &prev, 0).await.map_err(|e| e.to_string())?;
-    }
     let stop = bollard::query_parameters::StopContainerOptionsBuilder::default().t(grace as i32).build();
     match link.engine.call().stop_container(&target.container, Some(stop)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => {}
+        Ok(()) | Err(Server { status_code: 304, .. }) => {}
+        // Stopped and renamed already (a repeated command).
+        Err(Server { status_code: 404, .. }) => return Ok(()),
         Err(e) => return Err(e.to_string()),
     }
-    rename(link, &target.container, &prev).await.map_err(|e| e.to_string())
+    match rename(link, &target.container, &prev).await {
+        Ok(()) => Ok(()),
+        // A previous container from an earlier attempt: this one replaces it.
+        Err(Server { status_code: 409, .. }) => {
+            remove_container(&link.engine, &prev, 0).await.map_err(|e| e.to_string())?;
+            rename(link, &target.container, &prev).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Creates the new container under its `-next` name, not started. Best effort: starting
+/// creates it when this did not work.
+async fn prepare_next(link: &Link, target: &Target) -> Result<(), String> {
+    remove_container(&link.engine, &target.next(), 0).await.map_err(|e| e.to_string())?;
+    let resource = &target.resource;
+    create(&link.engine, &target.next(), spec_of(resource), resource).await.map_err(|e: ApplyError| format!("{e:#}"))
 }
 
 async fn start_new(link: &Link, target: &Target) -> Result<(), String> {
+    use bollard::errors::Error::DockerResponseServerError as Server;
+    let next = target.next();
+    let prepared = match link.engine.call().inspect_container(&next, None).await {
+        Ok(info) => {
+            info.config.and_then(|c| c.labels).and_then(|l| l.get(orchestrator::docker::labels::SPEC_HASH).cloned())
+                == Some(target.resource.spec_hash())
+        }
+        Err(_) => false,
+    };
+    if prepared {
+        if let Err(error) = rename(link, &next, &target.container).await {
+            // A leftover under the agent's name (a repeated command): it goes.
+            let Server { status_code: 409, .. } = error else { return Err(error.to_string()) };
+            remove_container(&link.engine, &target.container, 0).await.map_err(|e| e.to_string())?;
+            rename(link, &next, &target.container).await.map_err(|e| e.to_string())?;
+        }
+        return link.engine.call().start_container(&target.container, None).await.map_err(|e| e.to_string());
+    }
     remove_container(&link.engine, &target.container, 0).await.map_err(|e| e.to_string())?;
+    remove_container(&link.engine, &next, 0).await.map_err(|e| e.to_string())?;
     let resource = &target.resource;
     create_and_start(&link.engine, &target.container, spec_of(resource), resource)
         .await
@@ -177,4 +219,9 @@ async fn start_previous(link: &Link, target: &Target, image: &str) -> Result<(),
 /// Removes the kept previous container of a finished instance.
 pub async fn forget_previous(link: &Link, target: &Target) -> Result<(), String> {
     remove_container(&link.engine, &target.prev(), 0).await.map_err(|e| e.to_string())
+}
+
+/// Removes a prepared new container that was never started.
+pub async fn forget_next(link: &Link, target: &Target) -> Result<(), String> {
+    remove_container(&link.engine, &target.next(), 0).await.map_err(|e| e.to_string())
 }

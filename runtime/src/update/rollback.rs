@@ -205,5 +205,14 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) ->
         rollout: serde_json::Value::Null,
     };
     let commands = machine.start(driver::now_ms());
-    drive_and_report(printer, &mut machine, commands, &links, &targets, &mut journal, &journal_path, true).await
+    let work = driver::Work { links: &links, targets: &targets };
+    drive_and_report(
+        printer,
+        &mut machine,
+        commands,
+        work,
+        driver::Record { journal: &mut journal, path: &journal_path },
+        true,
+    )
+    .await
 }

@@ -151,6 +151,19 @@ pub async fn create_and_start(
     spec: &ContainerSpec,
     resource: &DockerResource,
 ) -> Result<(), ApplyError> {
+    create(engine, name, spec, resource).await?;
+    engine.call().start_container(name, None).await.map_err(api("cannot start container", &resource.key))?;
+    Ok(())
+}
+
+/// Creates a container under `name`, copies its files in and joins its networks, without
+/// starting it (so it can be prepared while its predecessor still runs).
+pub async fn create(
+    engine: &Engine,
+    name: &str,
+    spec: &ContainerSpec,
+    resource: &DockerResource,
+) -> Result<(), ApplyError> {
     let key = &resource.key;
     let options = CreateContainerOptionsBuilder::default().name(name).build();
     engine
@@ -174,7 +187,6 @@ pub async fn create_and_start(
         };
         engine.call().connect_network(network, request).await.map_err(api("cannot connect to network", key))?;
     }
-    engine.call().start_container(name, None).await.map_err(api("cannot start container", key))?;
     Ok(())
 }
 
