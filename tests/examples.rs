@@ -6,7 +6,7 @@ use std::path::Path;
 
 use support::{describe, golden, repo, rivetctl, run};
 
-const EXAMPLES: &[&str] = &["quickstart", "kubernetes", "proxmox"];
+const EXAMPLES: &[&str] = &["quickstart", "kubernetes", "proxmox", "mesh"];
 
 fn files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use orchestrator::config::Target;
 use orchestrator::config::rules::Endpoint;
 use serde::Serialize;
-use targets::docker::{self, build};
+use targets::docker::build;
 
 use crate::cli::GlobalArgs;
 use crate::exit::{ExitStatus, Hinted, Reported};
@@ -118,15 +118,16 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
                 return finish(printer, &checks);
             }
         };
+        let ssh = crate::engines::ssh_options(&fleet, &project.dir);
         for node in &fleet.nodes {
             let name = format!("engine {}", node.name);
-            if matches!(node.endpoint, Endpoint::Ssh { .. }) {
-                add(&name, Ok(format!("{} (reached over SSH by `rivetctl update`)", node.endpoint)));
-                continue;
-            }
-            match docker::connect(&node.name, &node.endpoint).await {
-                Err(err) => add(&name, Err((format!("{err}"), Some(err.hint())))),
-                Ok(engine) => {
+            match crate::engines::connect(node, &ssh).await {
+                Err(err) => add(&name, Err((format!("{err:#}"), hint_of(&err)))),
+                Ok(link) => {
+                    let engine = link.engine;
+                    if matches!(node.endpoint, Endpoint::Ssh { .. }) {
+                        add(&format!("ssh {}", node.name), Ok(format!("{} (host key known, login by key)", node.endpoint)));
+                    }
                     let version = engine.call().version().await.ok();
                     let detail = version
                         .map(|v| {
