@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../orchestrator/tests/support/golden.rs"]
+mod golden_files;
+
 pub mod docker;
 
 use std::path::{Path, PathBuf};
@@ -41,19 +44,7 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// Compares `actual` with `path` (relative to the repository root); `UPDATE_GOLDEN=1` writes.
+/// Compares `actual` with `path` (relative to the repository root).
 pub fn golden(path: &str, actual: &str) {
-    let path = repo().join(path);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
-    assert!(
-        expected == actual,
-        "golden file {} differs (UPDATE_GOLDEN=1 accepts):\n--- expected\n{expected}--- actual\n{actual}",
-        path.display()
-    );
+    golden_files::compare(&repo().join(path), actual);
 }

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+#[path = "golden.rs"]
+mod golden;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -63,21 +66,7 @@ pub fn docker_resources(source: &str) -> Vec<DockerResource> {
     docker::resources(&fleet(source))
 }
 
-/// Compares `actual` with the golden file at `tests/golden/<name>`; with `UPDATE_GOLDEN=1`
-/// writes it instead.
+/// Compares `actual` with the golden file at `tests/golden/<name>`.
 pub fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
-    if expected != actual {
-        panic!(
-            "golden file {} differs (run with UPDATE_GOLDEN=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}",
-            path.display()
-        );
-    }
+    golden::compare(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name), actual);
 }

@@ -126,7 +126,10 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
                 Ok(link) => {
                     let engine = link.engine;
                     if matches!(node.endpoint, Endpoint::Ssh { .. }) {
-                        add(&format!("ssh {}", node.name), Ok(format!("{} (host key known, login by key)", node.endpoint)));
+                        add(
+                            &format!("ssh {}", node.name),
+                            Ok(format!("{} (host key known, login by key)", node.endpoint)),
+                        );
                     }
                     let version = engine.call().version().await.ok();
                     let detail = version

@@ -50,6 +50,28 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// A journal for a rollout starting now (the machine's state is recorded by the driver).
+    pub fn new(
+        kind: Kind,
+        deployment: &str,
+        revision: String,
+        nodes: Vec<String>,
+        skipped: Vec<(String, String)>,
+        previous: Vec<(String, String)>,
+    ) -> Journal {
+        Journal {
+            version: FILE_VERSION,
+            kind,
+            deployment: deployment.to_string(),
+            started: jiff::Timestamp::now().to_string(),
+            revision,
+            nodes,
+            skipped,
+            previous,
+            rollout: serde_json::Value::Null,
+        }
+    }
+
     /// The state machine, read back.
     pub fn machine(&self) -> anyhow::Result<Rollout> {
         Rollout::from_journal(&self.rollout.to_string())

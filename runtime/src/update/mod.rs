@@ -237,17 +237,8 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> a
         return Ok(ExitStatus::Success);
     }
     let mut machine = Rollout::new(specs, policy, driver::now_ms());
-    let mut journal = Journal {
-        version: journal::FILE_VERSION,
-        kind: Kind::Update,
-        deployment: fleet.name.clone(),
-        started: jiff::Timestamp::now().to_string(),
-        revision: fleet.revision.clone(),
-        nodes: names,
-        skipped,
-        previous: previous.into_iter().collect(),
-        rollout: serde_json::Value::Null,
-    };
+    let mut journal =
+        Journal::new(Kind::Update, &fleet.name, fleet.revision.clone(), names, skipped, previous.into_iter().collect());
     let commands = machine.start(driver::now_ms());
     let status = drive_and_report(
         printer,

@@ -193,17 +193,8 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) ->
     let revision = label.unwrap_or_else(|| specs[0].to_image.clone());
     let policy = super::policy(&fleet, &UpdateArgs::default(), specs.len());
     let mut machine = Rollout::new(specs, policy, driver::now_ms());
-    let mut journal = Journal {
-        version: journal::FILE_VERSION,
-        kind: Kind::Rollback,
-        deployment: fleet.name.clone(),
-        started: jiff::Timestamp::now().to_string(),
-        revision,
-        nodes: names,
-        skipped,
-        previous: previous.into_iter().collect(),
-        rollout: serde_json::Value::Null,
-    };
+    let mut journal =
+        Journal::new(Kind::Rollback, &fleet.name, revision, names, skipped, previous.into_iter().collect());
     let commands = machine.start(driver::now_ms());
     let work = driver::Work { links: &links, targets: &targets };
     drive_and_report(

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../orchestrator/tests/support/golden.rs"]
+mod golden;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -73,23 +76,9 @@ pub fn secret_values() -> Vec<String> {
     dotenv().into_values().collect()
 }
 
-/// Compares `actual` with the golden file at `tests/golden/<name>`; with `UPDATE_GOLDEN=1`
-/// writes it instead.
+/// Compares `actual` with the golden file at `tests/golden/<name>`.
 pub fn golden(name: &str, actual: &str) {
-    let path = golden_path(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
-    if expected != actual {
-        panic!(
-            "golden file {} differs (run with UPDATE_GOLDEN=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}",
-            path.display()
-        );
-    }
+    golden::compare(&golden_path(name), actual);
 }
 
 pub fn golden_path(name: &str) -> PathBuf {
