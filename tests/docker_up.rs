@@ -48,6 +48,12 @@ fn up_converges_is_idempotent_and_repairs_drift() {
         }
     }
 
+    // Secrets reach containers as environment, never as labels.
+    for name in fleet.containers().keys() {
+        let labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", name]);
+        assert!(!labels.contains("quickstart-demo-password") && !labels.contains("sk-ant-"), "{name}: {labels}");
+    }
+
     let status = fleet.expect(&["--output", "json", "status"], 0);
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&status.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -190,4 +196,70 @@ fn docker_compose_accepts_the_rendered_file() {
     let secret = std::fs::metadata(out.join("agents.env")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(secret.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_failing_build_shows_the_end_of_its_log() {
+    let fleet = TestFleet::new("buildfail");
+    let dockerfile = fleet.dir.path().join("containers/agent/Dockerfile");
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    std::fs::write(&dockerfile, text.replace("USER 10001:10001", "RUN echo about to fail && false\nUSER 10001:10001"))
+        .unwrap();
+    let output = fleet.expect(&["build"], 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("building rivetos-agent:") && stderr.contains("failed"), "{stderr}");
+    assert!(stderr.contains("last ") && stderr.contains("lines of the build log"), "{stderr}");
+    assert!(stderr.contains("about to fail"), "{stderr}");
+    let log = stderr.lines().find_map(|l| l.strip_prefix("hint: the full build log is ")).expect("the log's path");
+    assert!(std::fs::read_to_string(log.trim()).unwrap().contains("about to fail"));
+    assert!(fleet.containers().is_empty(), "nothing was started");
+}
+
+#[test]
+fn a_git_source_is_resolved_to_a_commit() {
+    let fleet = TestFleet::new("git");
+    let repo = fleet.dir.path().join("upstream");
+    std::fs::create_dir_all(&repo).unwrap();
+    for entry in ["containers", "package.json", ".dockerignore"] {
+        let status =
+            std::process::Command::new("cp").arg("-a").arg(fleet.dir.path().join(entry)).arg(&repo).status().unwrap();
+        assert!(status.success());
+    }
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").args(args).current_dir(&repo).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "upstream"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    let url = format!("file://{}", repo.display());
+    fleet.edit(|text| {
+        text.replace(
+            "    path: .                       # this directory is the source tree",
+            &format!("    git: {url}\n    ref: main"),
+        )
+    });
+    let cache = fleet.dir.path().join("cache");
+    let output = support::run(
+        fleet.command(&["--output", "json", "infra", "preview", "--offline"]).env("XDG_CACHE_HOME", &cache),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let tree = cache.join("rivetctl/git");
+    let checked_out: Vec<_> = std::fs::read_dir(&tree)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path().join("trees")).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(checked_out, [commit.clone()], "the ref was resolved to its commit and checked out");
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let image = plan["changes"].as_array().unwrap().iter().find(|c| c["component"] == "agent").unwrap()["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "image")
+        .unwrap()["after"]
+        .clone();
+    assert!(image.as_str().unwrap().starts_with("rivetos-agent:"), "{image}");
 }

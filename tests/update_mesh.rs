@@ -183,9 +183,9 @@ fn mesh_update_in_batches_then_a_failing_canary_is_rolled_back() {
         "{} agents were down at once (max_parallel 1)",
         worst.load(Ordering::Relaxed)
     );
-    let (after, leftovers) = mesh.agent_states();
+    let (updated, leftovers) = mesh.agent_states();
     assert!(!leftovers, "no -rivetctl-prev/-next container is left");
-    for (name, (image, health, _)) in &after {
+    for (name, (image, health, _)) in &updated {
         assert_eq!(health, "healthy", "{name}");
         assert_ne!(image, &before[name].0, "{name} runs the new image");
         let version =
@@ -194,6 +194,15 @@ fn mesh_update_in_batches_then_a_failing_canary_is_rolled_back() {
     }
     let table = String::from_utf8_lossy(&update.stdout);
     assert_eq!(table.matches(" done ").count(), 3, "{table}");
+
+    // Back to the previous revision on one node, through the same gates.
+    mesh.fleet.expect(&["rollback", "--node", "n2"], 0);
+    let (after, _) = mesh.agent_states();
+    for (name, (image, health, _)) in &after {
+        assert_eq!(health, "healthy", "{name}");
+        let expected = if name.contains("-agent-b") { &before[name].0 } else { &updated[name].0 };
+        assert_eq!(image, expected, "{name}");
+    }
 
     // A revision whose agent fails its health check: the canary goes back, nothing else moves.
     std::fs::write(mesh.fleet.dir.path().join("containers/agent/FAIL_HEALTH"), "broken\n").unwrap();
