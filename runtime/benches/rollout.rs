@@ -22,8 +22,10 @@ const RUNS: usize = 3;
 
 fn main() {
     require_docker();
-    let fleet = BenchFleet::new("bench-rollout", 0, "32m");
+    // Declared first, dropped last: the fleet is destroyed (through the nodes' sshd) before
+    // the sshd servers stop.
     let servers: Vec<sshd::Sshd> = (0..3).map(|_| sshd::Sshd::start()).collect();
+    let fleet = BenchFleet::new("bench-rollout", 0, "32m");
     let public = std::fs::read_to_string(servers[0].dir().join("id_ed25519.pub")).unwrap();
     let mut known_hosts = String::new();
     let mut nodes = String::new();

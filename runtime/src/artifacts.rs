@@ -8,7 +8,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use targets::render::Artifact;
 
-/// Writes every artifact under `dir`, replacing files atomically (write, then rename).
+/// Writes every artifact under `dir`, replacing files atomically (write, then rename; not
+/// fsynced: they are rendered again at will, unlike the rollout journal).
 pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
     for artifact in artifacts {
         let path = dir.join(&artifact.path);
@@ -26,7 +27,6 @@ pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
         // The mode given to open() only applies to new files.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(artifact.contents.as_bytes()).with_context(|| format!("cannot write {}", partial.display()))?;
-        file.sync_all()?;
         fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

@@ -35,6 +35,11 @@ pub struct Resolved {
     pub source: Option<Source>,
 }
 
+/// Whether `dir` is inside a git work tree (checked without running git).
+fn in_git_tree(dir: &Path) -> bool {
+    dir.ancestors().any(|d| d.join(".git").exists())
+}
+
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -106,7 +111,7 @@ pub fn locate(project: &Project) -> anyhow::Result<Source> {
             "set deployment.source.path (relative to the config) or deployment.source.git",
         )
     })?;
-    let revision = git(&root, &["rev-parse", "HEAD"]).map(|commit| {
+    let revision = in_git_tree(&root).then(|| git(&root, &["rev-parse", "HEAD"])).flatten().map(|commit| {
         let dirty =
             git(&root, &["status", "--porcelain", "--untracked-files=no", "--", "."]).is_some_and(|s| !s.is_empty());
         if dirty { format!("{commit}-dirty") } else { commit }

@@ -161,6 +161,8 @@ enum Open {
         anchor: usize,
         key: Option<Yaml>,
         merged: Vec<String>,
+        /// Explicit keys so far, with the line each was written on (duplicates are errors).
+        seen: HashMap<String, usize>,
     },
 }
 
@@ -222,6 +224,7 @@ impl Builder {
                     anchor,
                     key: None,
                     merged: Vec::new(),
+                    seen: HashMap::new(),
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -278,7 +281,7 @@ impl Builder {
                     items.push(node);
                 }
             }
-            Some(Open::Map { node: map, key, merged, .. }) => match key.take() {
+            Some(Open::Map { node: map, key, merged, seen, .. }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
                     if let YamlKind::Map(entries) = &mut map.kind {
@@ -293,19 +296,24 @@ impl Builder {
                             && let Some(at) = merged.iter().position(|m| m == name)
                         {
                             merged.remove(at);
+                            seen.insert(name.to_string(), k.pos.line);
                             entries.retain(|(existing, _)| existing.as_scalar() != Some(name));
                             entries.push((k, node));
                             return Ok(());
                         }
-                        if let Some(dup) = entries.iter().find(|(existing, _)| {
-                            existing.as_scalar().is_some() && existing.as_scalar() == k.as_scalar()
-                        }) {
+                        let first = k.as_scalar().and_then(|name| match seen.get(name) {
+                            Some(line) => Some(*line),
+                            None => {
+                                seen.insert(name.to_string(), k.pos.line);
+                                None
+                            }
+                        });
+                        if let Some(line) = first {
                             self.errors.push(
                                 Diagnostic::error(
                                     format!(
-                                        "duplicate key \"{}\" (first defined at line {})",
+                                        "duplicate key \"{}\" (first defined at line {line})",
                                         k.as_scalar().unwrap_or_default(),
-                                        dup.0.pos.line
                                     ),
                                     Some(k.pos),
                                 )

@@ -55,14 +55,18 @@ fn signature<P>(step: &Step<P>) -> Option<String> {
         }
     };
     let mut sig = format!("{:?}|{}|{:?}|{:?}|", step.action, step.key.kind, step.forced_by, step.drift);
-    for change in step.shown_changes().iter() {
+    let mut add = |field: &str, before: Option<&FieldValue>, after: Option<&FieldValue>| {
         let _ = write!(
             sig,
-            "{}={}>{};",
-            change.field,
-            change.before.as_ref().map_or(String::new(), |v| generic(&v.text)),
-            change.after.as_ref().map_or(String::new(), |v| generic(&v.text))
+            "{field}={}>{};",
+            before.map_or(String::new(), |v| generic(&v.text)),
+            after.map_or(String::new(), |v| generic(&v.text))
         );
+    };
+    match (&step.action, &step.desired) {
+        // A create's changes are its fields; reading them in place spares a copy per object.
+        (Action::Create, Some(resource)) => resource.fields.iter().for_each(|(k, v)| add(k, None, Some(v))),
+        _ => step.changes.iter().for_each(|c| add(&c.field, c.before.as_ref(), c.after.as_ref())),
     }
     Some(sig)
 }

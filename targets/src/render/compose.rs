@@ -51,6 +51,10 @@ fn env_file(secrets: &BTreeMap<String, String>) -> String {
 
 /// A string as JSON (and so as a YAML scalar).
 fn q(text: &str) -> MValue {
+    // Most values need no escaping: quote them directly (a thousand agents have many).
+    if text.chars().all(|c| c != '"' && c != '\\' && !c.is_control()) {
+        return MValue::from(format!("\"{text}\""));
+    }
     MValue::from(serde_json::to_string(text).expect("strings serialise"))
 }
 
