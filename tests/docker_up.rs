@@ -252,7 +252,7 @@ fn a_git_source_is_resolved_to_a_commit() {
         .flat_map(|d| std::fs::read_dir(d.unwrap().path().join("trees")).unwrap())
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(checked_out, [commit.clone()], "the ref was resolved to its commit and checked out");
+    assert_eq!(checked_out, std::slice::from_ref(&commit), "the ref was resolved to its commit and checked out");
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let image = plan["changes"].as_array().unwrap().iter().find(|c| c["component"] == "agent").unwrap()["fields"]
         .as_array()
