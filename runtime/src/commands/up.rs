@@ -109,6 +109,14 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
         })?;
     }
     if report.failures.is_empty() {
+        // What the agents run now, for `rollback` later.
+        for node in session.fleet.nodes.iter().filter(|n| !n.agents.is_empty()) {
+            let _ = crate::update::rollback::remember(
+                &state::dir(&session.project),
+                &node.name,
+                &session.fleet.images[0].reference,
+            );
+        }
         let done: Vec<String> = summary.iter().map(|(a, n)| format!("{n} {a}d")).collect();
         printer.info(&format!(
             "Applied in {:.1}s: {}. Every container is healthy.",

@@ -11,7 +11,7 @@ pub mod journal;
 mod ops;
 mod prepare;
 mod report;
-mod rollback;
+pub mod rollback;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -96,6 +96,19 @@ fn read_history(state_dir: &std::path::Path) -> BTreeMap<String, Vec<String>> {
 
 /// Records `image` as deployed on `node`, and removes this deployment's images beyond the
 /// newest `keep` that no container uses.
+/// Records `image` as the agents' image on `node` (after `infra up` or an update).
+pub fn remember(state_dir: &std::path::Path, node: &str, image: &str) -> anyhow::Result<()> {
+    let mut history = read_history(state_dir);
+    let list = history.entry(node.to_string()).or_default();
+    if list.last().map(String::as_str) != Some(image) {
+        list.retain(|i| i != image);
+        list.push(image.to_string());
+        std::fs::create_dir_all(state_dir)?;
+        std::fs::write(history_path(state_dir), serde_json::to_string_pretty(&history)?)?;
+    }
+    Ok(())
+}
+
 pub async fn remember_and_prune(
     state_dir: &std::path::Path,
     link: &Link,
@@ -197,13 +210,11 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) ->
         Journal::new(Kind::Rollback, &fleet.name, revision, names, skipped, previous.into_iter().collect());
     let commands = machine.start(driver::now_ms());
     let work = driver::Work { links: &links, targets: &targets };
-    drive_and_report(
-        printer,
-        &mut machine,
-        commands,
-        work,
-        driver::Record { journal: &mut journal, path: &journal_path },
-        true,
-    )
-    .await
+    let record = driver::Record { journal: &mut journal, path: &journal_path };
+    let status = drive_and_report(printer, &mut machine, commands, work, record, true).await?;
+    // What each agent runs now, so a later rollback knows what came before.
+    for instance in machine.instances().iter().filter(|i| i.state == orchestrator::rollout::InstanceState::Done) {
+        let _ = remember(&state_dir, &instance.spec.node, &instance.spec.to_image);
+    }
+    Ok(status)
 }
