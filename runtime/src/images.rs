@@ -3,15 +3,19 @@
 //! would run as root.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use futures_util::future::join_all;
 use orchestrator::docker::DockerObject;
+use orchestrator::fleet::Fleet;
 use orchestrator::resource::{Resource, ResourceKey};
+use targets::docker::Engine;
 use targets::docker::build::{self, BuildError, Built};
 
 use crate::exit::hinted;
 use crate::progress::Progress;
 use crate::session::Session;
+use crate::source::Source;
 use crate::state;
 
 /// Outcome of preparing images: which were built (vs. already present).
@@ -36,47 +40,60 @@ pub fn build_failure(err: BuildError) -> anyhow::Error {
     }
 }
 
-/// Builds (or finds) every image the fleet uses on every node's engine; the images of one
-/// engine build in parallel.
+/// Builds (or finds) every image the fleet uses on every node's engine.
 pub async fn prepare(session: &Session, progress: &Progress<'_>) -> anyhow::Result<Prepared> {
     let mut prepared = Prepared::default();
     let log_dir = state::logs(&session.project);
     let mut nodes: Vec<&String> = session.engines.keys().collect();
     nodes.sort();
     for node in nodes {
-        let engine = &session.engines[node];
-        let builds = session.fleet.images.iter().map(|image| {
-            let log_dir = log_dir.clone();
-            async move {
-                let key = ResourceKey { node: node.clone(), kind: "image".into(), name: image.reference.clone() };
-                if image.build.is_none() {
-                    if !build::has_image(engine, &image.reference).await {
-                        return Err(hinted(
-                            format!("image {} is not on node {node}, and it is not built from source", image.reference),
-                            "load it there first (docker pull / docker load), or set deployment.image.build_from_source: true",
-                        ));
-                    }
-                    return Ok((image.reference.clone(), false));
-                }
-                let source = session.resolved.source.as_ref().expect("images with a build spec have a source");
-                let on_line = |line: &str| progress.build_line(&image.reference, line);
-                progress.note("build", &key, "started", "checking");
-                let built = build::build(engine, image, &source.root, &session.fleet.revision, &log_dir, &on_line)
-                    .await
-                    .map_err(build_failure)?;
-                let fresh = matches!(built, Built::Built { .. });
-                let detail = if fresh { "built" } else { "up to date (content hash unchanged)" };
-                progress.note("build", &key, "done", detail);
-                Ok((image.reference.clone(), fresh))
+        let source = session.resolved.source.as_ref();
+        let on_node = build_on(&session.engines[node], node, &session.fleet, source, &log_dir, progress).await?;
+        prepared.built.extend(on_node.built);
+        prepared.present.extend(on_node.present);
+    }
+    Ok(prepared)
+}
+
+/// Builds (or finds) every image of the fleet on one engine (`node` names it in messages);
+/// the images build in parallel.
+pub async fn build_on(
+    engine: &Engine,
+    node: &str,
+    fleet: &Fleet,
+    source: Option<&Source>,
+    log_dir: &Path,
+    progress: &Progress<'_>,
+) -> anyhow::Result<Prepared> {
+    let builds = fleet.images.iter().map(|image| async move {
+        let key = ResourceKey { node: node.to_string(), kind: "image".into(), name: image.reference.clone() };
+        if image.build.is_none() {
+            if !build::has_image(engine, &image.reference).await {
+                return Err(hinted(
+                    format!("image {} is not on node {node}, and it is not built from source", image.reference),
+                    "load it there first (docker pull / docker load), or set deployment.image.build_from_source: true",
+                ));
             }
-        });
-        for result in join_all(builds).await {
-            let (reference, fresh) = result?;
-            if fresh {
-                prepared.built.push(reference);
-            } else {
-                prepared.present.push(reference);
-            }
+            return Ok((image.reference.clone(), false));
+        }
+        let source = source.expect("images with a build spec have a source");
+        let on_line = |line: &str| progress.build_line(&image.reference, line);
+        progress.note("build", &key, "started", "checking");
+        let built = build::build(engine, image, &source.root, &fleet.revision, log_dir, &on_line)
+            .await
+            .map_err(build_failure)?;
+        let fresh = matches!(built, Built::Built { .. });
+        let detail = if fresh { "built" } else { "up to date (content hash unchanged)" };
+        progress.note("build", &key, "done", detail);
+        Ok((image.reference.clone(), fresh))
+    });
+    let mut prepared = Prepared::default();
+    for result in join_all(builds).await {
+        let (reference, fresh) = result?;
+        if fresh {
+            prepared.built.push(reference);
+        } else {
+            prepared.present.push(reference);
         }
     }
     Ok(prepared)

@@ -198,7 +198,15 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> a
     let progress = Progress::new(printer);
     if !args.dry_run {
         let control = crate::engines::control_host().await?;
-        prepare::build_once(&control, &fleet, resolved.source.as_ref(), &state::logs(&project), &progress).await?;
+        crate::images::build_on(
+            &control,
+            "control-host",
+            &fleet,
+            resolved.source.as_ref(),
+            &state::logs(&project),
+            &progress,
+        )
+        .await?;
         prepare::ship_all(&control, &fleet, &links, &progress).await?;
     }
     let mut specs: Vec<InstanceSpec> = Vec::new();

@@ -1,5 +1,5 @@
-//! Before anything is stopped: build once on the control host, ship the images to every
-//! node and verify them, bring the datahub and the migrate step to the new revision, and
+//! Before anything is stopped (after the images are built once on the control host, with
+//! `images::build_on`): ship the images to every node and verify them, bring the datahub and the migrate step to the new revision, and
 //! work out which agents move from which image to which.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +13,6 @@ use orchestrator::resource::{Component, FieldValue};
 use orchestrator::rollout::InstanceSpec;
 use targets::docker::Engine;
 use targets::docker::apply::{self, ApplyOptions};
-use targets::docker::build::{self, Built};
 use targets::docker::ship::{self, Shipped};
 
 use super::ops::{PREV_SUFFIX, Target};
@@ -25,40 +24,6 @@ use crate::progress::Progress;
 pub async fn image_version(engine: &Engine, image: &str) -> Option<String> {
     let info = engine.call().inspect_image(image).await.ok()?;
     info.config?.labels?.get("org.opencontainers.image.version").cloned()
-}
-
-/// Builds the fleet's images on the control host (once, content-addressed).
-pub async fn build_once(
-    control: &Engine,
-    fleet: &Fleet,
-    source: Option<&crate::source::Source>,
-    log_dir: &std::path::Path,
-    progress: &Progress<'_>,
-) -> anyhow::Result<()> {
-    for image in &fleet.images {
-        let key = orchestrator::resource::ResourceKey {
-            node: "control-host".into(),
-            kind: "image".into(),
-            name: image.reference.clone(),
-        };
-        if image.build.is_none() {
-            if !build::has_image(control, &image.reference).await {
-                return Err(hinted(
-                    format!("image {} is not on the control host and is not built from source", image.reference),
-                    "load it here first, or set deployment.image.build_from_source: true",
-                ));
-            }
-            continue;
-        }
-        let source = source.expect("images with a build spec have a source");
-        let on_line = |line: &str| progress.build_line(&image.reference, line);
-        let built = build::build(control, image, &source.root, &fleet.revision, log_dir, &on_line)
-            .await
-            .map_err(crate::images::build_failure)?;
-        let detail = if matches!(built, Built::Built { .. }) { "built" } else { "up to date (content hash unchanged)" };
-        progress.note("build", &key, "done", detail);
-    }
-    Ok(())
 }
 
 /// Ships every image to every node and checks the image IDs there.
