@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod docker;
+pub mod http;
 pub mod probe;
 pub mod render;
 pub mod ssh;

@@ -8,11 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
-use hyper::body::Bytes;
-use hyper::header::HOST;
-use hyper_util::rt::TokioIo;
 use orchestrator::rollout::ProbeReport;
 
 use crate::docker::Engine;
@@ -27,22 +22,9 @@ pub enum Reach {
     Ssh(Arc<Session>),
 }
 
-/// The most of a health document read.
-const MAX_BODY: usize = 256 * 1024;
-
 async fn get_local(host: &str, port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
     let stream = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let request = Request::get(path)
-        .header(HOST, format!("{host}:{port}"))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| e.to_string())?;
-    Ok((status, body.to_bytes().to_vec()))
+    crate::http::get(stream, &format!("{host}:{port}"), path).await.map_err(|e| e.to_string())
 }
 
 /// `GET http://host:port{path}` as the node sees it, within `limit`.
