@@ -251,6 +251,9 @@ fn an_ssh_endpoint_lost_mid_rollout_is_resumed() {
     assert_eq!(journal["rollout"]["status"], "interrupted");
     let refused = mesh.fleet.expect(&["update", "--mesh"], 1);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("update --resume"));
+    // infra up would prune the kept previous containers the resume needs: it waits too.
+    let refused = mesh.fleet.expect(&["infra", "up", "--yes"], 1);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("update --resume"));
 
     mesh.sshd[2].restart();
     let resumed = mesh.fleet.expect(&["update", "--resume"], 0);

@@ -14,7 +14,7 @@ use crate::exit::hinted;
 use crate::printer::Printer;
 use crate::project::{self, Project};
 use crate::source::{self, Resolved};
-use crate::{engines, fleet};
+use crate::{engines, fleet, lock, state};
 
 /// A project with its fleet and engines.
 pub struct Session {
@@ -22,6 +22,8 @@ pub struct Session {
     pub resolved: Resolved,
     pub fleet: Fleet,
     pub engines: HashMap<String, Engine>,
+    /// Held for the session's life by commands that change the deployment.
+    _lock: Option<lock::Lock>,
 }
 
 /// Refuses targets whose apply is not built yet, saying what works instead.
@@ -41,13 +43,37 @@ pub fn require_docker(project: &Project, command: &str) -> anyhow::Result<()> {
 impl Session {
     /// Loads the project (checking its target) and connects to its engines.
     pub async fn open(printer: &Printer, global: &GlobalArgs, command: &str) -> anyhow::Result<Session> {
+        Session::open_inner(printer, global, command, false).await
+    }
+
+    /// Like [`Session::open`] for commands that change the deployment: takes its lock and
+    /// refuses while a rollout is unfinished, before connecting to anything.
+    pub async fn open_to_change(printer: &Printer, global: &GlobalArgs, command: &str) -> anyhow::Result<Session> {
+        Session::open_inner(printer, global, command, true).await
+    }
+
+    async fn open_inner(
+        printer: &Printer,
+        global: &GlobalArgs,
+        command: &str,
+        change: bool,
+    ) -> anyhow::Result<Session> {
         let project = project::load(printer, &global.config)?;
         require_docker(&project, command)?;
+        let lock = if change {
+            let dir = state::dir(&project);
+            let lock = lock::acquire(&dir.join("locks"), &project.config.name, &format!("rivetctl {command}"))
+                .map_err(crate::commands::lock::explain)?;
+            crate::update::refuse_while_rolling_out(&dir)?;
+            Some(lock)
+        } else {
+            None
+        };
         let resolved = source::resolve(&project)?;
         let fleet = fleet::build(&project, &resolved)?;
         let connected = engines::connect_all(&fleet, &project.dir).await?;
         let engines = connected.into_iter().map(|link| (link.name.clone(), link.engine)).collect();
-        Ok(Session { project, resolved, fleet, engines })
+        Ok(Session { project, resolved, fleet, engines, _lock: lock })
     }
 
     /// The desired Docker resources.

@@ -11,13 +11,9 @@ use crate::exit::ExitStatus;
 use crate::printer::Printer;
 use crate::progress::Progress;
 use crate::session::Session;
-use crate::{lock, state};
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
-    let session = Session::open(printer, global, "infra destroy").await?;
-    let _lock =
-        lock::acquire(&state::dir(&session.project).join("locks"), &session.fleet.name, "rivetctl infra destroy")
-            .map_err(crate::commands::lock::explain)?;
+    let session = Session::open_to_change(printer, global, "infra destroy").await?;
     let observed = session.observe().await?;
     let plan = plan::plan_destroy(&session.fleet.name, "docker", &observed, args.volumes);
     let kept: Vec<String> = plan.kept.iter().map(|k| format!("{} {}", k.key.kind, k.key.name)).collect();

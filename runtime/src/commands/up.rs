@@ -13,7 +13,7 @@ use crate::exit::ExitStatus;
 use crate::printer::Printer;
 use crate::progress::Progress;
 use crate::session::Session;
-use crate::{images, lock, state};
+use crate::{images, state};
 
 /// The final line of `up` in `--output json`.
 #[derive(Serialize)]
@@ -38,9 +38,7 @@ struct FailureDocument {
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<ExitStatus> {
-    let session = Session::open(printer, global, "infra up").await?;
-    let _lock = lock::acquire(&state::dir(&session.project).join("locks"), &session.fleet.name, "rivetctl infra up")
-        .map_err(crate::commands::lock::explain)?;
+    let session = Session::open_to_change(printer, global, "infra up").await?;
     let progress = Progress::new(printer);
     let desired = session.desired();
     if !args.no_build {

@@ -93,6 +93,12 @@ fn policy(fleet: &Fleet, args: &UpdateArgs, total: usize) -> Policy {
     Policy::from_settings(&settings, total)
 }
 
+/// Refuses to change the deployment while a rollout is unfinished (its journal and the
+/// previous containers it keeps are what `--resume` needs).
+pub fn refuse_while_rolling_out(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    refuse_unfinished(&journal::read(&journal::path(state_dir))?)
+}
+
 /// Refuses to start a rollout while another one is unfinished.
 fn refuse_unfinished(existing: &Option<Journal>) -> anyhow::Result<()> {
     if let Some(journal) = existing {
