@@ -10,6 +10,7 @@ use orchestrator::docker::DockerObject;
 use orchestrator::fleet::Fleet;
 use orchestrator::resource::{Resource, ResourceKey};
 use targets::docker::Engine;
+use targets::docker::base_images::{self, BaseImageError};
 use targets::docker::build::{self, BuildError, Built};
 
 use crate::exit::hinted;
@@ -40,6 +41,40 @@ pub fn build_failure(err: BuildError) -> anyhow::Error {
     }
 }
 
+/// The examples' base image (examples/base-image/build.sh makes it; its `IMAGE` variable
+/// overrides the tag), recognised by its repository name.
+const EXAMPLES_BASE: &str = "rivetos-base";
+const EXAMPLES_BASE_TAG: &str = "busybox";
+
+/// How to provide a base image that is not on `node`: the examples' script for the examples'
+/// base image, else pulling it where a registry is reachable or loading an archive.
+pub fn base_image_hint(image: &str, node: &str) -> String {
+    let (repository, tag) = match image.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+        _ => (image, "latest"),
+    };
+    if repository == EXAMPLES_BASE || repository == format!("docker.io/library/{EXAMPLES_BASE}") {
+        if tag == EXAMPLES_BASE_TAG {
+            return "create it with examples/base-image/build.sh".into();
+        }
+        return format!("create it with IMAGE={EXAMPLES_BASE}:{tag} examples/base-image/build.sh");
+    }
+    format!(
+        "run `docker pull {image}` where a registry is reachable, or `docker load` it on node {node} from an archive made with `docker save {image}`"
+    )
+}
+
+/// A base image that is missing and could not be pulled, with how to provide it.
+fn base_image_failure(err: BaseImageError) -> anyhow::Error {
+    match err {
+        BaseImageError::Unavailable { ref base, ref node, .. } => {
+            let hint = base_image_hint(base, node);
+            hinted(err.to_string(), hint)
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
 /// Builds (or finds) every image the fleet uses on every node's engine.
 pub async fn prepare(session: &Session, progress: &Progress<'_>) -> anyhow::Result<Prepared> {
     let mut prepared = Prepared::default();
@@ -65,7 +100,10 @@ pub async fn build_on(
     log_dir: &Path,
     progress: &Progress<'_>,
 ) -> anyhow::Result<Prepared> {
-    let builds = fleet.images.iter().map(|image| async move {
+    // First, one image after the other: which need a build, and are their base images
+    // there? A missing base image stops here, before any build has started.
+    let mut needs_build = Vec::new();
+    for image in &fleet.images {
         let key = ResourceKey { node: node.to_string(), kind: "image".into(), name: image.reference.clone() };
         if image.build.is_none() {
             if !build::has_image(engine, &image.reference).await {
@@ -74,11 +112,28 @@ pub async fn build_on(
                     "load it there first (docker pull / docker load), or set deployment.image.build_from_source: true",
                 ));
             }
-            return Ok((image.reference.clone(), false));
+            needs_build.push(false);
+            continue;
+        }
+        progress.note("build", &key, "started", "checking");
+        if build::has_image(engine, &image.reference).await {
+            progress.note("build", &key, "done", "up to date (content hash unchanged)");
+            needs_build.push(false);
+            continue;
         }
         let source = source.expect("images with a build spec have a source");
         let on_line = |line: &str| progress.build_line(&image.reference, line);
-        progress.note("build", &key, "started", "checking");
+        base_images::ensure(engine, image, &source.root, &on_line).await.map_err(base_image_failure)?;
+        needs_build.push(true);
+    }
+    // Then the builds, in parallel.
+    let builds = fleet.images.iter().zip(needs_build).map(|(image, needed)| async move {
+        if !needed {
+            return Ok::<_, anyhow::Error>((image.reference.clone(), false));
+        }
+        let key = ResourceKey { node: node.to_string(), kind: "image".into(), name: image.reference.clone() };
+        let source = source.expect("images with a build spec have a source");
+        let on_line = |line: &str| progress.build_line(&image.reference, line);
         let built = build::build(engine, image, &source.root, &fleet.revision, log_dir, &on_line)
             .await
             .map_err(build_failure)?;
@@ -124,4 +179,32 @@ pub async fn check_users(session: &Session, desired: &[Resource<DockerObject>]) 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_image_hint;
+
+    #[test]
+    fn the_examples_base_image_points_at_its_script() {
+        assert_eq!(base_image_hint("rivetos-base:busybox", "local"), "create it with examples/base-image/build.sh");
+        assert_eq!(
+            base_image_hint("docker.io/library/rivetos-base:busybox", "hub"),
+            "create it with examples/base-image/build.sh"
+        );
+        assert_eq!(
+            base_image_hint("rivetos-base:v2", "local"),
+            "create it with IMAGE=rivetos-base:v2 examples/base-image/build.sh"
+        );
+    }
+
+    #[test]
+    fn other_images_are_pulled_or_loaded() {
+        let hint = base_image_hint("registry.example.net:5000/node:24-alpine", "edge1");
+        assert_eq!(
+            hint,
+            "run `docker pull registry.example.net:5000/node:24-alpine` where a registry is reachable, or `docker load` it on node edge1 from an archive made with `docker save registry.example.net:5000/node:24-alpine`"
+        );
+        assert!(base_image_hint("rivetos-base-extra:busybox", "local").starts_with("run `docker pull"));
+    }
 }

@@ -1,6 +1,7 @@
 //! The Proxmox LXC parameters: golden files, and every parameter checked against the
 //! official API schema of `POST /nodes/{node}/lxc` (names, types, ranges, enums, patterns,
-//! property-string formats).
+//! property-string formats). The schema is the repository's own subset of the official one,
+//! `tests/data/pve-api-schema.subset.json` (written by `scripts/extract-pve-schema.py`).
 
 mod support;
 
@@ -30,7 +31,7 @@ agents:
   gemini: { provider: google }
 "#;
 
-const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/pve-api-schema.json");
+const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pve-api-schema.subset.json");
 
 fn rendered(source: &str) -> Vec<(String, Value)> {
     proxmox::artifacts(&fleet(source))
@@ -111,10 +112,13 @@ fn resources_are_stateful_containers() {
 
 fn schema_params() -> Map<String, Value> {
     let text = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| {
-        panic!("the Proxmox API schema {SCHEMA} is missing ({e}); CI needs ../shared beside the repo")
+        panic!("the Proxmox API schema subset {SCHEMA} is missing ({e}); it is part of the repository")
     });
     let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
-    schema["/nodes/{node}/lxc"]["POST"]["parameters"]["properties"].as_object().expect("POST /nodes/{node}/lxc").clone()
+    schema["paths"]["/nodes/{node}/lxc"]["POST"]["parameters"]["properties"]
+        .as_object()
+        .expect("POST /nodes/{node}/lxc")
+        .clone()
 }
 
 /// `net0` → the schema's `net[n]`.
@@ -277,4 +281,33 @@ fn the_schema_check_catches_mistakes() {
     assert!(!bad("hostname", "rivet_pve1".into()).is_empty(), "underscore in hostname");
     assert!(!bad("rootfs", "local-lvm".into()).is_empty(), "rootfs without size");
     assert!(!bad("sshkeys", "x".into()).is_empty(), "a QEMU parameter");
+}
+
+/// The subset says where it came from and holds exactly the methods its header lists, each a
+/// whole entry (scripts/extract-pve-schema.py --check proves it a faithful copy).
+#[test]
+fn the_schema_subset_names_its_source_and_holds_what_it_lists() {
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(SCHEMA).unwrap()).unwrap();
+    let source = &schema["source"];
+    assert!(source["origin"].as_str().unwrap().contains("apidoc.js"), "{source:#}");
+    assert_eq!(source["extracted_by"], "scripts/extract-pve-schema.py");
+    assert_eq!(source["source_sha256"].as_str().map(str::len), Some(64));
+    assert!(source["pve_version"].is_string() && source["extracted_on"].is_string());
+    let kept: Vec<&str> = source["kept"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    let mut present = Vec::new();
+    for (path, methods) in schema["paths"].as_object().unwrap() {
+        for (method, entry) in methods.as_object().unwrap() {
+            assert!(entry["parameters"].is_object() && entry["description"].is_string(), "{method} {path}");
+            present.push(format!("{method} {path}"));
+        }
+    }
+    let mut listed: Vec<String> = kept.iter().map(|k| k.to_string()).collect();
+    listed.sort();
+    present.sort();
+    assert_eq!(listed, present);
+    for needed in
+        ["POST /nodes/{node}/lxc", "PUT /nodes/{node}/lxc/{vmid}/resize", "GET /nodes/{node}/tasks/{upid}/status"]
+    {
+        assert!(kept.contains(&needed), "{needed}");
+    }
 }

@@ -73,11 +73,7 @@ impl TestFleet {
     /// Copies examples/quickstart and renames its deployment to `rt-<test>-<pid>-<n>`.
     pub fn new(test: &str) -> TestFleet {
         docker(&["version", "--format", "{{.Server.Version}}"]);
-        let images = docker(&["images", "-q", "rivetos-base:busybox"]);
-        assert!(
-            !images.trim().is_empty(),
-            "the base image rivetos-base:busybox is missing: run examples/base-image/build.sh (CI does)"
-        );
+        super::base_image::ensure_base_image();
         let dir = tempfile::Builder::new().prefix("rivetctl-e2e-").tempdir().unwrap();
         copy_tree(&repo().join("examples/quickstart"), dir.path());
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -5,6 +5,7 @@
 #[path = "../../orchestrator/tests/support/golden.rs"]
 mod golden_files;
 
+pub mod base_image;
 pub mod docker;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../tests/support/base_image.rs"]
+mod base_image;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,11 +112,12 @@ pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// Fails loudly if the engine or base image is missing.
+/// Fails loudly if the engine is not usable; creates the base image when it is missing.
 pub fn require_docker() {
-    let output = Command::new("docker").args(["images", "-q", "rivetos-base:busybox"]).output().expect("docker CLI");
+    let output =
+        Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output().expect("docker CLI");
     assert!(output.status.success(), "docker is not usable: {}", String::from_utf8_lossy(&output.stderr));
-    assert!(!output.stdout.is_empty(), "rivetos-base:busybox is missing: run examples/base-image/build.sh");
+    base_image::ensure_base_image();
 }
 
 pub fn dir_of(fleet: &BenchFleet) -> &Path {

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use orchestrator::config::Target;
 use orchestrator::config::rules::Endpoint;
 use serde::Serialize;
+use targets::build::dockerfile;
 use targets::docker::build;
 
 use crate::cli::GlobalArgs;
@@ -23,20 +24,6 @@ struct Check {
 
 fn hint_of(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|e| e.downcast_ref::<Hinted>()).map(|h| h.hint.clone())
-}
-
-fn from_lines(dockerfile: &str) -> Vec<String> {
-    dockerfile
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let first = words.next()?;
-            if !first.eq_ignore_ascii_case("FROM") {
-                return None;
-            }
-            words.find(|w| !w.starts_with("--")).map(str::to_string)
-        })
-        .collect()
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
@@ -146,15 +133,21 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
                     if let Some(src) = &resolved.source {
                         for image in fleet.images.iter().filter_map(|i| i.build.as_ref()) {
                             let text = std::fs::read_to_string(src.root.join(&image.dockerfile)).unwrap_or_default();
-                            for base in from_lines(&text).into_iter().filter(|b| b != "scratch") {
+                            for base in dockerfile::base_images(&text, &image.build_args) {
                                 if build::has_image(&engine, &base).await {
                                     add(&format!("base image {base}"), Ok(format!("present on {}", node.name)));
                                 } else {
                                     add(
                                         &format!("base image {base}"),
                                         Err((
-                                            format!("{} needs {base}, which is not on node {}", image.dockerfile, node.name),
-                                            Some("load or build it there (for the quickstart: examples/base-image/build.sh); builds pull it only when a registry is reachable".into()),
+                                            format!(
+                                                "{} needs {base}, which is not on node {}",
+                                                image.dockerfile, node.name
+                                            ),
+                                            Some(format!(
+                                                "{}; builds pull it only when a registry is reachable",
+                                                crate::images::base_image_hint(&base, &node.name)
+                                            )),
                                         )),
                                     );
                                 }

@@ -2,4 +2,5 @@
 //! building them.
 
 pub mod context;
+pub mod dockerfile;
 pub mod ignore;

@@ -5,6 +5,7 @@
 //! reports them) and knows which node it serves.
 
 pub mod apply;
+pub mod base_images;
 pub mod build;
 mod connect;
 pub mod container;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Install what the quickstart and the tests need, on Debian or Ubuntu, in one command:
+#
+#   scripts/install-prerequisites.sh        (as root, or as a user who may sudo)
+#
+# - Debian packages: busybox-static (the base image), openssh-server (the SSH tests start
+#   their own sshd on loopback), docker-compose (checks rendered compose files), systemd
+#   (systemd-analyze verifies rendered units), socat and openssl (TLS and network tests);
+# - kubernetes-validate 1.37.0 (pip), which checks rendered Kubernetes manifests;
+# - /run/sshd, sshd's privilege separation directory;
+# - the local base image rivetos-base:busybox (examples/base-image/build.sh), so the
+#   quickstart builds offline. This step needs a running Docker Engine.
+#
+# Not installed here: Rust (https://rustup.rs), cargo-nextest, and the Docker Engine itself.
+# Idempotent: what is present is left alone; every step says what it did. CI (.ci/run) runs
+# this script too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl)
+KUBERNETES_VALIDATE=1.37.0
+# Where kubernetes-validate goes when the system Python refuses pip installs (PEP 668).
+VENV=/opt/rivetctl/kubernetes-validate
+
+say() { echo "install-prerequisites: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+[ -r /etc/debian_version ] || die "this script supports Debian and Ubuntu (apt); elsewhere install the equivalents of: ${PACKAGES[*]}"
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "run as root, or install sudo"
+    SUDO=(sudo)
+fi
+
+# 1. Debian packages.
+missing=()
+for package in "${PACKAGES[@]}"; do
+    if [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" != "install ok installed" ]; then
+        missing+=("$package")
+    fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    say "packages: all present (${PACKAGES[*]})"
+else
+    say "packages: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+    say "packages: installed ${missing[*]}"
+fi
+
+# 2. kubernetes-validate.
+installed="$(kubernetes-validate --version 2>/dev/null || true)"
+if [ "$installed" = "$KUBERNETES_VALIDATE" ]; then
+    say "kubernetes-validate: $KUBERNETES_VALIDATE present ($(command -v kubernetes-validate))"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 not found (apt-get install python3)"
+    managed="$(python3 -c 'import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))')"
+    if [ "$managed" = True ]; then
+        # The distribution's Python takes no pip installs: use a virtual environment and put
+        # the command on the PATH.
+        if ! python3 -c 'import ensurepip' 2>/dev/null; then
+            say "kubernetes-validate: installing python3-venv"
+            "${SUDO[@]}" apt-get install -y -qq python3-venv >/dev/null
+        fi
+        say "kubernetes-validate: installing $KUBERNETES_VALIDATE into $VENV (the system Python is externally managed)"
+        "${SUDO[@]}" python3 -m venv "$VENV"
+        "${SUDO[@]}" "$VENV/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE"
+        "${SUDO[@]}" ln -sf "$VENV/bin/kubernetes-validate" /usr/local/bin/kubernetes-validate
+    else
+        say "kubernetes-validate: installing $KUBERNETES_VALIDATE with $(command -v python3) -m pip"
+        python3 -m pip install -q "kubernetes-validate==$KUBERNETES_VALIDATE"
+    fi
+    hash -r
+    installed="$(kubernetes-validate --version 2>/dev/null || true)"
+    [ "$installed" = "$KUBERNETES_VALIDATE" ] || die "kubernetes-validate $KUBERNETES_VALIDATE is not on the PATH after installing it (found: ${installed:-none})"
+    say "kubernetes-validate: $KUBERNETES_VALIDATE installed ($(command -v kubernetes-validate))"
+fi
+
+# 3. sshd's privilege separation directory (the SSH tests start their own sshd).
+if [ -d /run/sshd ]; then
+    say "/run/sshd: present"
+else
+    "${SUDO[@]}" mkdir -p /run/sshd
+    say "/run/sshd: created"
+fi
+
+# 4. The base image the examples build FROM, on the local engine.
+docker version --format 'docker: Engine {{.Server.Version}} (API {{.Server.APIVersion}})' >&2 \
+    || die "the Docker Engine is not reachable; start it (and make sure this user may use it), then run this script again"
+say "base image: examples/base-image/build.sh"
+examples/base-image/build.sh >/dev/null
+say "done"
