@@ -126,6 +126,7 @@ const NAME: Ty = Ty::Text(&super::rules::NAME);
 const HOST: Ty = Ty::Text(&super::rules::HOST);
 const QUANTITY: Ty = Ty::Text(&super::rules::QUANTITY);
 const ABS_PATH: Ty = Ty::Text(&super::rules::ABS_PATH);
+const URL_PATH: Ty = Ty::Text(&super::rules::URL_PATH);
 const PG_VERSION: Ty = Ty::Text(&super::rules::PG_VERSION);
 const PARALLEL: Ty = Ty::Text(&super::rules::PARALLEL);
 const ENDPOINT: Ty = Ty::Text(&super::rules::ENDPOINT);
@@ -373,8 +374,8 @@ const HEALTH: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
         Field::new("port", &PORT1, "Agent health port (`RIVETOS_HEALTH_PORT`).").default(I(3100)),
-        Field::new("live_path", &ABS_PATH, "Liveness endpoint (200 when alive).").default(S("/health/live")),
-        Field::new("path", &ABS_PATH, "Health endpoint reporting `status` and `version`.").default(S("/health")),
+        Field::new("live_path", &URL_PATH, "Liveness endpoint (200 when alive).").default(S("/health/live")),
+        Field::new("path", &URL_PATH, "Health endpoint reporting `status` and `version`.").default(S("/health")),
         Field::new("interval", &DURATION, "Interval of the container health check.").default(S("5s")),
         Field::new("timeout", &DURATION, "Timeout of one health check.").default(S("3s")),
         Field::new("retries", &Ty::Int { min: 1, max: 100 }, "Failed checks before a container is unhealthy.")

@@ -208,3 +208,15 @@ fn durations_and_sizes_are_normalised() {
     assert_eq!(d.update.max_parallel, "25%");
     assert_eq!(d.update.min_healthy_time, 90_000);
 }
+
+#[test]
+fn health_paths_are_url_paths_without_shell_characters() {
+    check(
+        "deployment:\n  target: docker\n  health:\n    live_path: \"/health/live;reboot\"\n    path: /health?x=1\n",
+        &[
+            "4:16 error: \"live_path\" must be an absolute URL path such as `/health/live` (letters, digits, `-._~/:@!*+,=` and `%XX` escapes) (found \"/health/live;reboot\")",
+            "5:11 error: \"path\" must be an absolute URL path such as `/health/live` (letters, digits, `-._~/:@!*+,=` and `%XX` escapes) (found \"/health?x=1\")",
+        ],
+    );
+    check("deployment:\n  target: docker\n  health: {live_path: /v1/live%20x, path: /health}\n", &[]);
+}
