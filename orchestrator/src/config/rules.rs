@@ -92,6 +92,29 @@ pub fn is_url_path(text: &str) -> bool {
     true
 }
 
+/// A git URL or path. git reads an argument starting with `-` as an option
+/// (`--upload-pack=<command>` runs a command), so such a value is refused here, before any
+/// git runs; rivetctl also passes it after `--`.
+pub const GIT_URL: TextRule = TextRule {
+    expected: "a git URL or path that does not start with `-`",
+    pattern: "^[^-\\s][^\\s]*$",
+    hint: "write the repository's URL, for example `https://github.com/philbert440/rivetos.git`",
+    check: |text| is_git_argument(text).then(|| json!(text)),
+};
+
+/// A branch, tag or commit of `git`; refused when it starts with `-` (an option to git).
+pub const GIT_REF: TextRule = TextRule {
+    expected: "a branch, tag or commit that does not start with `-`",
+    pattern: "^[^-\\s][^\\s]*$",
+    hint: "for example `main`, `v1.4.0` or a commit id",
+    check: |text| is_git_argument(text).then(|| json!(text)),
+};
+
+/// True for a non-empty value without whitespace that git cannot take for an option.
+pub fn is_git_argument(text: &str) -> bool {
+    !text.is_empty() && !text.starts_with('-') && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 pub const PG_VERSION: TextRule = TextRule {
     expected: "a PostgreSQL major version such as `16`",
     pattern: "^[0-9]{1,2}$",
@@ -352,6 +375,16 @@ mod tests {
             "/ü",
         ] {
             assert!(!is_url_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn git_arguments_never_look_like_options() {
+        for good in ["https://github.com/o/r.git", "git@github.com:o/r.git", "../r", "main", "v1.0", "a1b2c3"] {
+            assert!(is_git_argument(good), "{good}");
+        }
+        for bad in ["", "--upload-pack=touch /tmp/x", "-h", "--output=/tmp/x", "main branch", "a\nb"] {
+            assert!(!is_git_argument(bad), "{bad:?}");
         }
     }
 

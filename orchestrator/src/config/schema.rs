@@ -308,10 +308,16 @@ const SOURCE: Object = Object {
             .default(S(".")),
         Field::new(
             "git",
-            &STR,
+            &Ty::Text(&super::rules::GIT_URL),
             "Git URL of the source; when set, `ref` is resolved to a commit and checked out into rivetctl's cache.",
         ),
-        Field::new("ref", &STR, "Branch, tag or commit of `git`.").default(S("main")),
+        Field::new("ref", &Ty::Text(&super::rules::GIT_REF), "Branch, tag or commit of `git`.").default(S("main")),
+        Field::new(
+            "git_timeout",
+            &DURATION,
+            "How long one git command (clone, fetch, rev-parse, archive, status) may run before it is stopped.",
+        )
+        .default(S("10m")),
         Field::new("dockerfiles", &Ty::Object(&DOCKERFILES), "Dockerfile locations per image."),
         Field::new("build_args", &STR_MAP, "Extra build arguments for every image (part of the content hash)."),
     ],

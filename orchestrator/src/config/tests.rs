@@ -220,3 +220,18 @@ fn health_paths_are_url_paths_without_shell_characters() {
     );
     check("deployment:\n  target: docker\n  health: {live_path: /v1/live%20x, path: /health}\n", &[]);
 }
+
+#[test]
+fn git_urls_and_refs_that_git_would_take_for_options_are_refused() {
+    check(
+        "deployment:\n  target: docker\n  source:\n    git: \"--upload-pack=touch /tmp/x\"\n    ref: -h\n",
+        &[
+            "4:10 error: \"git\" must be a git URL or path that does not start with `-` (found \"--upload-pack=touch /tmp/x\")",
+            "5:10 error: \"ref\" must be a branch, tag or commit that does not start with `-` (found \"-h\")",
+        ],
+    );
+    let loaded =
+        load("deployment:\n  target: docker\n  source: {git: \"https://h/r.git\", ref: v1.2}\n", &vars()).unwrap();
+    assert_eq!(loaded.config.raw.deployment.source.git_ref, "v1.2");
+    assert_eq!(loaded.config.raw.deployment.source.git_timeout, 600_000, "10m by default");
+}
