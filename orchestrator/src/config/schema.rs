@@ -328,7 +328,7 @@ const NODE: Object = Object {
     fields: &[
         Field::new("name", &NAME, "Node name (unique).").required().missing("Node requires a string \"name\"").invalid("Node requires a string \"name\""),
         Field::new("role", &Ty::Enum(ROLES), "What runs on this node.").required().missing("Node role must be one of: datahub, agents, both").invalid("Node role must be one of: datahub, agents, both"),
-        Field::new("host", &ENDPOINT, "How to reach the node's Docker Engine: `local`, `unix:///path`, `tcp://host:port` or `ssh://user@host[:port]`.").default(S("local")),
+        Field::new("host", &ENDPOINT, "How to reach the node's Docker Engine: `local`, `unix:///path`, `tcp://host:port` or `ssh://[user@]host[:port]` (without `user@`, the local user, as OpenSSH).").default(S("local")),
         Field::new("agents", &STR_LIST, "Agent ids that run on this node. Agents not listed anywhere run on the single agents node without a list."),
         Field::new("address", &HOST, "Address other nodes use to reach this node (the datahub's published port). Default: the host of `host`."),
     ],
