@@ -187,8 +187,12 @@ const DOCKER: Object = Object {
             &ENDPOINT,
             "rivetctl: Docker Engine to use when no `deployment.nodes` are given: `unix:///path`, `tcp://host:port` or `ssh://user@host[:port]`. Default: `DOCKER_HOST`, else the local socket.",
         ),
-        Field::new("postgres_bind", &HOST, "rivetctl: host address the published PostgreSQL port binds to.")
-            .default(S("127.0.0.1")),
+        Field::new(
+            "postgres_bind",
+            &HOST,
+            "rivetctl: host address the published PostgreSQL port binds to; agents on other nodes need one they reach, such as the datahub node's LAN address (`0.0.0.0` is warned about).",
+        )
+        .default(S("127.0.0.1")),
     ],
 };
 

@@ -235,3 +235,51 @@ fn git_urls_and_refs_that_git_would_take_for_options_are_refused() {
     assert_eq!(loaded.config.raw.deployment.source.git_ref, "v1.2");
     assert_eq!(loaded.config.raw.deployment.source.git_timeout, 600_000, "10m by default");
 }
+
+/// A hub with agents of its own and an edge node, datahub published as `docker` says.
+fn two_nodes(docker: &str, hub: &str) -> String {
+    format!(
+        "deployment:\n  target: docker\n  docker: {{{docker}}}\n  nodes:\n    - {{name: hub, role: both, {hub}agents: [opus]}}\n    - {{name: edge, role: agents, host: \"ssh://d@10.0.0.11\", agents: [grok]}}\nagents: {{opus: {{}}, grok: {{}}}}\n"
+    )
+}
+
+#[test]
+fn agents_on_other_nodes_need_the_datahub_published_where_they_reach_it() {
+    let loopback = "agents on node \"edge\" connect to the datahub at 10.0.0.10:5432, but its port is published on 127.0.0.1 only, which other machines cannot reach";
+    // The default bind (127.0.0.1): the error points at the datahub's node.
+    check(&two_nodes("", "address: 10.0.0.10, "), &[&format!("5:14 error: {loopback}")]);
+    check(&two_nodes("postgres_port: 5432", "address: 10.0.0.10, "), &[&format!("3:27 error: {loopback}")]);
+    check(&two_nodes("postgres_bind: 127.0.0.1", "address: 10.0.0.10, "), &[&format!("3:27 error: {loopback}")]);
+    check(&two_nodes("postgres_bind: 10.0.0.10", "address: 10.0.0.10, "), &[]);
+    check(
+        &two_nodes("postgres_bind: 10.0.0.10", ""),
+        &[
+            "5:14 error: agents on node \"edge\" connect to the datahub at node \"hub\"'s address, but node \"hub\" has none (its host is local)",
+        ],
+    );
+    check(
+        &two_nodes("", "address: 127.0.0.1, "),
+        &[
+            "5:40 warning: agents on node \"edge\" connect to the datahub at 127.0.0.1:5432, but inside their containers 127.0.0.1 is the container itself",
+        ],
+    );
+    check(
+        &two_nodes("postgres_bind: 10.0.0.10", "host: \"ssh://d@127.0.0.1\", "),
+        &[
+            "5:37 warning: agents on node \"edge\" connect to the datahub at 127.0.0.1:5432, but inside their containers 127.0.0.1 is the container itself",
+        ],
+    );
+    // Nobody on another node: loopback is right.
+    check(
+        "deployment:\n  target: docker\n  nodes: [{name: hub, role: both, agents: [opus]}]\nagents: {opus: {}}\n",
+        &[],
+    );
+}
+
+#[test]
+fn the_datahub_published_on_every_interface_is_a_warning() {
+    let warning = "warning: PostgreSQL is published on every interface (0.0.0.0 port 5432), unencrypted: anyone who can reach this machine can try the datahub's password";
+    check(&two_nodes("postgres_bind: 0.0.0.0", "address: 10.0.0.10, "), &[&format!("3:27 {warning}")]);
+    check("deployment:\n  target: docker\n  docker: {postgres_bind: 0.0.0.0}\n", &[&format!("3:27 {warning}")]);
+    check("deployment:\n  target: docker\n  docker: {postgres_bind: 0.0.0.0, postgres_port: 0}\n", &[]);
+}
