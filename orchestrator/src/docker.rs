@@ -461,9 +461,14 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             spec.mounts.extend(shared_mount.clone());
             give_config(&mut spec);
             spec.healthcheck = Some(Healthcheck {
+                // Exec form: the path is one argument of wget, never shell text.
                 test: vec![
-                    "CMD-SHELL".into(),
-                    format!("wget -q -O /dev/null http://127.0.0.1:{}{} || exit 1", health.port, health.live_path),
+                    "CMD".into(),
+                    "wget".into(),
+                    "-q".into(),
+                    "-O".into(),
+                    "/dev/null".into(),
+                    format!("http://127.0.0.1:{}{}", health.port, health.live_path),
                 ],
                 interval_ms: health.interval,
                 timeout_ms: health.timeout,

@@ -53,7 +53,7 @@ fn relative_to(config_dir: &std::path::Path, path: PathBuf) -> PathBuf {
 pub async fn connect(node: &FleetNode, options: &SshOptions) -> anyhow::Result<Link> {
     match &node.endpoint {
         Endpoint::Ssh { user, host, port } => {
-            let user = user.clone().unwrap_or_else(|| "root".to_string());
+            let user = ssh_user(&node.name, user.as_deref(), host, *port)?;
             let (engine, session) =
                 ssh::connect_engine(&node.name, host, *port, &user, options).await.map_err(|err| {
                     let hint = err.hint();
@@ -68,6 +68,48 @@ pub async fn connect(node: &FleetNode, options: &SshOptions) -> anyhow::Result<L
             })?;
             Ok(Link { name: node.name.clone(), engine, reach: Reach::Local })
         }
+    }
+}
+
+/// The user a node's `ssh://` endpoint logs in as: the one it names, else the local user.
+fn ssh_user(node: &str, named: Option<&str>, host: &str, port: u16) -> anyhow::Result<String> {
+    match named {
+        Some(user) => Ok(user.to_string()),
+        None => local_user().ok_or_else(|| {
+            hinted(
+                format!("node {node}: {host} names no SSH user, and this process's user has no name"),
+                format!("name the user in the node's host: ssh://<user>@{host}:{port}"),
+            )
+        }),
+    }
+}
+
+/// The user an `ssh://host` without `user@` logs in as: the local user, as OpenSSH
+/// chooses it (the account of the real uid), else `$USER` (a uid without a passwd entry).
+pub fn local_user() -> Option<String> {
+    // SAFETY: `getuid` has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    local_user_from(account_name(uid), std::env::var("USER").ok())
+}
+
+fn local_user_from(account: Option<String>, env_user: Option<String>) -> Option<String> {
+    account.or(env_user).filter(|name| !name.is_empty())
+}
+
+/// The passwd name of `uid`.
+fn account_name(uid: libc::uid_t) -> Option<String> {
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: `getpwuid_r` writes the entry into `entry`
+    // and its strings into `buffer` (whose length is passed), and sets `found` to `&entry`
+    // or null; `pw_name` is read only when it was found, while `buffer` is alive.
+    unsafe {
+        let mut entry: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found);
+        if rc != 0 || found.is_null() || entry.pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(entry.pw_name).to_str().ok().map(str::to_string)
     }
 }
 
@@ -97,4 +139,37 @@ pub async fn observe_all(engines: &[Engine], deployment: &str) -> anyhow::Result
     }
     observed.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_ssh_user_is_the_local_account_as_openssh_picks_it() {
+        let expected = std::process::Command::new("id").arg("-run").output().unwrap();
+        let expected = String::from_utf8(expected.stdout).unwrap().trim().to_string();
+        assert_eq!(local_user().as_deref(), Some(expected.as_str()));
+        assert_eq!(ssh_user("edge", None, "10.0.0.11", 22).unwrap(), expected);
+        assert_eq!(ssh_user("edge", Some("deploy"), "10.0.0.11", 22).unwrap(), "deploy");
+    }
+
+    #[test]
+    fn accounts_are_read_from_the_user_database() {
+        let getent = |uid: &str| {
+            let out = std::process::Command::new("getent").args(["passwd", uid]).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().split(':').next().map(str::to_string).filter(|n| !n.is_empty())
+        };
+        assert_eq!(account_name(0).as_deref(), Some("root"));
+        assert_eq!(account_name(65534), getent("65534"));
+        assert_eq!(account_name(4_000_000_000), None);
+    }
+
+    #[test]
+    fn without_an_account_the_environment_names_the_user() {
+        assert_eq!(local_user_from(Some("ana".into()), Some("bob".into())).as_deref(), Some("ana"));
+        assert_eq!(local_user_from(None, Some("bob".into())).as_deref(), Some("bob"));
+        assert_eq!(local_user_from(None, Some(String::new())), None);
+        assert_eq!(local_user_from(None, None), None);
+    }
 }

@@ -8,6 +8,7 @@ mod confirm;
 mod engines;
 mod exit;
 mod fleet;
+mod git;
 mod images;
 mod lock;
 mod printer;

@@ -69,7 +69,7 @@ impl Session {
         } else {
             None
         };
-        let resolved = source::resolve(&project)?;
+        let resolved = source::resolve(&project).await?;
         let fleet = fleet::build(&project, &resolved)?;
         let connected = engines::connect_all(&fleet, &project.dir).await?;
         let engines = connected.into_iter().map(|link| (link.name.clone(), link.engine)).collect();

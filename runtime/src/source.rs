@@ -2,15 +2,18 @@
 //! resolved to a commit), its Dockerfiles, and the content-addressed tags they get.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use orchestrator::config::model::{Deployment, SourceSettings};
 use orchestrator::digest::sha256_hex;
 use orchestrator::fleet::{BuildSpec, Component, ImageSpec, ResolvedImages};
 use targets::build::context;
 
 use crate::exit::hinted;
+use crate::git;
 use crate::project::Project;
 
 /// Agent Dockerfiles of RivetOS's layouts, newest first.
@@ -40,9 +43,49 @@ fn in_git_tree(dir: &Path) -> bool {
     dir.ancestors().any(|d| d.join(".git").exists())
 }
 
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// Arguments of one git command: `head` (paths), then `tail`.
+fn args<'a>(head: &[&'a OsStr], tail: &[&'a str]) -> Vec<&'a OsStr> {
+    head.iter().copied().chain(tail.iter().map(|arg| OsStr::new(*arg))).collect()
+}
+
+/// Runs git for `what`; a timeout is an error with a hint, a failure is `Ok` with the status.
+fn git_run(args: &[&OsStr], what: &str, timeout: Duration) -> anyhow::Result<git::Finished> {
+    git::run(args, timeout).map_err(|err| explain(err, what))
+}
+
+/// A git error as people read it: what was stopped, and what to do.
+fn explain(err: git::GitError, what: &str) -> anyhow::Error {
+    match err {
+        git::GitError::TimedOut { .. } => hinted(
+            format!("{err} (it was to {what})"),
+            "check that the repository is reachable from this machine, or raise deployment.source.git_timeout",
+        ),
+        git::GitError::Spawn(_) => hinted(
+            format!("cannot run git to {what}"),
+            "install git, or set deployment.source.path to a checkout and leave deployment.source.git unset",
+        ),
+    }
+}
+
+/// The commit of a local checkout (`-dirty` when tracked files changed), if it is a git tree.
+fn local_revision(root: &Path, timeout: Duration) -> anyhow::Result<Option<String>> {
+    if !in_git_tree(root) {
+        return Ok(None);
+    }
+    let in_root = [OsStr::new("-C"), root.as_os_str()];
+    let head = match git::run(&args(&in_root, &["rev-parse", "HEAD"]), timeout) {
+        // Without git the tree is still a source; its revision is its content hash.
+        Err(git::GitError::Spawn(_)) => return Ok(None),
+        other => other.map_err(|err| explain(err, "read the checkout's commit"))?,
+    };
+    let commit = head.text();
+    if !head.status.success() || !git::is_object_id(&commit) {
+        return Ok(None);
+    }
+    let changes = ["status", "--porcelain", "--untracked-files=no", "--", "."];
+    let status = git_run(&args(&in_root, &changes), "check the checkout for changes", timeout)?;
+    let dirty = status.status.success() && !status.text().is_empty();
+    Ok(Some(if dirty { format!("{commit}-dirty") } else { commit }))
 }
 
 fn package_version(root: &Path) -> Option<String> {
@@ -61,36 +104,51 @@ fn cache_dir() -> PathBuf {
 }
 
 /// Fetches `url` into a mirror and extracts `git_ref`'s commit into its own directory.
-fn checkout_git(url: &str, git_ref: &str) -> anyhow::Result<Source> {
-    let base = cache_dir().join("git").join(&sha256_hex(url.as_bytes())[..16]);
+/// The URL and ref are passed after `--` / `--end-of-options`, and what the ref resolves to
+/// must be an object id before it reaches `git archive`.
+fn checkout_git(cache: &Path, url: &str, git_ref: &str, timeout: Duration) -> anyhow::Result<Source> {
+    let shown = git::redact_url(url);
+    let base = cache.join("git").join(&sha256_hex(url.as_bytes())[..16]);
     let mirror = base.join("mirror.git");
-    let run = |args: &[&str], what: &str| -> anyhow::Result<String> {
-        let out = Command::new("git").args(args).output().with_context(|| format!("cannot run git to {what}"))?;
-        if !out.status.success() {
+    let run = |args: &[&OsStr], what: &str| -> anyhow::Result<git::Finished> {
+        let done = git_run(args, what, timeout)?;
+        if !done.status.success() {
             return Err(hinted(
-                format!("git failed to {what}: {}", String::from_utf8_lossy(&out.stderr).trim()),
-                format!("check deployment.source.git ({url}) and deployment.source.ref ({git_ref})"),
+                format!("git failed to {what}: {}", done.errors()),
+                format!("check deployment.source.git ({shown}) and deployment.source.ref ({git_ref})"),
             ));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(done)
     };
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
-    let mirror_s = mirror.to_string_lossy().to_string();
+    let git_dir = [OsStr::new("--git-dir"), mirror.as_os_str()];
     if !mirror.exists() {
-        run(&["clone", "--quiet", "--mirror", url, &mirror_s], "clone the source")?;
+        // Cloned beside and renamed: a clone killed at its deadline leaves no half mirror.
+        let partial = base.join("mirror.git.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        let mut clone = args(&[], &["clone", "--quiet", "--mirror", "--", url]);
+        clone.push(partial.as_os_str());
+        run(&clone, "clone the source")?;
+        std::fs::rename(&partial, &mirror).with_context(|| format!("cannot create {}", mirror.display()))?;
     } else {
-        run(&["--git-dir", &mirror_s, "fetch", "--quiet", "--prune", "origin"], "fetch the source")?;
+        run(&args(&git_dir, &["fetch", "--quiet", "--prune", "origin"]), "fetch the source")?;
     }
-    let commit = run(&["--git-dir", &mirror_s, "rev-parse", &format!("{git_ref}^{{commit}}")], "resolve the ref")?;
+    let wanted = format!("{git_ref}^{{commit}}");
+    let commit =
+        run(&args(&git_dir, &["rev-parse", "--verify", "--end-of-options", &wanted]), "resolve the ref")?.text();
+    if !git::is_object_id(&commit) {
+        return Err(hinted(
+            format!("deployment.source.ref {git_ref:?} did not resolve to a commit (git answered {commit:?})"),
+            "set deployment.source.ref to a branch, tag or commit id of the repository",
+        ));
+    }
     let tree = base.join("trees").join(&commit);
     if !tree.exists() {
         let partial = base.join("trees").join(format!("{commit}.partial"));
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&partial)?;
-        let archive = Command::new("git").args(["--git-dir", &mirror_s, "archive", &commit]).output()?;
-        if !archive.status.success() {
-            anyhow::bail!("git archive {commit} failed: {}", String::from_utf8_lossy(&archive.stderr));
-        }
+        let archive =
+            run(&args(&git_dir, &["archive", "--format=tar", "--end-of-options", &commit]), "export the commit")?;
         tar::Archive::new(archive.stdout.as_slice()).unpack(&partial).context("cannot unpack the source")?;
         std::fs::rename(&partial, &tree)?;
     }
@@ -98,24 +156,20 @@ fn checkout_git(url: &str, git_ref: &str) -> anyhow::Result<Source> {
     Ok(Source { root: tree, revision: Some(commit), version })
 }
 
-/// Finds the source tree of a project.
-pub fn locate(project: &Project) -> anyhow::Result<Source> {
-    let settings = &project.config.raw.deployment.source;
+/// Finds the source tree of a project whose config is in `dir`. Blocking (git, files).
+pub fn locate(dir: &Path, settings: &SourceSettings) -> anyhow::Result<Source> {
+    let timeout = Duration::from_millis(settings.git_timeout);
     if let Some(url) = &settings.git {
-        return checkout_git(url, &settings.git_ref);
+        return checkout_git(&cache_dir(), url, &settings.git_ref, timeout);
     }
-    let root = project.dir.join(&settings.path);
+    let root = dir.join(&settings.path);
     let root = root.canonicalize().map_err(|_| {
         hinted(
             format!("the source directory {} does not exist", root.display()),
             "set deployment.source.path (relative to the config) or deployment.source.git",
         )
     })?;
-    let revision = in_git_tree(&root).then(|| git(&root, &["rev-parse", "HEAD"])).flatten().map(|commit| {
-        let dirty =
-            git(&root, &["status", "--porcelain", "--untracked-files=no", "--", "."]).is_some_and(|s| !s.is_empty());
-        if dirty { format!("{commit}-dirty") } else { commit }
-    });
+    let revision = local_revision(&root, timeout)?;
     let version = package_version(&root);
     Ok(Source { root, revision, version })
 }
@@ -143,9 +197,18 @@ fn image(
 }
 
 /// Resolves the images a project runs: prebuilt references, or content-addressed tags of
-/// the source tree (reading the tree, building nothing).
-pub fn resolve(project: &Project) -> anyhow::Result<Resolved> {
-    let deployment = &project.config.raw.deployment;
+/// the source tree (reading the tree, building nothing). git and hashing run on a blocking
+/// thread, off the async runtime.
+pub async fn resolve(project: &Project) -> anyhow::Result<Resolved> {
+    let dir = project.dir.clone();
+    let deployment = project.config.raw.deployment.clone();
+    tokio::task::spawn_blocking(move || resolve_blocking(&dir, &deployment))
+        .await
+        .context("resolving the source stopped unexpectedly")?
+}
+
+/// [`resolve`], on the calling thread.
+fn resolve_blocking(dir: &Path, deployment: &Deployment) -> anyhow::Result<Resolved> {
     let settings = &deployment.image;
     if !settings.build_from_source {
         let agent = ImageSpec {
@@ -156,7 +219,7 @@ pub fn resolve(project: &Project) -> anyhow::Result<Resolved> {
         let images = ResolvedImages { agent, datahub: None, revision: settings.tag.clone() };
         return Ok(Resolved { images, source: None });
     }
-    let source = locate(project)?;
+    let source = locate(dir, &deployment.source)?;
     let agent_dockerfile = match &deployment.source.dockerfiles.agent {
         Some(path) => path.clone(),
         None => AGENT_DOCKERFILES
@@ -192,4 +255,62 @@ pub fn resolve(project: &Project) -> anyhow::Result<Resolved> {
         .clone()
         .unwrap_or_else(|| format!("content:{}", &agent.build.as_ref().map_or("", |b| b.content_hash.as_str())[..12]));
     Ok(Resolved { images: ResolvedImages { agent, datahub, revision }, source: Some(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository with one commit holding `package.json`.
+    fn repository(dir: &Path) -> String {
+        let repo = dir.join("origin");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::write(repo.join("package.json"), r#"{"version": "1.2.3"}"#).unwrap();
+        for command in [
+            &["init", "--quiet", "--initial-branch=main"][..],
+            &["add", "package.json"],
+            &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "one"],
+        ] {
+            let done =
+                git::run(&args(&[OsStr::new("-C"), repo.as_os_str()], command), Duration::from_secs(30)).unwrap();
+            assert!(done.status.success(), "git {command:?}: {}", done.errors());
+        }
+        repo.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_ref_resolves_to_a_commit_whose_tree_is_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = repository(dir.path());
+        let source = checkout_git(&dir.path().join("cache"), &url, "main", Duration::from_secs(60)).unwrap();
+        assert!(source.revision.as_deref().is_some_and(git::is_object_id), "{source:?}");
+        assert_eq!(source.version.as_deref(), Some("1.2.3"));
+        assert!(source.root.join("package.json").is_file());
+        // A second resolve fetches into the same mirror.
+        let again = checkout_git(&dir.path().join("cache"), &url, "main", Duration::from_secs(60)).unwrap();
+        assert_eq!(again.revision, source.revision);
+    }
+
+    #[test]
+    fn a_ref_that_looks_like_an_option_never_reaches_git_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = repository(dir.path());
+        let written = dir.path().join("written-by-git");
+        for git_ref in [format!("--output={}", written.display()), "-h".to_string()] {
+            let err = checkout_git(&dir.path().join("cache"), &url, &git_ref, Duration::from_secs(60)).unwrap_err();
+            assert!(format!("{err:#}").starts_with("git failed to resolve the ref"), "{git_ref}: {err:#}");
+            assert!(!written.exists() && !dir.path().join(format!("{}^{{commit}}", written.display())).exists());
+        }
+    }
+
+    #[test]
+    fn a_url_that_looks_like_an_option_is_a_repository_name_to_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("upload-pack-ran");
+        let url = format!("--upload-pack=touch {}", marker.display());
+        let err = checkout_git(&dir.path().join("cache"), &url, "main", Duration::from_secs(60)).unwrap_err();
+        // git took the whole value for the repository's name, not for an option.
+        assert!(format!("{err:#}").contains(&format!("repository '{url}' does not exist")), "{err:#}");
+        assert!(!marker.exists(), "git ran the upload-pack command");
+    }
 }

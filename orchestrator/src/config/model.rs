@@ -173,6 +173,8 @@ pub struct SourceSettings {
     pub git: Option<String>,
     #[serde(rename = "ref")]
     pub git_ref: String,
+    /// Milliseconds one git command may run.
+    pub git_timeout: u64,
     pub dockerfiles: Dockerfiles,
     pub build_args: BTreeMap<String, String>,
 }

@@ -57,6 +57,64 @@ pub const ABS_PATH: TextRule = TextRule {
     check: |text| (text.starts_with('/') && !text.chars().any(char::is_whitespace)).then(|| json!(text)),
 };
 
+/// A URL path for HTTP health checks: it becomes one argument of `wget` in the container's
+/// health check and the request line of rivetctl's probes, so only RFC 3986 path characters
+/// are accepted, without the sub-delimiters a shell reads (`;`, `$`, `&`, quotes, parens).
+pub const URL_PATH: TextRule = TextRule {
+    expected: "an absolute URL path such as `/health/live` (letters, digits, `-._~/:@!*+,=` and `%XX` escapes)",
+    pattern: "^/([A-Za-z0-9._~/:@!*+,=-]|%[0-9A-Fa-f]{2})*$",
+    hint: "write the path only, for example `/health/live`; no query, no spaces or shell characters (percent-encode them, e.g. `%20`)",
+    check: |text| is_url_path(text).then(|| json!(text)),
+};
+
+/// True for `/` followed by RFC 3986 path characters (see [`URL_PATH`]).
+pub fn is_url_path(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.first() != Some(&b'/') || bytes.len() > 1024 {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || b"-._~/:@!*+,=".contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A git URL or path. git reads an argument starting with `-` as an option
+/// (`--upload-pack=<command>` runs a command), so such a value is refused here, before any
+/// git runs; rivetctl also passes it after `--`.
+pub const GIT_URL: TextRule = TextRule {
+    expected: "a git URL or path that does not start with `-`",
+    pattern: "^[^-\\s][^\\s]*$",
+    hint: "write the repository's URL, for example `https://github.com/philbert440/rivetos.git`",
+    check: |text| is_git_argument(text).then(|| json!(text)),
+};
+
+/// A branch, tag or commit of `git`; refused when it starts with `-` (an option to git).
+pub const GIT_REF: TextRule = TextRule {
+    expected: "a branch, tag or commit that does not start with `-`",
+    pattern: "^[^-\\s][^\\s]*$",
+    hint: "for example `main`, `v1.4.0` or a commit id",
+    check: |text| is_git_argument(text).then(|| json!(text)),
+};
+
+/// True for a non-empty value without whitespace that git cannot take for an option.
+pub fn is_git_argument(text: &str) -> bool {
+    !text.is_empty() && !text.starts_with('-') && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 pub const PG_VERSION: TextRule = TextRule {
     expected: "a PostgreSQL major version such as `16`",
     pattern: "^[0-9]{1,2}$",
@@ -288,6 +346,46 @@ mod tests {
         assert_eq!(parse_endpoint("ssh://a;rm -rf@h"), None);
         assert_eq!(parse_endpoint("ssh://u@h;ls"), None);
         assert_eq!(parse_endpoint("http://h"), None);
+    }
+
+    #[test]
+    fn url_paths_take_path_characters_only() {
+        for good in ["/", "/health/live", "/a-b_c.d~e/%2Fx", "/v1:ping@x!*+,="] {
+            assert!(is_url_path(good), "{good}");
+        }
+        for bad in [
+            "",
+            "health",
+            "/health/live; touch /tmp/x",
+            "/a;b",
+            "/a b",
+            "/a\tb",
+            "/$(id)",
+            "/`id`",
+            "/a|b",
+            "/a&b",
+            "/a'b",
+            "/a\"b",
+            "/a<b>",
+            "/a\\b",
+            "/a?b=1",
+            "/a#b",
+            "/%zz",
+            "/%2",
+            "/ü",
+        ] {
+            assert!(!is_url_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn git_arguments_never_look_like_options() {
+        for good in ["https://github.com/o/r.git", "git@github.com:o/r.git", "../r", "main", "v1.0", "a1b2c3"] {
+            assert!(is_git_argument(good), "{good}");
+        }
+        for bad in ["", "--upload-pack=touch /tmp/x", "-h", "--output=/tmp/x", "main branch", "a\nb"] {
+            assert!(!is_git_argument(bad), "{bad:?}");
+        }
     }
 
     #[test]

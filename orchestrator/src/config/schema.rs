@@ -126,6 +126,7 @@ const NAME: Ty = Ty::Text(&super::rules::NAME);
 const HOST: Ty = Ty::Text(&super::rules::HOST);
 const QUANTITY: Ty = Ty::Text(&super::rules::QUANTITY);
 const ABS_PATH: Ty = Ty::Text(&super::rules::ABS_PATH);
+const URL_PATH: Ty = Ty::Text(&super::rules::URL_PATH);
 const PG_VERSION: Ty = Ty::Text(&super::rules::PG_VERSION);
 const PARALLEL: Ty = Ty::Text(&super::rules::PARALLEL);
 const ENDPOINT: Ty = Ty::Text(&super::rules::ENDPOINT);
@@ -186,8 +187,12 @@ const DOCKER: Object = Object {
             &ENDPOINT,
             "rivetctl: Docker Engine to use when no `deployment.nodes` are given: `unix:///path`, `tcp://host:port` or `ssh://user@host[:port]`. Default: `DOCKER_HOST`, else the local socket.",
         ),
-        Field::new("postgres_bind", &HOST, "rivetctl: host address the published PostgreSQL port binds to.")
-            .default(S("127.0.0.1")),
+        Field::new(
+            "postgres_bind",
+            &HOST,
+            "rivetctl: host address the published PostgreSQL port binds to; agents on other nodes need one they reach, such as the datahub node's LAN address (`0.0.0.0` is warned about).",
+        )
+        .default(S("127.0.0.1")),
     ],
 };
 
@@ -307,10 +312,16 @@ const SOURCE: Object = Object {
             .default(S(".")),
         Field::new(
             "git",
-            &STR,
+            &Ty::Text(&super::rules::GIT_URL),
             "Git URL of the source; when set, `ref` is resolved to a commit and checked out into rivetctl's cache.",
         ),
-        Field::new("ref", &STR, "Branch, tag or commit of `git`.").default(S("main")),
+        Field::new("ref", &Ty::Text(&super::rules::GIT_REF), "Branch, tag or commit of `git`.").default(S("main")),
+        Field::new(
+            "git_timeout",
+            &DURATION,
+            "How long one git command (clone, fetch, rev-parse, archive, status) may run before it is stopped.",
+        )
+        .default(S("10m")),
         Field::new("dockerfiles", &Ty::Object(&DOCKERFILES), "Dockerfile locations per image."),
         Field::new("build_args", &STR_MAP, "Extra build arguments for every image (part of the content hash)."),
     ],
@@ -321,7 +332,7 @@ const NODE: Object = Object {
     fields: &[
         Field::new("name", &NAME, "Node name (unique).").required().missing("Node requires a string \"name\"").invalid("Node requires a string \"name\""),
         Field::new("role", &Ty::Enum(ROLES), "What runs on this node.").required().missing("Node role must be one of: datahub, agents, both").invalid("Node role must be one of: datahub, agents, both"),
-        Field::new("host", &ENDPOINT, "How to reach the node's Docker Engine: `local`, `unix:///path`, `tcp://host:port` or `ssh://user@host[:port]`.").default(S("local")),
+        Field::new("host", &ENDPOINT, "How to reach the node's Docker Engine: `local`, `unix:///path`, `tcp://host:port` or `ssh://[user@]host[:port]` (without `user@`, the local user, as OpenSSH).").default(S("local")),
         Field::new("agents", &STR_LIST, "Agent ids that run on this node. Agents not listed anywhere run on the single agents node without a list."),
         Field::new("address", &HOST, "Address other nodes use to reach this node (the datahub's published port). Default: the host of `host`."),
     ],
@@ -373,8 +384,8 @@ const HEALTH: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
         Field::new("port", &PORT1, "Agent health port (`RIVETOS_HEALTH_PORT`).").default(I(3100)),
-        Field::new("live_path", &ABS_PATH, "Liveness endpoint (200 when alive).").default(S("/health/live")),
-        Field::new("path", &ABS_PATH, "Health endpoint reporting `status` and `version`.").default(S("/health")),
+        Field::new("live_path", &URL_PATH, "Liveness endpoint (200 when alive).").default(S("/health/live")),
+        Field::new("path", &URL_PATH, "Health endpoint reporting `status` and `version`.").default(S("/health")),
         Field::new("interval", &DURATION, "Interval of the container health check.").default(S("5s")),
         Field::new("timeout", &DURATION, "Timeout of one health check.").default(S("3s")),
         Field::new("retries", &Ty::Int { min: 1, max: 100 }, "Failed checks before a container is unhealthy.")

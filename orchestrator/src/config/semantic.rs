@@ -2,6 +2,8 @@
 //! names that every target must accept. Runs after the per-field checks, on the typed model,
 //! and reports with the positions the checker recorded.
 
+mod reach;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::check::Loc;
@@ -50,7 +52,10 @@ impl Semantic<'_> {
         self.target_sections();
         self.agent_names();
         match self.config.deployment.target {
-            Target::Docker => self.docker_nodes(),
+            Target::Docker => {
+                self.docker_nodes();
+                self.datahub_reach();
+            }
             Target::Proxmox => self.proxmox(),
             Target::Kubernetes => self.kubernetes(),
             Target::Manual => {}

@@ -208,3 +208,78 @@ fn durations_and_sizes_are_normalised() {
     assert_eq!(d.update.max_parallel, "25%");
     assert_eq!(d.update.min_healthy_time, 90_000);
 }
+
+#[test]
+fn health_paths_are_url_paths_without_shell_characters() {
+    check(
+        "deployment:\n  target: docker\n  health:\n    live_path: \"/health/live;reboot\"\n    path: /health?x=1\n",
+        &[
+            "4:16 error: \"live_path\" must be an absolute URL path such as `/health/live` (letters, digits, `-._~/:@!*+,=` and `%XX` escapes) (found \"/health/live;reboot\")",
+            "5:11 error: \"path\" must be an absolute URL path such as `/health/live` (letters, digits, `-._~/:@!*+,=` and `%XX` escapes) (found \"/health?x=1\")",
+        ],
+    );
+    check("deployment:\n  target: docker\n  health: {live_path: /v1/live%20x, path: /health}\n", &[]);
+}
+
+#[test]
+fn git_urls_and_refs_that_git_would_take_for_options_are_refused() {
+    check(
+        "deployment:\n  target: docker\n  source:\n    git: \"--upload-pack=touch /tmp/x\"\n    ref: -h\n",
+        &[
+            "4:10 error: \"git\" must be a git URL or path that does not start with `-` (found \"--upload-pack=touch /tmp/x\")",
+            "5:10 error: \"ref\" must be a branch, tag or commit that does not start with `-` (found \"-h\")",
+        ],
+    );
+    let loaded =
+        load("deployment:\n  target: docker\n  source: {git: \"https://h/r.git\", ref: v1.2}\n", &vars()).unwrap();
+    assert_eq!(loaded.config.raw.deployment.source.git_ref, "v1.2");
+    assert_eq!(loaded.config.raw.deployment.source.git_timeout, 600_000, "10m by default");
+}
+
+/// A hub with agents of its own and an edge node, datahub published as `docker` says.
+fn two_nodes(docker: &str, hub: &str) -> String {
+    format!(
+        "deployment:\n  target: docker\n  docker: {{{docker}}}\n  nodes:\n    - {{name: hub, role: both, {hub}agents: [opus]}}\n    - {{name: edge, role: agents, host: \"ssh://d@10.0.0.11\", agents: [grok]}}\nagents: {{opus: {{}}, grok: {{}}}}\n"
+    )
+}
+
+#[test]
+fn agents_on_other_nodes_need_the_datahub_published_where_they_reach_it() {
+    let loopback = "agents on node \"edge\" connect to the datahub at 10.0.0.10:5432, but its port is published on 127.0.0.1 only, which other machines cannot reach";
+    // The default bind (127.0.0.1): the error points at the datahub's node.
+    check(&two_nodes("", "address: 10.0.0.10, "), &[&format!("5:14 error: {loopback}")]);
+    check(&two_nodes("postgres_port: 5432", "address: 10.0.0.10, "), &[&format!("3:27 error: {loopback}")]);
+    check(&two_nodes("postgres_bind: 127.0.0.1", "address: 10.0.0.10, "), &[&format!("3:27 error: {loopback}")]);
+    check(&two_nodes("postgres_bind: 10.0.0.10", "address: 10.0.0.10, "), &[]);
+    check(
+        &two_nodes("postgres_bind: 10.0.0.10", ""),
+        &[
+            "5:14 error: agents on node \"edge\" connect to the datahub at node \"hub\"'s address, but node \"hub\" has none (its host is local)",
+        ],
+    );
+    check(
+        &two_nodes("", "address: 127.0.0.1, "),
+        &[
+            "5:40 warning: agents on node \"edge\" connect to the datahub at 127.0.0.1:5432, but inside their containers 127.0.0.1 is the container itself",
+        ],
+    );
+    check(
+        &two_nodes("postgres_bind: 10.0.0.10", "host: \"ssh://d@127.0.0.1\", "),
+        &[
+            "5:37 warning: agents on node \"edge\" connect to the datahub at 127.0.0.1:5432, but inside their containers 127.0.0.1 is the container itself",
+        ],
+    );
+    // Nobody on another node: loopback is right.
+    check(
+        "deployment:\n  target: docker\n  nodes: [{name: hub, role: both, agents: [opus]}]\nagents: {opus: {}}\n",
+        &[],
+    );
+}
+
+#[test]
+fn the_datahub_published_on_every_interface_is_a_warning() {
+    let warning = "warning: PostgreSQL is published on every interface (0.0.0.0 port 5432), unencrypted: anyone who can reach this machine can try the datahub's password";
+    check(&two_nodes("postgres_bind: 0.0.0.0", "address: 10.0.0.10, "), &[&format!("3:27 {warning}")]);
+    check("deployment:\n  target: docker\n  docker: {postgres_bind: 0.0.0.0}\n", &[&format!("3:27 {warning}")]);
+    check("deployment:\n  target: docker\n  docker: {postgres_bind: 0.0.0.0, postgres_port: 0}\n", &[]);
+}

@@ -50,7 +50,9 @@ pub fn render(shape: &Shape) -> String {
         "  datahub: {{postgres: {}, shared_storage: {}, postgres_version: \"{}\"}}\n",
         shape.postgres, shape.shared, shape.version
     ));
-    yaml.push_str(&format!("  docker: {{postgres_port: {}}}\n", shape.port));
+    // Several nodes: agents elsewhere reach the datahub on n0's address, so it is published there.
+    let bind = if shape.nodes > 1 { ", postgres_bind: 10.0.0.0" } else { "" };
+    yaml.push_str(&format!("  docker: {{postgres_port: {}{bind}}}\n", shape.port));
     yaml.push_str(&format!("  resources: {{agent: {{memory: {}m}}}}\n", shape.memory_mb));
     if !shape.env.is_empty() {
         yaml.push_str("  env:\n");

@@ -75,7 +75,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
         Ok(_) => add(".env", Ok(format!("{} ({} values, private)", env_path.display(), project.dotenv.len()))),
         Err(_) => add(".env", Ok("none beside the config".into())),
     }
-    let resolved = match source::resolve(&project) {
+    let resolved = match source::resolve(&project).await {
         Ok(resolved) => {
             let images: Vec<&str> = std::iter::once(resolved.images.agent.reference.as_str())
                 .chain(resolved.images.datahub.as_ref().map(|d| d.reference.as_str()))

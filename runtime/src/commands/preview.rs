@@ -83,7 +83,7 @@ fn plan_offline_target(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool>
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> anyhow::Result<ExitStatus> {
     let project = project::load(printer, &global.config)?;
-    let resolved = source::resolve(&project)?;
+    let resolved = source::resolve(&project).await?;
     let fleet = fleet::build(&project, &resolved)?;
     let desired = if fleet.target == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
     let observed = match fleet.target {

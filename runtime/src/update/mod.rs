@@ -196,7 +196,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> a
     }
     refuse_unfinished(&existing)?;
 
-    let resolved = source::resolve(&project)?;
+    let resolved = source::resolve(&project).await?;
     let fleet = crate::fleet::build(&project, &resolved)?;
     let (names, skipped) = scope(&fleet, &args.node, args.mesh, args.mesh_file.as_deref())?;
     let links = connect_links(&fleet, &project, &names).await?;
@@ -323,7 +323,7 @@ async fn resume(
         ));
         return Ok(if machine.status() == Status::Succeeded { ExitStatus::Success } else { ExitStatus::RolloutFailed });
     }
-    let resolved = source::resolve(project)?;
+    let resolved = source::resolve(project).await?;
     let fleet = crate::fleet::build(project, &resolved)?;
     let links = connect_links(&fleet, project, &journal.nodes).await?;
     let agents = prepare::agent_resources(&fleet, &journal.nodes);

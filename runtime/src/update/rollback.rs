@@ -152,7 +152,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) ->
         .map_err(crate::commands::lock::explain)?;
     let journal_path = journal::path(&state_dir);
     refuse_unfinished(&journal::read(&journal_path)?)?;
-    let resolved = source::resolve(&project)?;
+    let resolved = source::resolve(&project).await?;
     let fleet = crate::fleet::build(&project, &resolved)?;
     let update_args = UpdateArgs { node: args.node.clone(), mesh: args.node.is_empty(), ..UpdateArgs::default() };
     let (names, skipped) = super::scope(&fleet, &update_args.node, update_args.mesh, None)?;
