@@ -111,8 +111,14 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
         let nodes: Vec<&str> =
             session.fleet.nodes.iter().filter(|n| !n.agents.is_empty()).map(|n| n.name.as_str()).collect();
         let image = &session.fleet.images[0].reference;
-        if let Err(err) =
-            crate::update::record::up(&state::dir(&session.project), &session.engines, &nodes, image).await
+        if let Err(err) = crate::update::record::up(
+            &state::dir(&session.project),
+            &session.engines,
+            &nodes,
+            image,
+            &session.fleet.revision,
+        )
+        .await
         {
             printer.error(&format!("the deployed image could not be recorded for `rollback`: {err:#}"));
         }

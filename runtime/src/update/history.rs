@@ -63,6 +63,7 @@ impl NodeHistory {
     /// `record.image` became current (it passed its gate, or `infra up` applied it): it
     /// moves to the end of `deployed`, and a rejection of it no longer counts.
     pub fn made_current(&mut self, record: ImageRecord) {
+        let record = self.completed(record);
         self.deployed.retain(|r| r.image != record.image);
         self.rejected.retain(|r| r.image != record.image);
         self.deployed.push(record);
@@ -70,8 +71,20 @@ impl NodeHistory {
 
     /// `record.image` was rejected on this node (`record.outcome` says why).
     pub fn rejected(&mut self, record: ImageRecord) {
+        let record = self.completed(record);
         self.rejected.retain(|r| r.image != record.image);
         self.rejected.push(record);
+    }
+
+    /// `record` with the revision and version an earlier record of its image knew, where
+    /// it has none (a rollback knows the image, not the source revision that built it).
+    fn completed(&self, mut record: ImageRecord) -> ImageRecord {
+        let earlier = self.deployed.iter().chain(&self.rejected).filter(|r| r.image == record.image);
+        for r in earlier {
+            record.revision = record.revision.or_else(|| r.revision.clone());
+            record.version = record.version.or_else(|| r.version.clone());
+        }
+        record
     }
 
     /// The rejection of `image`, if it was rejected.

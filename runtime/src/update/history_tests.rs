@@ -102,3 +102,15 @@ fn becoming_current_moves_an_image_to_the_end_and_clears_its_rejection() {
     node.forget("c");
     assert!(node.rejection("c").is_none() && !node.deployed.iter().any(|r| r.image == "c"));
 }
+
+#[test]
+fn a_record_without_a_revision_keeps_the_one_an_earlier_record_knew() {
+    let mut node = NodeHistory::default();
+    node.made_current(record("a", "2026-01-01T00:00:00Z", "ok"));
+    node.made_current(record("b", "2026-01-02T00:00:00Z", "ok"));
+    let mut again = record("a", "2026-01-03T00:00:00Z", "ok");
+    again.revision = None;
+    node.made_current(again);
+    assert_eq!(node.deployed.last().unwrap().revision.as_deref(), Some("rev-a"));
+    assert_eq!(node.deployed.last().unwrap().at.as_deref(), Some("2026-01-03T00:00:00Z"));
+}

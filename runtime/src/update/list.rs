@@ -90,8 +90,8 @@ fn rows(
 }
 
 fn render(candidates: &[Candidate]) -> String {
-    let mut out =
-        format!("{:<10} {:<28} {:<14} {:<10} {:<20} {}\n", "NODE", "IMAGE", "REVISION", "VERSION", "WHEN", "");
+    let header = format!("{:<10} {:<28} {:<14} {:<10} {}", "NODE", "IMAGE", "REVISION", "VERSION", "WHEN");
+    let mut out = format!("{header}\n");
     for c in candidates {
         let mut marks = Vec::new();
         if c.current {
@@ -157,4 +157,52 @@ pub async fn run(
         printer.data(&render(&all))?;
     }
     Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::history::NodeHistory;
+
+    fn record(image: &str, version: &str, at: &str, outcome: &str) -> ImageRecord {
+        ImageRecord {
+            image: image.into(),
+            revision: Some("47640a6b4cad44eee9fe06cb194536cea9a0e99f-dirty".into()),
+            version: Some(version.into()),
+            at: Some(at.into()),
+            by: Some("update".into()),
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn rows_mark_current_rejected_and_the_target_newest_first() {
+        let mut node = NodeHistory::default();
+        node.made_current(record("agent:aaa", "1.0.0", "2026-12-01T21:00:00Z", "applied and healthy"));
+        node.made_current(record("agent:bbb", "2.0.0", "2026-12-01T21:01:00Z", "passed its health gate"));
+        node.rejected(record("agent:ccc", "3.0.0", "2026-12-01T21:02:00Z", "a1: health gate expired"));
+        node.made_current(record("agent:ddd", "4.0.0", "2026-12-01T21:03:00Z", "passed its health gate"));
+        let history = History { version: 2, nodes: BTreeMap::from([("n1".to_string(), node)]) };
+        let present: Vec<choose::Present> = ["agent:aaa", "agent:bbb", "agent:ccc", "agent:ddd", "agent:other"]
+            .iter()
+            .map(|r| choose::Present {
+                id: r.to_string(),
+                reference: r.to_string(),
+                revision: None,
+                version: None,
+                created: 0,
+            })
+            .collect();
+        let running = BTreeSet::from(["agent:ddd".to_string()]);
+        let targets = BTreeSet::from(["agent:bbb".to_string()]);
+        let text = render(&rows("n1", &history, &running, &targets, &present));
+        let expected = "\
+NODE       IMAGE                        REVISION       VERSION    WHEN
+n1         agent:ddd                    47640a6b4cad   4.0.0      2026-12-01 21:03:00  current
+n1         agent:ccc                    47640a6b4cad   3.0.0      2026-12-01 21:02:00  rejected: a1: health gate expired
+n1         agent:bbb                    47640a6b4cad   2.0.0      2026-12-01 21:01:00  ← rollback
+n1         agent:aaa                    47640a6b4cad   1.0.0      2026-12-01 21:00:00
+";
+        assert_eq!(text, expected, "\n{text}");
+    }
 }

@@ -192,7 +192,9 @@ async fn drive_and_report(
     };
     let journal = &*record.journal;
     let state_dir = record.path.parent().expect("the journal lives in the state directory");
-    if let Err(err) = self::record::rollout(state_dir, work.links, machine, journal.kind.as_str()).await {
+    // An update's images are of the revision it resolved; a rollback's, of whatever built them.
+    let known = (journal.kind == Kind::Update).then_some(journal.revision.as_str());
+    if let Err(err) = self::record::rollout(state_dir, work.links, machine, journal.kind.as_str(), known).await {
         printer.error(&format!("the rollout's result could not be recorded for `rollback`: {err:#}"));
         printer.hint("`rollback` may not know what ran before; `rivetctl rollback --to REV` names a revision");
     }

@@ -69,19 +69,24 @@ pub async fn labels(engine: &Engine, image: &str) -> (Option<String>, Option<Str
     (labels.get("org.opencontainers.image.revision").cloned(), labels.get("org.opencontainers.image.version").cloned())
 }
 
-/// Records what `machine` finished on (`by`: the command).
+/// Records what `machine` finished on (`by`: the command; `revision`: the source revision
+/// of the new images when it is known, as for an update).
 pub async fn rollout(
     state_dir: &Path,
     links: &BTreeMap<String, Link>,
     machine: &Rollout,
     by: &str,
+    revision: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for outcome in outcomes(machine) {
-        let (revision, version) = match links.get(&outcome.node) {
+        let (label, version) = match links.get(&outcome.node) {
             Some(link) => labels(&link.engine, &outcome.image).await,
             None => (None, None),
         };
+        // The rollout's own revision, else the image's label (`unknown` is the example
+        // Dockerfile's default, not a revision); else what an earlier record of the image knew.
+        let revision = revision.map(str::to_string).or(label.filter(|l| l != "unknown"));
         let version = version.or_else(|| outcome.version.clone());
         let make = |what: &str| ImageRecord::now(&outcome.image, revision.clone(), version.clone(), by, what);
         records.push((
@@ -106,20 +111,23 @@ pub async fn rollout(
     })
 }
 
-/// Records `image` as current on `nodes` after `infra up` applied it and it is healthy.
+/// Records `image` (of source `revision`) as current on `nodes` after `infra up` applied
+/// it and it is healthy.
 pub async fn up(
     state_dir: &Path,
     engines: &HashMap<String, Engine>,
     nodes: &[&str],
     image: &str,
+    revision: &str,
 ) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for node in nodes {
-        let (revision, version) = match engines.get(*node) {
-            Some(engine) => labels(engine, image).await,
-            None => (None, None),
+        let version = match engines.get(*node) {
+            Some(engine) => labels(engine, image).await.1,
+            None => None,
         };
-        records.push((node.to_string(), ImageRecord::now(image, revision, version, "infra up", "applied and healthy")));
+        let record = ImageRecord::now(image, Some(revision.to_string()), version, "infra up", "applied and healthy");
+        records.push((node.to_string(), record));
     }
     history::update(state_dir, |history| {
         for (node, record) in records {
