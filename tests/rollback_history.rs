@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::describe;
-use support::docker::{TestFleet, docker};
+use support::docker::{TestFleet, docker, docker_status};
 
 /// One agent per node, in node order.
 const NODES: &[(&str, &str, &str)] = &[("n1", "both", "a1"), ("n2", "agents", "b1"), ("n3", "agents", "c1")];
@@ -40,6 +40,31 @@ fn git(dir: &std::path::Path, args: &[&str]) {
 struct Mesh {
     fleet: TestFleet,
     _sshd: Vec<sshd::Sshd>,
+    /// The source's commit: this test's agent images carry it in their revision label (and
+    /// their tags, content hashes of the build inputs, are this test's own because of it).
+    commit: String,
+}
+
+impl Drop for Mesh {
+    /// Removes the deployment's containers (the fleet's own drop would come after this),
+    /// then the agent images only this test built.
+    fn drop(&mut self) {
+        let filter = format!("label=io.rivetctl.deployment={}", self.fleet.name);
+        let ids = docker_status(&["ps", "-aq", "--filter", &filter]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(str::to_string).collect();
+        if !ids.is_empty() {
+            docker_status(&[&["rm", "-f", "-v"][..], &ids.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+        }
+        for revision in [self.commit.clone(), format!("{}-dirty", self.commit)] {
+            let label = format!("label=org.opencontainers.image.revision={revision}");
+            let images = docker_status(&["images", "-q", "--filter", "reference=rivetos-agent", "--filter", &label]);
+            for id in
+                String::from_utf8_lossy(&images.stdout).split_whitespace().collect::<std::collections::BTreeSet<_>>()
+            {
+                docker_status(&["rmi", id]);
+            }
+        }
+    }
 }
 
 impl Mesh {
@@ -76,7 +101,10 @@ impl Mesh {
         git(fleet.dir.path(), &["init", "-q"]);
         git(fleet.dir.path(), &["add", "-A"]);
         git(fleet.dir.path(), &["commit", "-qm", "the source"]);
-        Mesh { fleet, _sshd: sshd }
+        let head = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(fleet.dir.path()).output().unwrap();
+        let commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert_eq!(commit.len(), 40, "git rev-parse HEAD: {commit}");
+        Mesh { fleet, _sshd: sshd, commit }
     }
 
     /// A new version in package.json (not committed: the revision stays `<commit>-dirty`).
@@ -217,6 +245,19 @@ fn rollback_after_a_rejected_canary_and_a_resumed_update_returns_to_the_last_goo
     let rollback = mesh.fleet.expect(&["rollback"], 0);
     assert_eq!(mesh.image(), good, "{}", describe(&rollback));
     assert_eq!(version_of(&good), "2.0.0");
+
+    // --to may name the rejected image: a warning says why it was rejected; its gate fails
+    // again and the node goes back.
+    let forced = mesh.fleet.expect(&["rollback", "--node", "n3", "--to", bad.rsplit_once(':').unwrap().1], 3);
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: {bad} was rejected on node n3 (its rollout was rolled back before it reached this node)"
+        )),
+        "{}",
+        describe(&forced)
+    );
+    assert_eq!(mesh.image(), good);
 
     // A corrupt history stops the next command before it changes anything, naming the file.
     std::fs::write(&history_path, "{\"version\": 2, \"nodes\": {").unwrap();

@@ -191,30 +191,10 @@ async fn drive_and_report(
         Outcome::Interrupted(_) => "interrupted",
     };
     let journal = &*record.journal;
-    let state_dir = record.path.parent().expect("the journal lives in the state directory");
-    // An update's images are of the revision it resolved; a rollback's, of whatever built them.
-    let known = (journal.kind == Kind::Update).then_some(journal.revision.as_str());
-    if let Err(err) = self::record::rollout(state_dir, work.links, machine, journal.kind.as_str(), known).await {
-        printer.error(&format!("the rollout's result could not be recorded for `rollback`: {err:#}"));
-        printer.hint("`rollback` may not know what ran before; `rivetctl rollback --to REV` names a revision");
-    }
     report::finish(printer, &live, machine, status, &journal.revision, &journal.previous, &journal.skipped)?;
     let exit = conclude(printer, &outcome);
-    if let Some(keep) = keep_images
-        && journal.kind == Kind::Update
-        && machine.status() == Status::Succeeded
-    {
-        // The previous revisions' images stay for rollbacks: the newest `keep_images`.
-        for link in work.links.values() {
-            match kept::prune(state_dir, link, keep).await {
-                Ok(removed) if !removed.is_empty() => {
-                    printer.info(&format!("node {}: removed old images {}", link.name, removed.join(", ")))
-                }
-                Ok(_) => {}
-                Err(err) => printer.info(&format!("node {}: could not prune old images: {err:#}", link.name)),
-            }
-        }
-    }
+    let state_dir = record.path.parent().expect("the journal lives in the state directory");
+    self::record::finished(printer, state_dir, work.links, machine, journal, keep_images).await;
     Ok(exit)
 }
 

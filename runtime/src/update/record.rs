@@ -2,7 +2,8 @@
 //! drive (a plain `update`, `update --resume`, `rollback`) records from the machine's final
 //! instance states, so "the previous revision" is never computed from a stale record:
 //! `Done` → the new image became current on the node; failed, reverted, or left untouched
-//! by a rollout that was rolled back → the new image is rejected there.
+//! by a rollout that was rolled back → the new image is rejected there. Pruning old images
+//! follows a successful update.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,7 +12,10 @@ use orchestrator::rollout::{Instance, InstanceState, Rollout, Status};
 use targets::docker::Engine;
 
 use super::history::{self, ImageRecord};
+use super::journal::{Journal, Kind};
+use super::kept;
 use crate::engines::Link;
+use crate::printer::Printer;
 
 /// What one image became on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +113,40 @@ pub async fn rollout(
             }
         }
     })
+}
+
+/// After a drive ended (finished, paused, awaiting approval or interrupted): records what
+/// its instances finished on, and after a successful update removes the images beyond the
+/// newest `keep_images`. Problems are printed; the rollout's own result stands.
+pub async fn finished(
+    printer: &Printer,
+    state_dir: &Path,
+    links: &BTreeMap<String, Link>,
+    machine: &Rollout,
+    journal: &Journal,
+    keep_images: Option<usize>,
+) {
+    // An update's images are of the revision it resolved; a rollback's, of whatever built them.
+    let known = (journal.kind == Kind::Update).then_some(journal.revision.as_str());
+    if let Err(err) = rollout(state_dir, links, machine, journal.kind.as_str(), known).await {
+        printer.error(&format!("the rollout's result could not be recorded for `rollback`: {err:#}"));
+        printer.hint("`rollback` may not know what ran before: `rivetctl rollback --to REV` names a revision");
+        return;
+    }
+    let Some(keep) = keep_images.filter(|_| journal.kind == Kind::Update && machine.status() == Status::Succeeded)
+    else {
+        return;
+    };
+    // The previous revisions' images stay for rollbacks: the newest `keep_images`.
+    for link in links.values() {
+        match kept::prune(state_dir, link, keep).await {
+            Ok(removed) if !removed.is_empty() => {
+                printer.info(&format!("node {}: removed old images {}", link.name, removed.join(", ")))
+            }
+            Ok(_) => {}
+            Err(err) => printer.info(&format!("node {}: could not prune old images: {err:#}", link.name)),
+        }
+    }
 }
 
 /// Records `image` (of source `revision`) as current on `nodes` after `infra up` applied
