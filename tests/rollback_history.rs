@@ -135,12 +135,22 @@ impl Mesh {
     }
 
     /// The one image every agent runs, after checking they are healthy.
+    /// The engine's own health check of a container put back by a revert restarts at
+    /// `starting`; it is given a few of its intervals to report `healthy`.
     fn image(&self) -> String {
-        let agents = self.agents();
-        let images: std::collections::BTreeSet<&String> = agents.values().map(|(image, _)| image).collect();
-        assert_eq!(images.len(), 1, "every agent runs the same image: {agents:#?}");
-        assert!(agents.values().all(|(_, health)| health == "healthy"), "{agents:#?}");
-        images.into_iter().next().unwrap().clone()
+        let start = Instant::now();
+        loop {
+            let agents = self.agents();
+            let images: std::collections::BTreeSet<&String> = agents.values().map(|(image, _)| image).collect();
+            assert_eq!(images.len(), 1, "every agent runs the same image: {agents:#?}");
+            let healthy = agents.values().all(|(_, health)| health == "healthy");
+            let starting = agents.values().any(|(_, health)| health == "starting");
+            if healthy {
+                return images.into_iter().next().unwrap().clone();
+            }
+            assert!(starting && start.elapsed() < Duration::from_secs(10), "{agents:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn journal(&self) -> Option<serde_json::Value> {
