@@ -164,9 +164,14 @@ impl From<FailureActionArg> for orchestrator::config::model::FailureAction {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// The revision (commit prefix) or image tag to return to; default: the previous one.
+    /// The revision (commit prefix) or image tag to return to; default: the image that was
+    /// current before the running one and was never rejected. May name a rejected one.
     #[arg(long, value_name = "REV")]
     pub to: Option<String>,
+    /// List, per node, the images to return to (current, rejected, the default target);
+    /// change nothing.
+    #[arg(long, conflicts_with = "to")]
+    pub list: bool,
     /// Roll back these nodes only (repeatable); default: every node.
     #[arg(long, value_name = "NAME")]
     pub node: Vec<String>,

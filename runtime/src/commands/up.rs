@@ -108,12 +108,19 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
     }
     if report.failures.is_empty() {
         // What the agents run now, for `rollback` later.
-        for node in session.fleet.nodes.iter().filter(|n| !n.agents.is_empty()) {
-            let _ = crate::update::rollback::remember(
-                &state::dir(&session.project),
-                &node.name,
-                &session.fleet.images[0].reference,
-            );
+        let nodes: Vec<&str> =
+            session.fleet.nodes.iter().filter(|n| !n.agents.is_empty()).map(|n| n.name.as_str()).collect();
+        let image = &session.fleet.images[0].reference;
+        if let Err(err) = crate::update::record::up(
+            &state::dir(&session.project),
+            &session.engines,
+            &nodes,
+            image,
+            &session.fleet.revision,
+        )
+        .await
+        {
+            printer.error(&format!("the deployed image could not be recorded for `rollback`: {err:#}"));
         }
         let done: Vec<String> = summary.iter().map(|(a, n)| format!("{n} {a}d")).collect();
         printer.info(&format!(

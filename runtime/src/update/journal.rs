@@ -3,7 +3,6 @@
 //! Ctrl-C, kill -9 or a lost connection.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -109,15 +108,5 @@ pub fn read(path: &Path) -> anyhow::Result<Option<Journal>> {
 
 /// Writes the journal atomically: a reader (or a crash) sees the old or the new one.
 pub fn write(path: &Path, journal: &Journal) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let partial = path.with_extension("json.partial");
-    let mut file = fs::File::create(&partial).with_context(|| format!("cannot write {}", partial.display()))?;
-    file.write_all(serde_json::to_string_pretty(journal).expect("journal serialises").as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
-    if let Ok(handle) = fs::File::open(dir) {
-        let _ = handle.sync_all();
-    }
-    Ok(())
+    crate::state::write_atomic(path, serde_json::to_string_pretty(journal).expect("journal serialises").as_bytes())
 }

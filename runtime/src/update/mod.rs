@@ -6,10 +6,15 @@
 //! and the migrate step up to date; then drive the rollout state machine over the agents,
 //! writing the journal after every step.
 
+mod choose;
 mod driver;
+pub mod history;
 pub mod journal;
+mod kept;
+mod list;
 mod ops;
 mod prepare;
+pub mod record;
 mod report;
 pub mod rollback;
 
@@ -140,7 +145,14 @@ fn conclude(printer: &Printer, outcome: &Outcome) -> ExitStatus {
             ExitStatus::RolloutFailed
         }
         Outcome::Finished(status) => {
-            printer.error(&format!("the rollout {}: see the table above", report::status_word(*status)));
+            let status = report::status_word(*status);
+            if printer.json() {
+                printer.error(&format!(
+                    "the rollout {status}: the per-node results are in the `\"type\":\"result\"` line on stdout (`nodes[].result`), each agent's states in the `\"type\":\"instance\"` lines"
+                ));
+            } else {
+                printer.error(&format!("the rollout {status}: see the table above"));
+            }
             ExitStatus::RolloutFailed
         }
         Outcome::Interrupted(reason) => {
@@ -151,7 +163,9 @@ fn conclude(printer: &Printer, outcome: &Outcome) -> ExitStatus {
     }
 }
 
-/// Drives a machine with output, and concludes.
+/// Drives a machine with output, records what it finished on in the rollback history (on
+/// every path: update, resume, rollback), and concludes. After a successful update the
+/// images beyond the newest `keep_images` are pruned.
 async fn drive_and_report(
     printer: &Printer,
     machine: &mut Rollout,
@@ -159,6 +173,7 @@ async fn drive_and_report(
     work: driver::Work<'_>,
     record: driver::Record<'_>,
     approve: bool,
+    keep_images: Option<usize>,
 ) -> anyhow::Result<ExitStatus> {
     let live = report::Live::new(printer);
     let options = Options { approve, ..Options::default() };
@@ -177,7 +192,10 @@ async fn drive_and_report(
     };
     let journal = &*record.journal;
     report::finish(printer, &live, machine, status, &journal.revision, &journal.previous, &journal.skipped)?;
-    Ok(conclude(printer, &outcome))
+    let exit = conclude(printer, &outcome);
+    let state_dir = record.path.parent().expect("the journal lives in the state directory");
+    self::record::finished(printer, state_dir, work.links, machine, journal, keep_images).await;
+    Ok(exit)
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<ExitStatus> {
@@ -191,6 +209,8 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> a
     if args.abandon {
         return abandon(printer, &journal_path, existing);
     }
+    // A corrupt rollback history stops the rollout before anything changes.
+    history::read(&state_dir)?;
     if args.resume {
         return resume(printer, &project, &journal_path, existing, args.approve).await;
     }
@@ -254,29 +274,16 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> a
     let mut journal =
         Journal::new(Kind::Update, &fleet.name, fleet.revision.clone(), names, skipped, previous.into_iter().collect());
     let commands = machine.start(driver::now_ms());
-    let status = drive_and_report(
+    drive_and_report(
         printer,
         &mut machine,
         commands,
         driver::Work { links: &links, targets: &targets },
         driver::Record { journal: &mut journal, path: &journal_path },
         args.approve,
+        Some(fleet.update.keep_images as usize),
     )
-    .await?;
-    if status == ExitStatus::Success && machine.status() == Status::Succeeded {
-        // The previous revisions' images stay for rollbacks: the newest `keep_images`.
-        for link in links.values() {
-            let keep = fleet.update.keep_images as usize;
-            match rollback::remember_and_prune(&state_dir, link, &fleet.images[0].reference, keep).await {
-                Ok(removed) if !removed.is_empty() => {
-                    printer.info(&format!("node {}: removed old images {}", link.name, removed.join(", ")))
-                }
-                Ok(_) => {}
-                Err(err) => printer.info(&format!("node {}: could not prune old images: {err:#}", link.name)),
-            }
-        }
-    }
-    Ok(status)
+    .await
 }
 
 fn target_name(resource: &orchestrator::docker::DockerResource) -> String {
@@ -364,7 +371,8 @@ async fn resume(
     printer.info(&format!("Resuming the {} of revision {}.", journal.kind.as_str(), journal.revision));
     let commands = machine.resume(&observed, driver::now_ms());
     let work = driver::Work { links: &links, targets: &targets };
-    drive_and_report(printer, &mut machine, commands, work, driver::Record { journal: &mut journal, path }, approve)
+    let record = driver::Record { journal: &mut journal, path };
+    drive_and_report(printer, &mut machine, commands, work, record, approve, Some(fleet.update.keep_images as usize))
         .await
 }
 

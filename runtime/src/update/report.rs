@@ -118,13 +118,18 @@ impl<'a> Live<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct NodeResult {
     node: String,
     previous: String,
     new: String,
     result: String,
     seconds: Option<f64>,
+    /// The agents' image before and after (after: only when done), and their versions.
+    previous_image: Option<String>,
+    new_image: Option<String>,
+    previous_version: Option<String>,
+    new_version: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -161,12 +166,20 @@ pub fn finish(
     let nodes: Vec<NodeResult> = machine
         .nodes()
         .into_iter()
-        .map(|n| NodeResult {
-            previous: previous.iter().find(|(node, _)| *node == n.node).map_or("-".into(), |(_, r)| short(r)),
-            new: if n.state == NodeState::Done { short(revision) } else { "-".into() },
-            result: result_of(n.state).into(),
-            seconds: live.node_time(&n.node),
-            node: n.node,
+        .map(|n| {
+            let spec = &machine.instances()[n.instances[0]].spec;
+            let done = n.state == NodeState::Done;
+            NodeResult {
+                previous: previous.iter().find(|(node, _)| *node == n.node).map_or("-".into(), |(_, r)| short(r)),
+                new: if done { short(revision) } else { "-".into() },
+                result: result_of(n.state).into(),
+                seconds: live.node_time(&n.node),
+                previous_image: Some(spec.from_image.clone()),
+                new_image: done.then(|| spec.to_image.clone()),
+                previous_version: spec.from_version.clone(),
+                new_version: if done { spec.to_version.clone() } else { None },
+                node: n.node,
+            }
         })
         .collect();
     if printer.json() {
@@ -178,15 +191,51 @@ pub fn finish(
             skipped: skipped.to_vec(),
         });
     }
+    printer.data(&table(&nodes, skipped))
+}
+
+/// What changed on a node whose revision stayed the same (a rebuilt dirty tree, or a
+/// changed build input): the version and the image, so the row shows the rollout did
+/// something.
+fn same_revision_change(n: &NodeResult) -> Option<String> {
+    let new_image = n.new_image.as_deref()?;
+    if n.previous != n.new {
+        return None;
+    }
+    let previous_image = n.previous_image.as_deref().unwrap_or("-");
+    let mut parts = Vec::new();
+    if n.previous_version != n.new_version {
+        let version = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        parts.push(format!("version {} → {}", version(&n.previous_version), version(&n.new_version)));
+    }
+    if previous_image != new_image {
+        // The repository once when both images share it: `rivetos-agent:abc → :def`.
+        let tail = match (previous_image.rsplit_once(':'), new_image.rsplit_once(':')) {
+            (Some((a, _)), Some((b, tag))) if a == b => format!(":{tag}"),
+            _ => new_image.to_string(),
+        };
+        parts.push(format!("image {previous_image} → {tail}"));
+    }
+    if parts.is_empty() {
+        parts.push("same revision and image: only the configuration changed".into());
+    }
+    Some(parts.join(", "))
+}
+
+/// The final table.
+fn table(nodes: &[NodeResult], skipped: &[(String, String)]) -> String {
     let mut out = format!("{:<12} {:<14} {:<14} {:<12} {:>8}\n", "NODE", "PREVIOUS", "NEW", "RESULT", "TIME");
-    for n in &nodes {
+    for n in nodes {
         let time = n.seconds.map_or("-".into(), |s| format!("{s:.1}s"));
         out.push_str(&format!("{:<12} {:<14} {:<14} {:<12} {:>8}\n", n.node, n.previous, n.new, n.result, time));
+        if let Some(change) = same_revision_change(n) {
+            out.push_str(&format!("{:<12} {change}\n", ""));
+        }
     }
     for (node, reason) in skipped {
         out.push_str(&format!("{node:<12} {:<14} {:<14} {:<12} {:>8}  ({reason})\n", "-", "-", "skipped", "-"));
     }
-    printer.data(&out)
+    out
 }
 
 /// A word for a machine status.
@@ -199,5 +248,49 @@ pub fn status_word(status: Status) -> &'static str {
         Status::Succeeded => "succeeded",
         Status::RolledBack => "rolled back",
         Status::Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(previous: &str, new: &str, images: (&str, Option<&str>), versions: (&str, &str)) -> NodeResult {
+        NodeResult {
+            node: "n1".into(),
+            previous: previous.into(),
+            new: new.into(),
+            result: if images.1.is_some() { "done" } else { "rolled back" }.into(),
+            seconds: Some(4.25),
+            previous_image: Some(images.0.into()),
+            new_image: images.1.map(Into::into),
+            previous_version: Some(versions.0.into()),
+            new_version: Some(versions.1.into()),
+        }
+    }
+
+    #[test]
+    fn the_same_revision_shows_what_changed() {
+        let rows =
+            [row("b468875d5b67", "b468875d5b67", ("rivetos-agent:abc", Some("rivetos-agent:def")), ("0.1.0", "0.1.1"))];
+        let text = table(&rows, &[]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "n1           b468875d5b67   b468875d5b67   done             4.2s");
+        assert_eq!(lines[2], "             version 0.1.0 → 0.1.1, image rivetos-agent:abc → :def");
+
+        // Only the image (same version); another repository is named in full.
+        let rows = [row("r", "r", ("a:1", Some("b:2")), ("1", "1"))];
+        assert!(table(&rows, &[]).contains("image a:1 → b:2\n"), "{}", table(&rows, &[]));
+        let rows = [row("r", "r", ("a:1", Some("a:1")), ("1", "1"))];
+        assert!(table(&rows, &[]).contains("only the configuration changed"));
+    }
+
+    #[test]
+    fn different_revisions_or_unfinished_nodes_add_no_line() {
+        let rows = [
+            row("8b26fcc642ac", "9c1d0e77aa12", ("a:1", Some("a:2")), ("1", "2")),
+            row("8b26fcc642ac", "-", ("a:1", None), ("1", "2")),
+        ];
+        assert_eq!(table(&rows, &[]).lines().count(), 3, "{}", table(&rows, &[]));
     }
 }
