@@ -22,7 +22,7 @@ use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, ConfigCommand, InfraCommand};
 use exit::{ExitStatus, Hinted, Reported};
-use printer::{BrokenPipe, Printer};
+use printer::{Printer, StdoutError};
 
 async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
     match &cli.command {
@@ -39,7 +39,9 @@ async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Config(ConfigCommand::Schema) => commands::config::schema(printer),
         Command::Completions { shell } => {
             let mut command = Cli::command();
-            clap_complete::generate(*shell, &mut command, "rivetctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "rivetctl", &mut script);
+            printer.data(&String::from_utf8_lossy(&script))?;
             Ok(ExitStatus::Success)
         }
     }
@@ -52,7 +54,7 @@ fn main() {
     let result = runtime.block_on(run(&cli, &printer));
     let code = match result {
         Ok(status) => status.code(),
-        Err(err) if err.is::<BrokenPipe>() => 0,
+        Err(err) if err.chain().any(|e| matches!(e.downcast_ref(), Some(StdoutError::BrokenPipe))) => 0,
         Err(err) if err.is::<Reported>() => 1,
         Err(err) => {
             printer.error(&format!("{err:#}"));
