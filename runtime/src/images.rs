@@ -36,6 +36,9 @@ pub fn build_failure(err: BuildError) -> anyhow::Error {
             ),
             format!("the full build log is {}", log.display()),
         ),
+        BuildError::Interrupted { image } => crate::exit::interrupted(format!(
+            "interrupted: the build of {image} was cancelled (the engine tags only finished images); nothing was applied"
+        )),
         other => anyhow::Error::new(other),
     }
 }
@@ -65,7 +68,17 @@ pub async fn build_on(
     log_dir: &Path,
     progress: &Progress<'_>,
 ) -> anyhow::Result<Prepared> {
+    // Ctrl-C cancels the builds in flight (an unfinished build leaves no tag) and starts none.
+    let _graceful = crate::interrupt::graceful();
+    let cancel = crate::interrupt::token();
+    let cancel = &cancel;
     let builds = fleet.images.iter().map(|image| async move {
+        if cancel.is_cancelled() {
+            return Err(crate::exit::interrupted(format!(
+                "interrupted before building {}; nothing was applied",
+                image.reference
+            )));
+        }
         let key = ResourceKey { node: node.to_string(), kind: "image".into(), name: image.reference.clone() };
         if image.build.is_none() {
             if !build::has_image(engine, &image.reference).await {
@@ -79,7 +92,7 @@ pub async fn build_on(
         let source = source.expect("images with a build spec have a source");
         let on_line = |line: &str| progress.build_line(&image.reference, line);
         progress.note("build", &key, "started", "checking");
-        let built = build::build(engine, image, &source.root, &fleet.revision, log_dir, &on_line)
+        let built = build::build(engine, image, &source.root, &fleet.revision, log_dir, cancel, &on_line)
             .await
             .map_err(build_failure)?;
         let fresh = matches!(built, Built::Built { .. });
@@ -95,6 +108,11 @@ pub async fn build_on(
         } else {
             prepared.present.push(reference);
         }
+    }
+    if cancel.is_cancelled() {
+        return Err(crate::exit::interrupted(format!(
+            "interrupted after the builds on node {node} finished; nothing was applied"
+        )));
     }
     Ok(prepared)
 }

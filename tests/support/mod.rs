@@ -6,6 +6,7 @@
 mod golden_files;
 
 pub mod docker;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
