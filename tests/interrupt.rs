@@ -2,7 +2,8 @@
 //! Docker Engine: the command stops after the steps in flight, exits 130, leaves no agent
 //! half-replaced, and a second `infra up` converges. Two signals abort at once.
 //!
-//! The signals are sent when a progress line appears on the child's stderr.
+//! The signals are sent when a progress line appears on the child's stderr. SIGTERM (how
+//! CI cancels) behaves as the first Ctrl-C.
 
 mod support;
 
@@ -39,11 +40,11 @@ fn event(name: &str, detail: &str) -> impl Fn(&str) -> bool {
     move |line: &str| line.contains(&wanted)
 }
 
-/// Interrupts `up --yes` once `trigger` matches; returns its output after it ended.
-fn interrupt_up(fleet: &TestFleet, what: &str, trigger: impl Fn(&str) -> bool) -> std::process::Output {
+/// Sends `signal` to `up --yes` once `trigger` matches; returns its output after it ended.
+fn interrupt_up(fleet: &TestFleet, signal: i32, what: &str, trigger: impl Fn(&str) -> bool) -> std::process::Output {
     let mut up = Watched::spawn(fleet.command(&["infra", "up", "--yes"]));
     up.wait_for(what, Duration::from_secs(180), trigger);
-    up.interrupt();
+    up.signal(signal);
     let (output, _) = up.finish(Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(INTERRUPTED), "{}", describe(&output));
@@ -97,7 +98,7 @@ fn ctrl_c_during_the_image_build_tags_nothing_and_up_converges() {
 #[test]
 fn ctrl_c_while_agents_are_created_finishes_them_and_up_has_nothing_left() {
     let fleet = TestFleet::new("int-create");
-    interrupt_up(&fleet, "for an agent being created", event(&fleet.agent("grok"), "starting"));
+    interrupt_up(&fleet, libc::SIGINT, "for an agent being created", event(&fleet.agent("grok"), "starting"));
     // The agents' wave was in flight: it ran to its end.
     assert_no_half_state(&fleet, true);
     fleet.assert_healthy(AGENTS);
@@ -105,11 +106,12 @@ fn ctrl_c_while_agents_are_created_finishes_them_and_up_has_nothing_left() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("No changes"), "{}", describe(&again));
 }
 
+/// SIGTERM (how CI cancels a job) stops the same way as Ctrl-C.
 #[test]
-fn ctrl_c_before_the_agents_starts_none_of_them() {
+fn sigterm_before_the_agents_starts_none_of_them() {
     let fleet = TestFleet::new("int-hub");
-    let output =
-        interrupt_up(&fleet, "for the datahub being created", event(&format!("{}-datahub", fleet.name), "starting"));
+    let hub = format!("{}-datahub", fleet.name);
+    let output = interrupt_up(&fleet, libc::SIGTERM, "for the datahub being created", event(&hub, "starting"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not started") && stderr.contains(&fleet.agent("opus")), "{stderr}");
     let containers = fleet.containers();
@@ -134,7 +136,7 @@ fn ctrl_c_during_a_replacement_completes_it() {
     fleet.expect(&["infra", "up", "--yes"], 0);
     change_opus(&fleet);
     // "waiting for health" follows the start of the new container next to the old one.
-    interrupt_up(&fleet, "for the new opus container", event(&fleet.agent("opus"), "waiting for health"));
+    interrupt_up(&fleet, libc::SIGINT, "for the new opus container", event(&fleet.agent("opus"), "waiting for health"));
     assert_no_half_state(&fleet, true);
     let env = docker(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", &fleet.agent("opus")]);
     assert!(env.lines().any(|l| l == "LOG_LEVEL=debug"), "the replacement was completed: {env}");
