@@ -290,7 +290,7 @@ fn destroy_does_all_it_can_and_lists_what_is_left() {
     assert_eq!(fleet.list("network").len(), 1, "the busy network is still there");
     assert!(stderr.contains("could not be removed"), "{stderr}");
     assert!(stderr.contains(&format!("network {network} on node")) && stderr.contains("active endpoints"), "{stderr}");
-    assert!(stderr.contains(&format!("docker network disconnect -f {network}")), "{stderr}");
+    assert!(stderr.contains(&format!("docker network disconnect -f {network} {}`", foreign.0)), "{stderr}");
 
     drop(foreign);
     let again = fleet.expect(&["infra", "destroy", "--volumes", "--yes"], 0);

@@ -26,6 +26,11 @@ pub fn remedy(left: &Leftover, command: &str) -> String {
     let reason = left.reason.to_lowercase();
     let again = format!("then `rivetctl {command}` again");
     match left.key.kind.as_str() {
+        KIND_NETWORK if !left.attached.is_empty() => {
+            let disconnect: Vec<String> =
+                left.attached.iter().map(|c| format!("`docker network disconnect -f {name} {c}`")).collect();
+            format!("containers rivetctl does not own are attached: {}, {again}", disconnect.join(", "))
+        }
         KIND_NETWORK if reason.contains("active endpoints") => format!(
             "`docker network inspect {name}` shows the endpoints; `docker network disconnect -f {name} <endpoint>` for each, {again}"
         ),
@@ -71,6 +76,7 @@ mod tests {
         Leftover {
             key: ResourceKey { node: "local".into(), kind: kind.into(), name: name.into() },
             reason: reason.into(),
+            attached: Vec::new(),
         }
     }
 
@@ -80,6 +86,12 @@ mod tests {
         assert_eq!(
             remedy(&network, "infra destroy"),
             "`docker network inspect n1` shows the endpoints; `docker network disconnect -f n1 <endpoint>` for each, \
+             then `rivetctl infra destroy` again"
+        );
+        let busy = Leftover { attached: vec!["web".into()], ..network.clone() };
+        assert_eq!(
+            remedy(&busy, "infra destroy"),
+            "containers rivetctl does not own are attached: `docker network disconnect -f n1 web`, \
              then `rivetctl infra destroy` again"
         );
         let volume = left("volume", "v1", "remove v1: volume is in use - [abc]");

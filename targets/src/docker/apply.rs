@@ -76,6 +76,18 @@ pub struct Leftover {
     /// The engine's own words (e.g. "error while removing network: network x has active
     /// endpoints").
     pub reason: String,
+    /// For a network: the containers the engine still lists on it (none in Docker Engine
+    /// 20.10's stale-endpoint fault).
+    pub attached: Vec<String>,
+}
+
+/// The names of the containers the engine lists on `network` (empty when it cannot say).
+async fn attached(engine: &Engine, network: &str) -> Vec<String> {
+    let Ok(info) = engine.call().inspect_network(network, None).await else { return Vec::new() };
+    let mut names: Vec<String> =
+        info.containers.unwrap_or_default().into_values().filter_map(|c| c.name).filter(|n| !n.is_empty()).collect();
+    names.sort();
+    names
 }
 
 /// What applying did.
@@ -429,7 +441,11 @@ pub async fn apply(
                 Err(err) if step.action == Action::Delete => {
                     let reason = engine_reason(&err.source);
                     emit(ApplyEvent { key: step.key.clone(), status: EventStatus::Failed, detail: reason.clone() });
-                    report.left.push(Leftover { key: step.key.clone(), reason });
+                    let attached = match step.key.kind.as_str() {
+                        orchestrator::docker::KIND_NETWORK => attached(&engines[&step.key.node], &step.key.name).await,
+                        _ => Vec::new(),
+                    };
+                    report.left.push(Leftover { key: step.key.clone(), reason, attached });
                 }
                 Err(err) => {
                     emit(ApplyEvent { key: step.key.clone(), status: EventStatus::Failed, detail: format!("{err}") });
