@@ -115,3 +115,29 @@ fn the_configuration_reference_documents_every_field() {
     let missing: Vec<&String> = paths.iter().filter(|p| !docs.contains(&format!("`{p}`"))).collect();
     assert!(missing.is_empty(), "docs/configuration.md does not document: {missing:#?}");
 }
+
+#[test]
+fn a_full_stdout_is_an_error_and_a_closed_one_is_not() {
+    let dir = repo();
+    // ENOSPC on every write: the output is lost, so the command must fail and say so.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let output = run(rivetctl(&dir).args(["config", "schema"]).stdout(full));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        stderr.contains("error: cannot write the output to stdout") && stderr.contains("No space left"),
+        "{stderr}"
+    );
+
+    // A reader that went away (`| head`) ends the command quietly with 0.
+    let mut child = rivetctl(&dir)
+        .args(["config", "schema"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rivetctl");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(output.stderr.is_empty(), "{}", describe(&output));
+}

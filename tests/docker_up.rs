@@ -263,3 +263,36 @@ fn a_git_source_is_resolved_to_a_commit() {
         .clone();
     assert!(image.as_str().unwrap().starts_with("rivetos-agent:"), "{image}");
 }
+
+/// Removes a container the test started outside the deployment, pass or fail.
+struct Foreign(String);
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        support::docker::docker_status(&["rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn destroy_does_all_it_can_and_lists_what_is_left() {
+    let fleet = TestFleet::new("leftover");
+    fleet.expect(&["infra", "up", "--yes"], 0);
+    let network = format!("{}-net", fleet.name);
+    // A container the deployment does not own keeps the network busy ("has active endpoints").
+    let foreign = Foreign(format!("{}-foreign", fleet.name));
+    docker(&["run", "-d", "--name", &foreign.0, "--network", &network, "rivetos-base:busybox", "sleep", "300"]);
+    assert_eq!(fleet.list("volume").len(), 2);
+
+    let output = fleet.expect(&["infra", "destroy", "--volumes", "--yes"], 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(fleet.containers().is_empty(), "every container was removed: {}", describe(&output));
+    assert!(fleet.list("volume").is_empty(), "the volumes asked for were deleted although the network was not");
+    assert_eq!(fleet.list("network").len(), 1, "the busy network is still there");
+    assert!(stderr.contains("could not be removed"), "{stderr}");
+    assert!(stderr.contains(&format!("network {network} on node")) && stderr.contains("active endpoints"), "{stderr}");
+    assert!(stderr.contains(&format!("docker network disconnect -f {network} {}`", foreign.0)), "{stderr}");
+
+    drop(foreign);
+    let again = fleet.expect(&["infra", "destroy", "--volumes", "--yes"], 0);
+    assert!(fleet.list("network").is_empty(), "{}", describe(&again));
+}

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "rivetctl", version, about, long_about = None, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 changes present (only with --detailed-exitcode), 3 rollout failed.\nDocs: docs/ in the repository; `rivetctl config schema` prints the config's JSON Schema."
+    after_help = "Exit codes: 0 ok, 1 error, 2 changes present (only with --detailed-exitcode), 3 rollout failed, 130 interrupted (Ctrl-C/SIGTERM).\nDocs: docs/ in the repository; `rivetctl config schema` prints the config's JSON Schema."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -86,8 +86,14 @@ pub enum InfraCommand {
     /// Show what `infra up` would change; changes nothing, builds nothing.
     Preview(PreviewArgs),
     /// Build what the plan needs, apply it, wait until everything is healthy.
+    ///
+    /// Ctrl-C (or SIGTERM) stops after the steps in flight and exits 130; a second Ctrl-C
+    /// aborts at once.
     Up(UpArgs),
     /// Remove the deployment's containers and networks; keep data unless --volumes.
+    ///
+    /// Removes everything it can: what the engine refuses to remove is listed at the end
+    /// with the reason and a remedy (exit 1). Ctrl-C stops after the removals in flight.
     Destroy(DestroyArgs),
 }
 

@@ -2,7 +2,8 @@
 //!
 //! 0 ok; 1 an error (of the user's input or the environment: the message says which and
 //! what to do); 2 changes present (`--detailed-exitcode` only); 3 a rollout failed (what was
-//! rolled back is printed).
+//! rolled back is printed); 130 stopped by Ctrl-C or SIGTERM (what was done and what was
+//! not is printed).
 
 use std::fmt;
 
@@ -14,6 +15,8 @@ pub enum ExitStatus {
     Changes,
     /// A rollout or health gate failed.
     RolloutFailed,
+    /// Stopped by Ctrl-C or SIGTERM after the work in flight; what was not done was printed.
+    Interrupted,
 }
 
 impl ExitStatus {
@@ -22,6 +25,7 @@ impl ExitStatus {
             ExitStatus::Success => 0,
             ExitStatus::Changes => 2,
             ExitStatus::RolloutFailed => 3,
+            ExitStatus::Interrupted => crate::interrupt::EXIT_CODE,
         }
     }
 }
@@ -57,3 +61,23 @@ impl fmt::Display for Reported {
 }
 
 impl std::error::Error for Reported {}
+
+/// The work stopped at a safe point because of Ctrl-C or SIGTERM; the message says what was
+/// and was not done. Exits with [`crate::interrupt::EXIT_CODE`].
+#[derive(Debug)]
+pub struct Interrupted {
+    pub message: String,
+}
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Builds an [`anyhow::Error`] for work stopped by a signal.
+pub fn interrupted(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Interrupted { message: message.into() })
+}

@@ -37,6 +37,9 @@ pub fn build_failure(err: BuildError) -> anyhow::Error {
             ),
             format!("the full build log is {}", log.display()),
         ),
+        BuildError::Interrupted { image } => crate::exit::interrupted(format!(
+            "interrupted: the build of {image} was cancelled (the engine tags only finished images); nothing was applied"
+        )),
         other => anyhow::Error::new(other),
     }
 }
@@ -100,6 +103,10 @@ pub async fn build_on(
     log_dir: &Path,
     progress: &Progress<'_>,
 ) -> anyhow::Result<Prepared> {
+    // Ctrl-C cancels the builds in flight (an unfinished build leaves no tag) and starts none.
+    let _graceful = crate::interrupt::graceful();
+    let cancel = crate::interrupt::token();
+    let cancel = &cancel;
     // First, one image after the other: which need a build, and are their base images
     // there? A missing base image stops here, before any build has started.
     let mut needs_build = Vec::new();
@@ -131,10 +138,16 @@ pub async fn build_on(
         if !needed {
             return Ok::<_, anyhow::Error>((image.reference.clone(), false));
         }
+        if cancel.is_cancelled() {
+            return Err(crate::exit::interrupted(format!(
+                "interrupted before building {}; nothing was applied",
+                image.reference
+            )));
+        }
         let key = ResourceKey { node: node.to_string(), kind: "image".into(), name: image.reference.clone() };
         let source = source.expect("images with a build spec have a source");
         let on_line = |line: &str| progress.build_line(&image.reference, line);
-        let built = build::build(engine, image, &source.root, &fleet.revision, log_dir, &on_line)
+        let built = build::build(engine, image, &source.root, &fleet.revision, log_dir, cancel, &on_line)
             .await
             .map_err(build_failure)?;
         let fresh = matches!(built, Built::Built { .. });
@@ -150,6 +163,11 @@ pub async fn build_on(
         } else {
             prepared.present.push(reference);
         }
+    }
+    if cancel.is_cancelled() {
+        return Err(crate::exit::interrupted(format!(
+            "interrupted after the builds on node {node} finished; nothing was applied"
+        )));
     }
     Ok(prepared)
 }

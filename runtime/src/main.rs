@@ -10,6 +10,7 @@ mod exit;
 mod fleet;
 mod git;
 mod images;
+mod interrupt;
 mod lock;
 mod printer;
 mod progress;
@@ -22,8 +23,8 @@ mod update;
 use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, ConfigCommand, InfraCommand};
-use exit::{ExitStatus, Hinted, Reported};
-use printer::{BrokenPipe, Printer};
+use exit::{ExitStatus, Hinted, Interrupted, Reported};
+use printer::{Printer, StdoutError};
 
 async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
     match &cli.command {
@@ -40,7 +41,9 @@ async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Config(ConfigCommand::Schema) => commands::config::schema(printer),
         Command::Completions { shell } => {
             let mut command = Cli::command();
-            clap_complete::generate(*shell, &mut command, "rivetctl", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "rivetctl", &mut script);
+            printer.data(&String::from_utf8_lossy(&script))?;
             Ok(ExitStatus::Success)
         }
     }
@@ -49,12 +52,20 @@ async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
 fn main() {
     let cli = Cli::parse();
     let printer = Printer::new(&cli.global);
+    if let Err(err) = interrupt::install(&printer) {
+        printer.error(&format!("cannot handle Ctrl-C: {err}"));
+        std::process::exit(1);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(run(&cli, &printer));
     let code = match result {
         Ok(status) => status.code(),
-        Err(err) if err.is::<BrokenPipe>() => 0,
+        Err(err) if err.chain().any(|e| matches!(e.downcast_ref(), Some(StdoutError::BrokenPipe))) => 0,
         Err(err) if err.is::<Reported>() => 1,
+        Err(err) if err.chain().any(|e| e.is::<Interrupted>()) => {
+            printer.error(&format!("{err:#}"));
+            interrupt::EXIT_CODE
+        }
         Err(err) => {
             printer.error(&format!("{err:#}"));
             if let Some(hinted) = err.chain().find_map(|e| e.downcast_ref::<Hinted>()) {

@@ -33,10 +33,23 @@ fn wants_color(choice: ColorChoice, is_tty: bool) -> bool {
     }
 }
 
-/// A write to stdout failed because the reader went away (`rivetctl ... | head`).
+/// A write to stdout failed.
 #[derive(Debug, thiserror::Error)]
-#[error("stdout closed")]
-pub struct BrokenPipe;
+pub enum StdoutError {
+    /// The reader went away (`rivetctl ... | head`): the command ends quietly with 0.
+    #[error("stdout closed")]
+    BrokenPipe,
+    /// Any other failure (a full disk, an I/O error): the output is incomplete, so the
+    /// command fails.
+    #[error("cannot write the output to stdout")]
+    Write(#[source] std::io::Error),
+}
+
+impl From<std::io::Error> for StdoutError {
+    fn from(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe { StdoutError::BrokenPipe } else { StdoutError::Write(err) }
+    }
+}
 
 impl Printer {
     pub fn new(args: &GlobalArgs) -> Self {
@@ -56,13 +69,13 @@ impl Printer {
     }
 
     /// Data: always printed, to stdout.
-    pub fn data(&self, text: &str) -> Result<(), BrokenPipe> {
+    pub fn data(&self, text: &str) -> Result<(), StdoutError> {
         let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|_| BrokenPipe)
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(StdoutError::from)
     }
 
     /// One JSON value as a line on stdout.
-    pub fn json_line<T: Serialize>(&self, value: &T) -> Result<(), BrokenPipe> {
+    pub fn json_line<T: Serialize>(&self, value: &T) -> Result<(), StdoutError> {
         let line = serde_json::to_string(value).expect("output types serialise");
         self.data(&format!("{line}\n"))
     }

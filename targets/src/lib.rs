@@ -6,6 +6,7 @@
 //! decision the plan did not make.
 
 pub mod build;
+pub mod cancel;
 pub mod docker;
 pub mod http;
 pub mod probe;

@@ -194,3 +194,46 @@ async fn events_stream_while_they_happen() {
             .unwrap();
     }
 }
+
+/// An interrupted ship (the stream breaks half-way, as when rivetctl is aborted or the
+/// SSH connection drops) leaves no image on the node: `docker load` is all or nothing.
+#[tokio::test]
+async fn a_ship_cut_half_way_loads_nothing() {
+    let sshd = Sshd::start();
+    let local = Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap();
+    let repo = unique("rivet-ssh-cut");
+    let image = format!("{repo}:v1");
+    let id = import_tiny_image(&local, &repo).await;
+    let saved: Vec<u8> =
+        local.export_image(&image).try_collect::<Vec<_>>().await.unwrap().into_iter().flatten().collect();
+    local.remove_image(&image, Some(RemoveImageOptionsBuilder::default().force(true).build()), None).await.unwrap();
+
+    let (engine, _session) =
+        connect_engine("node", sshd.host(), sshd.port(), sshd.user(), &trusted(&sshd)).await.unwrap();
+    let half = saved.len() / 2;
+    let broken: Vec<Result<Bytes, std::io::Error>> =
+        vec![Ok(Bytes::copy_from_slice(&saved[..half])), Err(std::io::Error::other("the sender went away"))];
+    let load = engine.call().import_image_stream(
+        ImportImageOptionsBuilder::default().quiet(true).build(),
+        futures_util::stream::iter(broken),
+        None,
+    );
+    assert!(load.try_collect::<Vec<_>>().await.is_err(), "a broken stream is an error");
+    assert!(local.inspect_image(&image).await.is_err(), "no partial image was tagged");
+    assert!(local.inspect_image(&id).await.is_err(), "no partial image exists under its ID");
+
+    // The whole stream then loads, with the same ID.
+    let whole: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from(saved))];
+    engine
+        .call()
+        .import_image_stream(
+            ImportImageOptionsBuilder::default().quiet(true).build(),
+            futures_util::stream::iter(whole),
+            None,
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("docker load");
+    assert_eq!(local.inspect_image(&image).await.unwrap().id.unwrap(), id);
+    local.remove_image(&image, Some(RemoveImageOptionsBuilder::default().force(true).build()), None).await.unwrap();
+}

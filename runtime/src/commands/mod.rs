@@ -4,6 +4,7 @@ pub mod build;
 pub mod config;
 pub mod destroy;
 pub mod doctor;
+pub mod leftover;
 pub mod lock;
 pub mod preview;
 pub mod status;

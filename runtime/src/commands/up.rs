@@ -8,12 +8,13 @@ use serde::Serialize;
 use targets::docker::apply::{self, ApplyOptions, NEXT_SUFFIX};
 
 use crate::cli::{GlobalArgs, UpArgs};
+use crate::commands::leftover;
 use crate::confirm::confirm;
-use crate::exit::ExitStatus;
+use crate::exit::{ExitStatus, Reported};
 use crate::printer::Printer;
 use crate::progress::Progress;
 use crate::session::Session;
-use crate::{images, state};
+use crate::{images, interrupt, state};
 
 /// The final line of `up` in `--output json`.
 #[derive(Serialize)]
@@ -24,6 +25,12 @@ struct UpDocument {
     changed: bool,
     summary: BTreeMap<&'static str, usize>,
     failures: Vec<FailureDocument>,
+    /// Objects that delete steps could not remove.
+    left: Vec<leftover::LeftDocument>,
+    /// Stopped by Ctrl-C/SIGTERM after the steps in flight.
+    interrupted: bool,
+    /// Steps not started because of the stop request.
+    not_started: Vec<String>,
     elapsed_ms: u128,
     api_calls: usize,
 }
@@ -57,6 +64,9 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
                 changed: false,
                 summary: BTreeMap::new(),
                 failures: Vec::new(),
+                left: Vec::new(),
+                interrupted: false,
+                not_started: Vec::new(),
                 elapsed_ms: progress.elapsed().as_millis(),
                 api_calls: session.api_calls(),
             })?;
@@ -79,8 +89,13 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
         .collect();
     confirm(args.yes, "make these destructive changes", &needs_consent)?;
     let options = ApplyOptions { health_deadline: Duration::from_millis(session.fleet.health.deadline) };
-    let report = apply::apply(&session.engines, &plan, options, &|event| progress.step(&event)).await?;
+    let cancel = interrupt::token();
+    let report = {
+        let _graceful = interrupt::graceful();
+        apply::apply(&session.engines, &plan, options, &cancel, &|event| progress.step(&event)).await?
+    };
     progress.finish();
+    let interrupted = cancel.is_cancelled();
     let mut summary: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (_, action, _) in &report.done {
         *summary.entry(action.as_str()).or_default() += 1;
@@ -102,9 +117,19 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
                     logs: f.logs.clone(),
                 })
                 .collect(),
+            left: report.left.iter().map(|l| leftover::document(l, "infra up")).collect(),
+            interrupted,
+            not_started: report.not_started.iter().map(|k| k.name.clone()).collect(),
             elapsed_ms: progress.elapsed().as_millis(),
             api_calls: session.api_calls(),
         })?;
+    }
+    if interrupted {
+        return Ok(say_interrupted(printer, &report));
+    }
+    if report.failures.is_empty() && !report.left.is_empty() {
+        leftover::print(printer, &report.left, "infra up");
+        return Err(Reported.into());
     }
     if report.failures.is_empty() {
         // What the agents run now, for `rollback` later.
@@ -149,4 +174,26 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
         ));
     }
     Ok(ExitStatus::RolloutFailed)
+}
+
+/// What an interrupted `up` did and did not do; the exit status.
+fn say_interrupted(printer: &Printer, report: &apply::ApplyReport) -> ExitStatus {
+    leftover::print(printer, &report.left, "infra up");
+    let done: Vec<&str> = report.done.iter().map(|(k, _, _)| k.name.as_str()).collect();
+    printer.error(&format!(
+        "interrupted: {} step(s) finished{}; {} not started{}",
+        done.len(),
+        if done.is_empty() { String::new() } else { format!(" ({})", done.join(", ")) },
+        report.not_started.len(),
+        if report.not_started.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", report.not_started.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", "))
+        },
+    ));
+    for failure in &report.failures {
+        printer.info(&format!("  {} on node {}: {}", failure.key.name, failure.key.node, failure.reason));
+    }
+    printer.hint("no step was cut half-way; run `rivetctl infra up` again to finish");
+    ExitStatus::Interrupted
 }

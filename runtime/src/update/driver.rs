@@ -141,7 +141,10 @@ pub async fn drive(
     let mut queue: VecDeque<Command> = initial.into();
     let mut ticker = tokio::time::interval(options.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let interrupt = tokio::signal::ctrl_c();
+    // Ctrl-C or SIGTERM (crate::interrupt): stop with the journal written.
+    let _graceful = crate::interrupt::graceful();
+    let stop = crate::interrupt::token();
+    let interrupt = stop.cancelled();
     tokio::pin!(interrupt);
     loop {
         // Dispatch everything the machine asked for.

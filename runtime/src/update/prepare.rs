@@ -33,8 +33,18 @@ pub async fn ship_all(
     links: &BTreeMap<String, Link>,
     progress: &Progress<'_>,
 ) -> anyhow::Result<()> {
+    // A ship in flight runs to its end (the engine loads an image whole or not at all);
+    // after Ctrl-C no new one starts.
+    let _graceful = crate::interrupt::graceful();
+    let cancel = crate::interrupt::token();
     for link in links.values() {
         for image in &fleet.images {
+            if cancel.is_cancelled() {
+                return Err(crate::exit::interrupted(format!(
+                    "interrupted before shipping {} to node {}; nothing was stopped",
+                    image.reference, link.name
+                )));
+            }
             let key = orchestrator::resource::ResourceKey {
                 node: link.name.clone(),
                 kind: "image".into(),
@@ -81,7 +91,14 @@ pub async fn datahub_first(
     }
     let engines: HashMap<String, Engine> = HashMap::from([(hub.clone(), link.engine.clone())]);
     let options = ApplyOptions { health_deadline: Duration::from_millis(fleet.update.healthy_deadline) };
-    let report = apply::apply(&engines, &plan, options, &|event| progress.step(&event)).await?;
+    let _graceful = crate::interrupt::graceful();
+    let cancel = crate::interrupt::token();
+    let report = apply::apply(&engines, &plan, options, &cancel, &|event| progress.step(&event)).await?;
+    if !report.not_started.is_empty() {
+        return Err(crate::exit::interrupted(
+            "interrupted before the datahub was brought to the new revision; no agent was touched",
+        ));
+    }
     for failure in &report.failures {
         progress.note("step", &failure.key, "failed", &failure.reason);
     }

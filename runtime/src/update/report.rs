@@ -161,7 +161,7 @@ pub fn finish(
     revision: &str,
     previous: &[(String, String)],
     skipped: &[(String, String)],
-) -> Result<(), crate::printer::BrokenPipe> {
+) -> Result<(), crate::printer::StdoutError> {
     let short = |r: &str| r.chars().take(12).collect::<String>();
     let nodes: Vec<NodeResult> = machine
         .nodes()

@@ -4,6 +4,12 @@
 //! run is removed first), and the plan decides how replacements happen: agents start their
 //! new container next to the old one and only remove the old one once the new one is
 //! healthy, so a revision that fails its health check leaves the fleet as it was.
+//!
+//! A stop request ([`CancellationToken`]) is honoured between waves: no new wave starts and
+//! the steps in flight run to their end state; the sequences that must not be cut (remove
+//! the old container and rename its successor; remove, create and start) run in tasks of
+//! their own ([`uncut`]). A delete that the engine refuses does not stop the others: it is
+//! reported as left over, with the engine's reason.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,6 +27,7 @@ use orchestrator::resource::ResourceKey;
 use super::Engine;
 use super::container::{container_request, network_request, volume_request};
 use super::health::{Readiness, Ready, wait_ready};
+use crate::cancel::{CancellationToken, uncut};
 
 /// Suffix of the container that replaces a running agent until it is healthy.
 pub const NEXT_SUFFIX: &str = "-rivetctl-next";
@@ -62,14 +69,47 @@ pub struct StepFailure {
     pub previous_kept: bool,
 }
 
+/// An object a delete step could not remove: it is still there.
+#[derive(Debug, Clone)]
+pub struct Leftover {
+    pub key: ResourceKey,
+    /// The engine's own words (e.g. "error while removing network: network x has active
+    /// endpoints").
+    pub reason: String,
+    /// For a network: the containers the engine still lists on it (none in Docker Engine
+    /// 20.10's stale-endpoint fault).
+    pub attached: Vec<String>,
+}
+
+/// The names of the containers the engine lists on `network` (empty when it cannot say).
+async fn attached(engine: &Engine, network: &str) -> Vec<String> {
+    let Ok(info) = engine.call().inspect_network(network, None).await else { return Vec::new() };
+    let mut names: Vec<String> =
+        info.containers.unwrap_or_default().into_values().filter_map(|c| c.name).filter(|n| !n.is_empty()).collect();
+    names.sort();
+    names
+}
+
 /// What applying did.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     /// Steps that completed, with how long each took.
     pub done: Vec<(ResourceKey, Action, Duration)>,
     pub failures: Vec<StepFailure>,
+    /// Objects that delete steps could not remove (the other steps still ran).
+    pub left: Vec<Leftover>,
     /// Steps not started because an earlier wave failed.
     pub skipped: Vec<ResourceKey>,
+    /// Steps not started because a stop was requested (Ctrl-C).
+    pub not_started: Vec<ResourceKey>,
+}
+
+/// The engine's message of an API error (without bollard's wrapping).
+pub fn engine_reason(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Engine API failures (not health failures: those are [`StepFailure`]s).
@@ -190,6 +230,34 @@ pub async fn create(
     Ok(())
 }
 
+/// [`create_and_start`] in a task of its own: a container is never left created but not
+/// started because the caller went away.
+async fn create_and_start_uncut(engine: &Engine, name: &str, resource: &DockerResource) -> Result<(), ApplyError> {
+    let (engine, name, resource) = (engine.clone(), name.to_string(), resource.clone());
+    uncut(async move {
+        let DockerObject::Container(spec) = &resource.payload else { unreachable!("only containers are started") };
+        create_and_start(&engine, &name, spec, &resource).await
+    })
+    .await
+}
+
+/// Removes the container `name` and renames `next` to it, in a task of its own: the agent
+/// is never left removed while its successor still waits under the temporary name.
+async fn swap_in(
+    engine: &Engine,
+    name: &str,
+    next: &str,
+    grace_secs: u64,
+) -> Result<(), (&'static str, bollard::errors::Error)> {
+    let (engine, name, next) = (engine.clone(), name.to_string(), next.to_string());
+    uncut(async move {
+        remove_container(&engine, &name, grace_secs).await.map_err(|e| ("cannot remove container", e))?;
+        let rename = RenameContainerOptionsBuilder::default().name(&name).build();
+        engine.call().rename_container(&next, rename).await.map_err(|e| ("cannot rename container", e))
+    })
+    .await
+}
+
 fn ready_of(wait: Wait) -> Option<Ready> {
     match wait {
         Wait::Healthy => Some(Ready::Healthy),
@@ -292,17 +360,13 @@ async fn run_container(
     remove_container(engine, &next_name, 0).await.map_err(api("cannot remove container", key))?;
     if previous && step.strategy == Strategy::CreateBeforeDestroy {
         event(EventStatus::Started, "starting the new container next to the old one".into());
-        create_and_start(engine, &next_name, spec, resource).await?;
+        create_and_start_uncut(engine, &next_name, resource).await?;
         event(EventStatus::Waiting, "waiting for health".into());
         if let Readiness::Failed { reason, logs } = wait(next_name.clone()).await? {
             remove_container(engine, &next_name, 0).await.map_err(api("cannot remove container", key))?;
             return Ok(Some(StepFailure { key: key.clone(), reason, logs, previous_kept: true }));
         }
-        remove_container(engine, &spec.name, spec.stop_grace_secs)
-            .await
-            .map_err(api("cannot remove container", key))?;
-        let rename = RenameContainerOptionsBuilder::default().name(&spec.name).build();
-        engine.call().rename_container(&next_name, rename).await.map_err(api("cannot rename container", key))?;
+        swap_in(engine, &spec.name, &next_name, spec.stop_grace_secs).await.map_err(|(what, e)| api(what, key)(e))?;
         return Ok(None);
     }
     if previous {
@@ -310,7 +374,7 @@ async fn run_container(
     }
     remove_container(engine, &spec.name, spec.stop_grace_secs).await.map_err(api("cannot remove container", key))?;
     event(EventStatus::Started, "starting".into());
-    create_and_start(engine, &spec.name, spec, resource).await?;
+    create_and_start_uncut(engine, &spec.name, resource).await?;
     if ready.is_some() {
         event(
             EventStatus::Waiting,
@@ -330,17 +394,23 @@ async fn run_container(
 }
 
 /// Applies a plan across engines (by node name), emitting events; stops after the first
-/// wave with a failure.
+/// wave with a failure, and before the next wave once `cancel` is cancelled. Deletes the
+/// engine refuses are collected in [`ApplyReport::left`] and do not stop later waves.
 pub async fn apply(
     engines: &HashMap<String, Engine>,
     plan: &Plan<DockerObject>,
     options: ApplyOptions,
+    cancel: &CancellationToken,
     emit: &(dyn Fn(ApplyEvent) + Sync),
 ) -> Result<ApplyReport, ApplyError> {
     let mut report = ApplyReport::default();
     for (_, steps) in plan.waves() {
         if !report.failures.is_empty() {
             report.skipped.extend(steps.iter().map(|s| s.key.clone()));
+            continue;
+        }
+        if cancel.is_cancelled() {
+            report.not_started.extend(steps.iter().map(|s| s.key.clone()));
             continue;
         }
         let runs = steps.iter().map(|step| async move {
@@ -367,6 +437,15 @@ pub async fn apply(
                         detail: failure.reason.clone(),
                     });
                     report.failures.push(failure);
+                }
+                Err(err) if step.action == Action::Delete => {
+                    let reason = engine_reason(&err.source);
+                    emit(ApplyEvent { key: step.key.clone(), status: EventStatus::Failed, detail: reason.clone() });
+                    let attached = match step.key.kind.as_str() {
+                        orchestrator::docker::KIND_NETWORK => attached(&engines[&step.key.node], &step.key.name).await,
+                        _ => Vec::new(),
+                    };
+                    report.left.push(Leftover { key: step.key.clone(), reason, attached });
                 }
                 Err(err) => {
                     emit(ApplyEvent { key: step.key.clone(), status: EventStatus::Failed, detail: format!("{err}") });

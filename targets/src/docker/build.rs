@@ -1,5 +1,9 @@
 //! Building images from source through the Engine API, with content-addressed tags: an
 //! image whose tag (the content hash) already exists is not built again.
+//!
+//! The context is walked and tarred on the blocking pool, off the async runtime. A stop
+//! request ends a build in flight by closing its request: the engine cancels the build,
+//! and since it applies the tag only to a finished image, no tag is left half-made.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,6 +15,7 @@ use orchestrator::fleet::ImageSpec;
 
 use super::Engine;
 use crate::build::context;
+use crate::cancel::CancellationToken;
 
 /// Lines of the build log shown when a build fails.
 pub const FAILURE_TAIL: usize = 30;
@@ -26,6 +31,14 @@ pub enum BuildError {
     },
     #[error("building {image} failed: {message}")]
     Failed { image: String, message: String, tail: Vec<String>, log: PathBuf },
+    #[error("the build of {image} was interrupted; the engine tagged nothing")]
+    Interrupted { image: String },
+    #[error("the build context of {image} could not be read (the reading task failed)")]
+    Task {
+        image: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("cannot write the build log {path}")]
     Log {
         path: PathBuf,
@@ -54,14 +67,25 @@ pub async fn image_user(engine: &Engine, reference: &str) -> Result<String, boll
     Ok(image.config.and_then(|c| c.user).unwrap_or_default())
 }
 
+/// Walks and tars the context of `dockerfile` under `root` on the blocking pool.
+async fn context_tar(root: &Path, dockerfile: &str, image: &str) -> Result<Vec<u8>, BuildError> {
+    let (root, dockerfile) = (root.to_path_buf(), dockerfile.to_string());
+    tokio::task::spawn_blocking(move || context::scan(&root, &dockerfile).and_then(|scanned| context::tar(&scanned)))
+        .await
+        .map_err(|source| BuildError::Task { image: image.to_string(), source })?
+        .map_err(|source| BuildError::Context { image: image.to_string(), source })
+}
+
 /// Builds `image` from the tree at `root` unless its tag exists; `progress` receives each
-/// line of build output.
+/// line of build output. Once `cancel` is cancelled the build is abandoned
+/// ([`BuildError::Interrupted`]).
 pub async fn build(
     engine: &Engine,
     image: &ImageSpec,
     root: &Path,
     revision: &str,
     log_dir: &Path,
+    cancel: &CancellationToken,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Built, BuildError> {
     let Some(spec) = &image.build else {
@@ -71,9 +95,10 @@ pub async fn build(
         return Ok(Built::Present);
     }
     let reference = image.reference.clone();
-    let scanned = context::scan(root, &spec.dockerfile)
-        .map_err(|source| BuildError::Context { image: reference.clone(), source })?;
-    let tar = context::tar(&scanned).map_err(|source| BuildError::Context { image: reference.clone(), source })?;
+    let tar = context_tar(root, &spec.dockerfile, &reference).await?;
+    if cancel.is_cancelled() {
+        return Err(BuildError::Interrupted { image: reference });
+    }
     let mut args: HashMap<String, String> = spec.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     args.insert("RIVETOS_REVISION".into(), revision.to_string());
     // One label only: each costs a build step on the classic builder.
@@ -103,7 +128,17 @@ pub async fn build(
     };
     let mut stream = engine.call().build_image(options, None, Some(bollard::body_full(tar.into())));
     let mut failure = None;
-    while let Some(item) = stream.next().await {
+    loop {
+        let item = tokio::select! {
+            // Dropping the stream closes the request; the engine then cancels the build.
+            () = cancel.cancelled() => {
+                drop(stream);
+                let _ = remember("interrupted: build cancelled (Ctrl-C)", &mut log);
+                return Err(BuildError::Interrupted { image: reference });
+            }
+            item = stream.next() => item,
+        };
+        let Some(item) = item else { break };
         match item {
             Ok(info) => {
                 if let Some(text) = info.stream.as_deref() {
