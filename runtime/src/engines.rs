@@ -64,7 +64,7 @@ pub async fn connect(node: &FleetNode, options: &SshOptions) -> anyhow::Result<L
         other => {
             let engine = docker::connect(&node.name, other, &node.tcp).await.map_err(|err| {
                 let hint = err.hint();
-                hinted(format!("node {}: {err}", node.name), hint)
+                hinted(format!("node {}: {}", node.name, with_causes(&err)), hint)
             })?;
             warn_if_plain(&node.name, &engine);
             // The containers of a tcp:// engine are on another machine: probe from inside them.
@@ -72,6 +72,22 @@ pub async fn connect(node: &FleetNode, options: &SshOptions) -> anyhow::Result<L
             Ok(Link { name: node.name.clone(), engine, reach })
         }
     }
+}
+
+/// An error with its causes (`cannot speak TLS …: … : invalid peer certificate: UnknownIssuer`):
+/// the hint is only useful next to what actually went wrong.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Plain HTTP to an engine was asked for (`insecure: true`): said on every run, even with
@@ -94,7 +110,7 @@ pub async fn control_host(fleet: &Fleet) -> anyhow::Result<Engine> {
         crate::fleet::resolve_security(&TcpSecurity::of(&docker_settings.tls, docker_settings.insecure), config_dir);
     let engine = docker::connect("control-host", &Endpoint::Local, &security).await.map_err(|err| {
         let hint = format!("updates build images on this machine's Docker Engine; {}", err.hint());
-        hinted(format!("control host: {err}"), hint)
+        hinted(format!("control host: {}", with_causes(&err)), hint)
     })?;
     warn_if_plain("control-host", &engine);
     Ok(engine)
