@@ -57,7 +57,7 @@ fn doctor_reaches_a_tls_engine_with_the_configured_client_certificate() {
     use_engine(&fleet, &address, TLS);
     let output = fleet.expect(&["doctor"], 0);
     let (stdout, stderr) = text(&output);
-    assert!(stdout.contains(&format!("engine local")) && stdout.contains(&format!("{address} (Docker ")), "{stdout}");
+    assert!(stdout.contains("engine local") && stdout.contains(&format!("{address} (Docker ")), "{stdout}");
     assert!(!stderr.contains("plain HTTP"), "{stderr}");
 
     // The engine's certificate is checked against the configured CA only.
