@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::config::model::{HealthSettings, Limits, UpdateSettings};
-use crate::config::rules::{Endpoint, parse_endpoint};
+use crate::config::rules::{Endpoint, TcpSecurity, parse_endpoint};
 use crate::config::{Config, Role, Target};
 
 /// Where a value of the environment came from decides whether it may be shown.
@@ -122,6 +122,8 @@ pub struct FleetNode {
     pub name: String,
     pub role: Role,
     pub endpoint: Endpoint,
+    /// How a `tcp://` engine (configured, or `DOCKER_HOST`) is secured.
+    pub tcp: TcpSecurity,
     /// How other nodes reach this one (the datahub's published port).
     pub address: Option<String>,
     /// Agent ids placed here, sorted.
@@ -436,7 +438,8 @@ fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
                 agents.sort();
                 agents.dedup();
                 let address = node.address.clone().or_else(|| endpoint.host().map(str::to_string));
-                nodes.push(FleetNode { name: node.name.clone(), role: node.role, endpoint, address, agents });
+                let tcp = TcpSecurity::of(&node.tls, node.insecure);
+                nodes.push(FleetNode { name: node.name.clone(), role: node.role, endpoint, tcp, address, agents });
             }
             Ok(nodes)
         }
@@ -451,6 +454,7 @@ fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
                     name: n.name.clone(),
                     role: n.role,
                     endpoint: Endpoint::Local,
+                    tcp: TcpSecurity::Unset,
                     address: n.host.clone(),
                     agents: Vec::new(),
                 })
@@ -469,7 +473,8 @@ fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
             let host = deployment.docker.host.clone().unwrap_or_else(|| "local".into());
             let endpoint = parse_endpoint(&host)
                 .ok_or_else(|| FleetError::BadEndpoint { node: "local".into(), host: host.clone() })?;
-            Ok(vec![FleetNode { name: "local".into(), role: Role::Both, endpoint, address: None, agents: ids }])
+            let tcp = TcpSecurity::of(&deployment.docker.tls, deployment.docker.insecure);
+            Ok(vec![FleetNode { name: "local".into(), role: Role::Both, endpoint, tcp, address: None, agents: ids }])
         }
     }
 }

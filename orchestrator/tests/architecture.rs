@@ -20,3 +20,20 @@ fn orchestrator_depends_on_no_io_crate() {
     let bad: Vec<&&str> = crates.iter().filter(|c| FORBIDDEN.contains(c)).collect();
     assert!(bad.is_empty(), "the orchestrator depends on I/O crates {bad:?}:\n{tree}");
 }
+
+/// One crypto backend for the workspace: ring (russh, and rustls for `tcp://` engines). A
+/// default feature somewhere must not bring in aws-lc-rs and its C/CMake build.
+#[test]
+fn the_workspace_uses_ring_only() {
+    let output = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "--workspace", "-e", "normal,build", "--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let crates: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
+    assert!(crates.contains(&"ring") && crates.contains(&"rustls"), "unexpected cargo tree output:\n{tree}");
+    let bad: Vec<&&str> = crates.iter().filter(|c| c.starts_with("aws-lc")).collect();
+    assert!(bad.is_empty(), "a second crypto backend is in the tree: {bad:?}");
+}

@@ -1,10 +1,10 @@
 //! Connections to the nodes of a fleet: the local engine (or `DOCKER_HOST`, `unix://`,
-//! `tcp://`), or a node's engine through its SSH connection (host keys checked against
-//! known_hosts, key or agent auth).
+//! `tcp://` over TLS, or plain when asked for), or a node's engine through its SSH
+//! connection (host keys checked against known_hosts, key or agent auth).
 
 use std::path::PathBuf;
 
-use orchestrator::config::rules::Endpoint;
+use orchestrator::config::rules::{Endpoint, TcpSecurity};
 use orchestrator::fleet::{Fleet, FleetNode};
 use orchestrator::resource::ObservedResource;
 use targets::docker::{self, Engine};
@@ -62,11 +62,14 @@ pub async fn connect(node: &FleetNode, options: &SshOptions) -> anyhow::Result<L
             Ok(Link { name: node.name.clone(), engine, reach: Reach::Ssh(session) })
         }
         other => {
-            let engine = docker::connect(&node.name, other).await.map_err(|err| {
+            let engine = docker::connect(&node.name, other, &node.tcp).await.map_err(|err| {
                 let hint = err.hint();
-                hinted(format!("node {}: {err}", node.name), hint)
+                hinted(format!("node {}: {}", node.name, with_causes(&err)), hint)
             })?;
-            Ok(Link { name: node.name.clone(), engine, reach: Reach::Local })
+            warn_if_plain(&node.name, &engine);
+            // The containers of a tcp:// engine are on another machine: probe from inside them.
+            let reach = if engine.address.starts_with("tcp://") { Reach::Engine } else { Reach::Local };
+            Ok(Link { name: node.name.clone(), engine, reach })
         }
     }
 }
@@ -113,12 +116,46 @@ fn account_name(uid: libc::uid_t) -> Option<String> {
     }
 }
 
-/// The control host's engine, where images are built once.
-pub async fn control_host() -> anyhow::Result<Engine> {
-    docker::connect("control-host", &Endpoint::Local).await.map_err(|err| {
+/// An error with its causes (`cannot speak TLS …: … : invalid peer certificate: UnknownIssuer`):
+/// the hint is only useful next to what actually went wrong.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Plain HTTP to an engine was asked for (`insecure: true`): said on every run, even with
+/// `-q`, since anyone on the path can run containers as root there.
+fn warn_if_plain(node: &str, engine: &Engine) {
+    if engine.plain_tcp {
+        eprintln!(
+            "warning: node {node}: speaking plain HTTP to the Docker Engine at {} (insecure: true): anyone on the path can run containers as root there\nhint: run the engine with --tlsverify and configure `tls: {{ca, cert, key}}` instead",
+            engine.address
+        );
+    }
+}
+
+/// The control host's engine, where images are built once: `DOCKER_HOST` or the local
+/// socket, with `deployment.docker`'s `tls` / `insecure` when that is `tcp://`.
+pub async fn control_host(fleet: &Fleet) -> anyhow::Result<Engine> {
+    let docker_settings = &fleet.config.raw.deployment.docker;
+    let config_dir = std::path::Path::new(&fleet.config_file).parent().unwrap_or(std::path::Path::new("."));
+    let security =
+        crate::fleet::resolve_security(&TcpSecurity::of(&docker_settings.tls, docker_settings.insecure), config_dir);
+    let engine = docker::connect("control-host", &Endpoint::Local, &security).await.map_err(|err| {
         let hint = format!("updates build images on this machine's Docker Engine; {}", err.hint());
-        hinted(format!("control host: {err}"), hint)
-    })
+        hinted(format!("control host: {}", with_causes(&err)), hint)
+    })?;
+    warn_if_plain("control-host", &engine);
+    Ok(engine)
 }
 
 /// Connects to every node of the fleet.

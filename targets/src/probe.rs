@@ -3,7 +3,8 @@
 //!
 //! The agent's port is not published; it is reached at the container's address on its
 //! network — from here for a local engine, from the node itself (through the SSH
-//! connection) for a remote one.
+//! connection) for a remote one, and from inside the container (an exec through the
+//! engine, [`crate::docker::exec`]) for a `tcp://` engine.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,9 @@ pub enum Reach {
     Local,
     /// From the node, through its SSH connection.
     Ssh(Arc<Session>),
+    /// From inside the container, through the engine's exec API (a `tcp://` engine: the
+    /// container addresses of another machine do not route from here).
+    Engine,
 }
 
 async fn get_local(host: &str, port: u16, path: &str) -> Result<(u16, Vec<u8>), String> {
@@ -41,6 +45,24 @@ pub async fn http_get(
             Err(_) => Err(format!("no answer within {}s", limit.as_secs_f64())),
         },
         Reach::Ssh(session) => session.http_get(host, port, path, limit).await.map_err(|e| e.to_string()),
+        Reach::Engine => Err("probes through the engine need the container: use `get`".into()),
+    }
+}
+
+/// `GET path` on the container's `port`, the way `reach` gets there: at its `address` for
+/// [`Reach::Local`] and [`Reach::Ssh`], inside `container` for [`Reach::Engine`].
+pub async fn get(
+    engine: &Engine,
+    reach: &Reach,
+    container: &str,
+    address: &str,
+    port: u16,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    match reach {
+        Reach::Engine => crate::docker::exec::http_get(engine, container, port, path, limit).await,
+        _ => http_get(reach, address, port, path, limit).await,
     }
 }
 
@@ -74,10 +96,11 @@ pub async fn probe(
         .filter(|ip| !ip.is_empty());
     let mut report = ProbeReport { running, ..ProbeReport::default() };
     let Some(address) = address.filter(|_| running) else { return Ok(report) };
-    if let Ok((status, _)) = http_get(reach, &address, target.port, target.live_path, limit).await {
+    if let Ok((status, _)) = get(engine, reach, target.container, &address, target.port, target.live_path, limit).await
+    {
         report.live = status == 200;
     }
-    if let Ok((_, body)) = http_get(reach, &address, target.port, target.health_path, limit).await
+    if let Ok((_, body)) = get(engine, reach, target.container, &address, target.port, target.health_path, limit).await
         && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body)
     {
         report.status = doc.get("status").and_then(|s| s.as_str()).map(str::to_string);

@@ -108,6 +108,17 @@ pub struct DockerSettings {
     pub project_name: String,
     pub host: Option<String>,
     pub postgres_bind: String,
+    pub tls: EngineTls,
+    pub insecure: bool,
+}
+
+/// Client TLS files of a `tcp://` engine, as written (relative to the config's directory).
+/// All three are set, or none (the checker requires all three once `tls:` is written).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct EngineTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +197,8 @@ pub struct NodeSettings {
     pub host: String,
     pub agents: Option<Vec<String>>,
     pub address: Option<String>,
+    pub tls: EngineTls,
+    pub insecure: bool,
 }
 
 /// Limits of one container; unset fields take the role's defaults.

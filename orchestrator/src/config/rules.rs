@@ -265,6 +265,33 @@ impl Endpoint {
     }
 }
 
+/// How a `tcp://` engine is secured: a node's (or `deployment.docker`'s) `tls` and `insecure`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum TcpSecurity {
+    /// Nothing configured: for an address from `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and
+    /// `DOCKER_CERT_PATH` apply as for the Docker CLI; a configured `tcp://` is refused.
+    #[default]
+    Unset,
+    /// TLS: the server's certificate is checked against `ca` (and the host name), and `cert`
+    /// with `key` is presented. Paths as written, relative to the config's directory.
+    Tls { ca: String, cert: String, key: String },
+    /// Plain HTTP, asked for in so many words (`insecure: true`).
+    Insecure,
+}
+
+impl TcpSecurity {
+    /// From the `tls` and `insecure` fields (the checker refuses a partial `tls`).
+    pub fn of(tls: &super::model::EngineTls, insecure: bool) -> TcpSecurity {
+        match (&tls.ca, &tls.cert, &tls.key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                TcpSecurity::Tls { ca: ca.clone(), cert: cert.clone(), key: key.clone() }
+            }
+            _ if insecure => TcpSecurity::Insecure,
+            _ => TcpSecurity::Unset,
+        }
+    }
+}
+
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -170,6 +170,22 @@ const IMAGE: Object = Object {
     ],
 };
 
+/// Client TLS for a `tcp://` Docker Engine, as the Docker CLI's `--tlscacert`, `--tlscert`,
+/// `--tlskey` (`DOCKER_CERT_PATH`'s `ca.pem`, `cert.pem`, `key.pem`).
+const ENGINE_TLS: Object = Object {
+    unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
+    fields: &[
+        Field::new(
+            "ca",
+            &STR,
+            "rivetctl: CA certificate (PEM) the engine's certificate must be signed by; the only CA trusted. Relative to the config's directory.",
+        )
+        .required(),
+        Field::new("cert", &STR, "rivetctl: client certificate (PEM) presented to the engine.").required(),
+        Field::new("key", &STR, "rivetctl: private key (PEM) of `cert`; keep it private (mode 0600).").required(),
+    ],
+};
+
 const DOCKER: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
@@ -193,6 +209,17 @@ const DOCKER: Object = Object {
             "rivetctl: host address the published PostgreSQL port binds to; agents on other nodes need one they reach, such as the datahub node's LAN address (`0.0.0.0` is warned about).",
         )
         .default(S("127.0.0.1")),
+        Field::new(
+            "tls",
+            &Ty::Object(&ENGINE_TLS),
+            "rivetctl: TLS with a client certificate for a `tcp://` engine (`host`, or `DOCKER_HOST` when it is `tcp://`). Without it, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` apply as for the Docker CLI.",
+        ),
+        Field::new(
+            "insecure",
+            &BOOL,
+            "rivetctl: allow plain HTTP to a `tcp://` engine without TLS. Anyone on the path can then run containers as root on it; every run warns.",
+        )
+        .default(B(false)),
     ],
 };
 
@@ -335,6 +362,8 @@ const NODE: Object = Object {
         Field::new("host", &ENDPOINT, "How to reach the node's Docker Engine: `local`, `unix:///path`, `tcp://host:port` or `ssh://[user@]host[:port]` (without `user@`, the local user, as OpenSSH).").default(S("local")),
         Field::new("agents", &STR_LIST, "Agent ids that run on this node. Agents not listed anywhere run on the single agents node without a list."),
         Field::new("address", &HOST, "Address other nodes use to reach this node (the datahub's published port). Default: the host of `host`."),
+        Field::new("tls", &Ty::Object(&ENGINE_TLS), "rivetctl: TLS with a client certificate for a `tcp://` `host` (required for `tcp://` unless `insecure`)."),
+        Field::new("insecure", &BOOL, "rivetctl: allow plain HTTP to a `tcp://` `host` without TLS. Anyone on the path can then run containers as root on the node; every run warns.").default(B(false)),
     ],
 };
 

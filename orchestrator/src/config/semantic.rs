@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::check::Loc;
 use super::diagnostics::{Diagnostic, did_you_mean};
-use super::model::{RawConfig, Role, Target};
+use super::model::{EngineTls, RawConfig, Role, Target};
+use super::rules::{Endpoint, TcpSecurity, parse_endpoint};
 
 /// Collects cross-field problems.
 pub struct Semantic<'a> {
@@ -55,6 +56,7 @@ impl Semantic<'_> {
             Target::Docker => {
                 self.docker_nodes();
                 self.datahub_reach();
+                self.tcp_engines();
             }
             Target::Proxmox => self.proxmox(),
             Target::Kubernetes => self.kubernetes(),
@@ -149,6 +151,64 @@ impl Semantic<'_> {
             .unwrap_or_else(|| "agent ids are the keys of the top-level `agents:` section".into());
         self.error(path, format!("unknown agent \"{id}\""), Some(hint));
         false
+    }
+
+    /// A `tcp://` engine needs TLS or an explicit `insecure: true`; not both.
+    fn tcp_engines(&mut self) {
+        let deployment = &self.config.deployment;
+        // (path of the settings, what they are for, host, tls, insecure)
+        let mut engines = Vec::new();
+        if deployment.nodes.is_empty() {
+            if let Some(host) = &deployment.docker.host {
+                let docker = &deployment.docker;
+                engines.push((
+                    "deployment.docker".to_string(),
+                    "the Docker engine".to_string(),
+                    host.clone(),
+                    docker.tls.clone(),
+                    docker.insecure,
+                ));
+            }
+        } else {
+            for (i, node) in deployment.nodes.iter().enumerate() {
+                let what = format!("node \"{}\"", node.name);
+                engines.push((
+                    format!("deployment.nodes[{i}]"),
+                    what,
+                    node.host.clone(),
+                    node.tls.clone(),
+                    node.insecure,
+                ));
+            }
+        }
+        for (path, what, host, tls, insecure) in engines {
+            let Some(endpoint) = parse_endpoint(&host) else { continue };
+            let security = TcpSecurity::of(&tls, insecure);
+            let tcp = matches!(endpoint, Endpoint::Tcp { .. });
+            if matches!(security, TcpSecurity::Tls { .. }) && insecure {
+                self.error(
+                    &format!("{path}.insecure"),
+                    format!("{what} has both `tls` and `insecure: true`"),
+                    Some("remove `insecure`: with `tls` the engine is spoken to over TLS".into()),
+                );
+            } else if tcp && security == TcpSecurity::Unset {
+                self.error(
+                    &format!("{path}.host"),
+                    format!(
+                        "{what} is reached at {endpoint} without TLS: anyone on the path could run containers as root there"
+                    ),
+                    Some(format!(
+                        "run dockerd with --tlsverify and add `tls: {{ca: ca.pem, cert: cert.pem, key: key.pem}}` to {path} (paths relative to the config), or set `insecure: true` there to accept plain HTTP"
+                    )),
+                );
+            } else if matches!(endpoint, Endpoint::Unix(_) | Endpoint::Ssh { .. }) && tls != EngineTls::default() {
+                self.warning(
+                    &format!("{path}.tls#key"),
+                    format!("{what}: `tls` applies to tcp:// engines; {endpoint} ignores it"),
+                    None,
+                );
+            }
+        }
     }
 
     fn docker_nodes(&mut self) {

@@ -283,3 +283,68 @@ fn the_datahub_published_on_every_interface_is_a_warning() {
     check("deployment:\n  target: docker\n  docker: {postgres_bind: 0.0.0.0}\n", &[&format!("3:27 {warning}")]);
     check("deployment:\n  target: docker\n  docker: {postgres_bind: 0.0.0.0, postgres_port: 0}\n", &[]);
 }
+
+/// A docker deployment on nodes whose `- {...}` entries are given.
+fn with_nodes(nodes: &[&str]) -> String {
+    let mut text = String::from("deployment:\n  target: docker\n  nodes:\n");
+    for node in nodes {
+        text.push_str(&format!("    - {node}\n"));
+    }
+    text.push_str("agents: {}\n");
+    text
+}
+
+#[test]
+fn tcp_engines_need_tls_or_an_explicit_insecure() {
+    check(
+        &with_nodes(&["{name: a, role: both, host: \"tcp://10.0.0.2:2376\"}"]),
+        &[
+            "4:35 error: node \"a\" is reached at tcp://10.0.0.2:2376 without TLS: anyone on the path could run containers as root there",
+        ],
+    );
+    check(&with_nodes(&["{name: a, role: both, host: \"tcp://10.0.0.2:2376\", insecure: true}"]), &[]);
+    check(
+        &with_nodes(&["{name: a, role: both, host: \"tcp://h:2376\", tls: {ca: ca.pem, cert: c.pem, key: k.pem}}"]),
+        &[],
+    );
+    check(
+        &with_nodes(&[
+            "{name: a, role: both, host: \"tcp://h:2376\", insecure: true, tls: {ca: ca.pem, cert: c.pem, key: k.pem}}",
+        ]),
+        &["4:61 error: node \"a\" has both `tls` and `insecure: true`"],
+    );
+    check(
+        &with_nodes(&["{name: a, role: both, host: \"tcp://h:2376\", tls: {ca: ca.pem, cert: c.pem}}"]),
+        &["4:56 error: Missing required field \"deployment.nodes[0].tls.key\""],
+    );
+    check(
+        &with_nodes(&["{name: a, role: both, host: \"ssh://h\", tls: {ca: ca.pem, cert: c.pem, key: k.pem}}"]),
+        &["4:46 warning: node \"a\": `tls` applies to tcp:// engines; ssh://h:22 ignores it"],
+    );
+    // Without nodes, deployment.docker.host is the engine, with deployment.docker's settings.
+    let single =
+        "deployment:\n  target: docker\n  docker: {host: \"tcp://h:2375\"}\nagents:\n  opus: {provider: anthropic}\n";
+    check(
+        single,
+        &[
+            "3:18 error: the Docker engine is reached at tcp://h:2375 without TLS: anyone on the path could run containers as root there",
+        ],
+    );
+    check(&single.replace("2375\"}", "2375\", insecure: true}"), &[]);
+}
+
+#[test]
+fn tcp_security_reaches_the_fleet_nodes() {
+    use crate::config::rules::TcpSecurity;
+    let text = with_nodes(&[
+        "{name: a, role: both, host: \"tcp://h:2376\", tls: {ca: certs/ca.pem, cert: certs/c.pem, key: certs/k.pem}}",
+        "{name: b, role: agents, host: \"tcp://g:2375\", insecure: true}",
+    ]);
+    let loaded = load(&text, &vars()).expect("valid");
+    let nodes = &loaded.config.raw.deployment.nodes;
+    assert_eq!(
+        TcpSecurity::of(&nodes[0].tls, nodes[0].insecure),
+        TcpSecurity::Tls { ca: "certs/ca.pem".into(), cert: "certs/c.pem".into(), key: "certs/k.pem".into() }
+    );
+    assert_eq!(TcpSecurity::of(&nodes[1].tls, nodes[1].insecure), TcpSecurity::Insecure);
+}

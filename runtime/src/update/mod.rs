@@ -223,7 +223,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> a
     let agents = prepare::agent_resources(&fleet, &names);
     let progress = Progress::new(printer);
     if !args.dry_run {
-        let control = crate::engines::control_host().await?;
+        let control = crate::engines::control_host(&fleet).await?;
         crate::images::build_on(
             &control,
             "control-host",

@@ -9,15 +9,17 @@ pub mod base_images;
 pub mod build;
 mod connect;
 pub mod container;
+pub mod exec;
 pub mod health;
 mod observe;
 pub mod ship;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use bollard::Docker;
-pub use connect::{ConnectError, connect};
+pub use connect::{ConnectError, connect, local_address};
 pub use observe::{ObserveError, observe};
 
 /// A connection to one node's engine.
@@ -28,12 +30,20 @@ pub struct Engine {
     pub node: String,
     /// Where it was reached, for messages (`unix:///var/run/docker.sock`).
     pub address: String,
+    /// Spoken to in plain HTTP over TCP (`insecure: true`): every run warns.
+    pub plain_tcp: bool,
     calls: Arc<AtomicUsize>,
 }
 
 impl Engine {
     pub fn new(docker: Docker, node: impl Into<String>, address: impl Into<String>) -> Self {
-        Engine { docker, node: node.into(), address: address.into(), calls: Arc::new(AtomicUsize::new(0)) }
+        Engine {
+            docker,
+            node: node.into(),
+            address: address.into(),
+            plain_tcp: false,
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Counts one API call; returns the client to make it with.

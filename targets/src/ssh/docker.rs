@@ -67,7 +67,7 @@ async fn forward(session: &Session, socket: &str, request: BollardRequest) -> Re
 
 /// bollard addresses custom transports with absolute URIs (`http://docker/v1.41/…`); on a
 /// connection of its own a request carries the path and a `Host` header instead.
-fn origin_form(request: BollardRequest) -> BollardRequest {
+pub(crate) fn origin_form(request: BollardRequest) -> BollardRequest {
     let (mut parts, body) = request.into_parts();
     if let Some(path) = parts.uri.path_and_query().cloned() {
         parts.uri = path.into();

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use orchestrator::config::model::SshSettings;
 
+pub(crate) use docker::origin_form;
 pub use docker::{DEFAULT_DOCKER_SOCKET, connect_engine, docker_over_ssh};
 pub use error::SshError;
 pub use session::{ExecOutput, Session, SshStream, connect};
