@@ -1,5 +1,7 @@
 //! Health probes of an agent container: is it running, does `GET /health/live` answer 200,
-//! what do `status` and `version` of `GET /health` say.
+//! what do `status` and `version` of `GET /health` say, and what does the engine say about
+//! it (an exit, restarts, its own health check; with the last log lines when that looks
+//! wrong): the signals the gate fails on at once.
 //!
 //! The agent's port is not published; it is reached at the container's address on its
 //! network — from here for a local engine, from the node itself (through the SSH
@@ -8,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestrator::rollout::ProbeReport;
+use bollard::models::{ContainerState, ContainerStateStatusEnum, HealthStatusEnum};
+use orchestrator::gate::{EngineHealth, EngineReport, Exit, ProbeReport};
 
 use crate::docker::Engine;
 use crate::ssh::Session;
@@ -65,6 +68,7 @@ pub async fn probe(
 ) -> Result<ProbeReport, bollard::errors::Error> {
     let info = engine.call().inspect_container(target.container, None).await?;
     let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let engine_report = engine_view(info.state.as_ref(), info.restart_count);
     let address = info
         .network_settings
         .as_ref()
@@ -72,7 +76,10 @@ pub async fn probe(
         .and_then(|n| n.get(target.network))
         .and_then(|n| n.ip_address.clone())
         .filter(|ip| !ip.is_empty());
-    let mut report = ProbeReport { running, ..ProbeReport::default() };
+    let mut report = ProbeReport { running, engine: engine_report, ..ProbeReport::default() };
+    if report.engine.signal(0).is_some() {
+        report.logs = crate::docker::health::last_logs(engine, target.container, crate::docker::health::LOG_TAIL).await;
+    }
     let Some(address) = address.filter(|_| running) else { return Ok(report) };
     if let Ok((status, _)) = http_get(reach, &address, target.port, target.live_path, limit).await {
         report.live = status == 200;
@@ -84,4 +91,29 @@ pub async fn probe(
         report.version = doc.get("version").and_then(|v| v.as_str()).map(str::to_string);
     }
     Ok(report)
+}
+
+/// What the engine says about a container: restarts, how its process ended, its own check.
+fn engine_view(state: Option<&ContainerState>, restart_count: Option<i64>) -> EngineReport {
+    let Some(state) = state else { return EngineReport::default() };
+    let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
+    let ended = matches!(
+        status,
+        ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD | ContainerStateStatusEnum::RESTARTING
+    );
+    let health = state.health.as_ref().and_then(|health| match health.status? {
+        HealthStatusEnum::STARTING => Some(EngineHealth::Starting),
+        HealthStatusEnum::HEALTHY => Some(EngineHealth::Healthy),
+        HealthStatusEnum::UNHEALTHY => {
+            let output = health.log.as_ref().and_then(|log| log.last()).and_then(|r| r.output.clone());
+            Some(EngineHealth::Unhealthy { output: output.unwrap_or_default() })
+        }
+        _ => None,
+    });
+    EngineReport {
+        restarts: restart_count.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        restarting: status == ContainerStateStatusEnum::RESTARTING,
+        exit: ended.then(|| Exit { code: state.exit_code.unwrap_or(-1), oom_killed: state.oom_killed == Some(true) }),
+        health,
+    }
 }

@@ -30,8 +30,8 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &DestroyArgs) -> 
     let items: Vec<String> = plan.steps.iter().map(|s| format!("delete {} {}", s.key.kind, s.key.name)).collect();
     confirm(args.yes, &format!("destroy deployment \"{}\"", session.fleet.name), &items)?;
     let progress = Progress::new(printer);
-    let options = ApplyOptions { health_deadline: Duration::from_secs(60) };
-    apply::apply(&session.engines, &plan, options, &|event| progress.step(&event)).await?;
+    let options = ApplyOptions { health_deadline: Duration::from_secs(60), gate: None };
+    apply::apply(&session.engines, &plan, &options, &|event| progress.step(&event)).await?;
     progress.finish();
     printer.data(&format!("Destroyed {} object(s) of \"{}\".\n", plan.steps.len(), session.fleet.name))?;
     if kept.is_empty() {

@@ -78,8 +78,11 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
         .map(|s| format!("{} {} {}", s.action.as_str(), s.key.kind, s.key.name))
         .collect();
     confirm(args.yes, "make these destructive changes", &needs_consent)?;
-    let options = ApplyOptions { health_deadline: Duration::from_millis(session.fleet.health.deadline) };
-    let report = apply::apply(&session.engines, &plan, options, &|event| progress.step(&event)).await?;
+    let options = ApplyOptions {
+        health_deadline: Duration::from_millis(session.fleet.health.deadline),
+        gate: Some(session.gate_options()),
+    };
+    let report = apply::apply(&session.engines, &plan, &options, &|event| progress.step(&event)).await?;
     progress.finish();
     let mut summary: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (_, action, _) in &report.done {

@@ -7,6 +7,7 @@
 //! writing the journal after every step.
 
 mod driver;
+mod failures;
 pub mod journal;
 mod ops;
 mod prepare;
@@ -176,6 +177,7 @@ async fn drive_and_report(
         Outcome::Interrupted(_) => "interrupted",
     };
     let journal = &*record.journal;
+    failures::print(printer, machine)?;
     report::finish(printer, &live, machine, status, &journal.revision, &journal.previous, &journal.skipped)?;
     Ok(conclude(printer, &outcome))
 }
