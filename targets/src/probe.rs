@@ -117,3 +117,43 @@ fn engine_view(state: Option<&ContainerState>, restart_count: Option<i64>) -> En
         health,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{Health, HealthcheckResult};
+
+    use super::*;
+
+    fn state(status: ContainerStateStatusEnum, exit_code: i64, health: Option<HealthStatusEnum>) -> ContainerState {
+        let log = Some(vec![HealthcheckResult { output: Some("wget: 503\n".into()), ..Default::default() }]);
+        ContainerState {
+            status: Some(status),
+            running: Some(status == ContainerStateStatusEnum::RUNNING),
+            exit_code: Some(exit_code),
+            oom_killed: Some(false),
+            health: health.map(|status| Health { status: Some(status), log: log.clone(), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_engines_view_carries_exits_restarts_and_its_own_check() {
+        use ContainerStateStatusEnum as S;
+        let view = |s: ContainerState, restarts| engine_view(Some(&s), Some(restarts));
+        let running = view(state(S::RUNNING, 0, Some(HealthStatusEnum::HEALTHY)), 2);
+        assert_eq!(
+            running,
+            EngineReport { restarts: 2, restarting: false, exit: None, health: Some(EngineHealth::Healthy) }
+        );
+        let exited = view(state(S::EXITED, 1, None), 0);
+        assert_eq!(exited.exit, Some(Exit { code: 1, oom_killed: false }));
+        assert_eq!(exited.signal(0).map(|s| s.name()), Some("exited"));
+        let restarting = view(state(S::RESTARTING, 1, None), 3);
+        assert!(restarting.restarting && restarting.exit.is_some());
+        assert_eq!(restarting.signal(3).map(|s| s.name()), Some("restarting"));
+        let unhealthy = view(state(S::RUNNING, 0, Some(HealthStatusEnum::UNHEALTHY)), 0);
+        assert_eq!(unhealthy.health, Some(EngineHealth::Unhealthy { output: "wget: 503\n".into() }));
+        assert_eq!(view(state(S::CREATED, 0, Some(HealthStatusEnum::STARTING)), 0).signal(0), None);
+        assert_eq!(engine_view(None, None), EngineReport::default());
+    }
+}
