@@ -130,26 +130,6 @@ fn destroy_keeps_data_unless_volumes_is_given() {
 }
 
 #[test]
-fn a_revision_that_fails_its_health_check_leaves_the_fleet_serving() {
-    let fleet = TestFleet::new("failing");
-    fleet.expect(&["infra", "up", "--yes"], 0);
-    let before = ids(&fleet);
-    std::fs::write(fleet.dir.path().join("containers/agent/FAIL_HEALTH"), "broken on purpose\n").unwrap();
-    let output = fleet.expect(&["infra", "up"], 3);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("health check failed"), "{stderr}");
-    assert!(stderr.contains("previous container was kept"), "{stderr}");
-    assert!(stderr.contains("log lines"), "{stderr}");
-    // The migrate step ran with the new image (it passed); every serving container is the
-    // previous one.
-    let serving =
-        |all: Vec<(String, String)>| all.into_iter().filter(|(n, _)| !n.ends_with("-migrate")).collect::<Vec<_>>();
-    assert_eq!(serving(ids(&fleet)), serving(before), "the previous containers are untouched");
-    fleet.assert_healthy(AGENTS);
-    assert!(!fleet.containers().keys().any(|n| n.ends_with("-rivetctl-next")));
-}
-
-#[test]
 fn a_second_concurrent_up_fails_on_the_lock() {
     let fleet = TestFleet::new("lock");
     let mut first = fleet.command(&["infra", "up", "--yes"]).spawn().expect("spawn rivetctl");

@@ -99,6 +99,21 @@ impl Mesh {
         }
     }
 
+    /// Like [`Mesh::agent_states`], once Docker's own health check has caught up (at most
+    /// 20 s): a rollout's gate does not wait for that check (docs/updates.md), so right
+    /// after `update` returns the last agent may still show `starting`.
+    fn settled_agent_states(&self) -> (BTreeMap<String, (String, String, String)>, bool) {
+        let start = Instant::now();
+        loop {
+            let states = self.agent_states();
+            let starting = states.0.values().any(|(_, health, _)| health == "starting");
+            if !starting || start.elapsed() > Duration::from_secs(20) {
+                return states;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Image and health per agent container, and whether any kept-previous container is left.
     fn agent_states(&self) -> (BTreeMap<String, (String, String, String)>, bool) {
         let containers = self.fleet.containers();
@@ -183,7 +198,7 @@ fn mesh_update_in_batches_then_a_failing_canary_is_rolled_back() {
         "{} agents were down at once (max_parallel 1)",
         worst.load(Ordering::Relaxed)
     );
-    let (updated, leftovers) = mesh.agent_states();
+    let (updated, leftovers) = mesh.settled_agent_states();
     assert!(!leftovers, "no -rivetctl-prev/-next container is left");
     for (name, (image, health, _)) in &updated {
         assert_eq!(health, "healthy", "{name}");
@@ -197,7 +212,7 @@ fn mesh_update_in_batches_then_a_failing_canary_is_rolled_back() {
 
     // Back to the previous revision on one node, through the same gates.
     mesh.fleet.expect(&["rollback", "--node", "n2"], 0);
-    let (after, _) = mesh.agent_states();
+    let (after, _) = mesh.settled_agent_states();
     for (name, (image, health, _)) in &after {
         assert_eq!(health, "healthy", "{name}");
         let expected = if name.contains("-agent-b") { &before[name].0 } else { &updated[name].0 };
@@ -213,7 +228,7 @@ fn mesh_update_in_batches_then_a_failing_canary_is_rolled_back() {
     assert!(table.lines().any(|l| l.starts_with("n1") && l.contains("rolled back")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("n2") && l.contains("untouched")), "{table}");
     assert!(table.lines().any(|l| l.starts_with("n3") && l.contains("untouched")), "{table}");
-    let (now, leftovers) = mesh.agent_states();
+    let (now, leftovers) = mesh.settled_agent_states();
     assert!(!leftovers);
     for (name, (image, health, id)) in &now {
         assert_eq!(health, "healthy", "{name}");
@@ -258,7 +273,7 @@ fn an_ssh_endpoint_lost_mid_rollout_is_resumed() {
     mesh.sshd[2].restart();
     let resumed = mesh.fleet.expect(&["update", "--resume"], 0);
     assert!(String::from_utf8_lossy(&resumed.stderr).contains("Resuming"), "{}", describe(&resumed));
-    let (states, leftovers) = mesh.agent_states();
+    let (states, leftovers) = mesh.settled_agent_states();
     assert!(!leftovers);
     let images: std::collections::BTreeSet<&String> = states.values().map(|(image, _, _)| image).collect();
     assert_eq!(images.len(), 1, "every agent runs the same (new) image: {states:#?}");
@@ -276,7 +291,7 @@ fn kill_9_mid_rollout_then_resume_finishes_without_orphans() {
     update.wait().unwrap();
     let resumed = mesh.fleet.expect(&["update", "--resume"], 0);
     assert!(String::from_utf8_lossy(&resumed.stdout).contains("done"), "{}", describe(&resumed));
-    let (states, leftovers) = mesh.agent_states();
+    let (states, leftovers) = mesh.settled_agent_states();
     assert!(!leftovers, "nothing orphaned: {:#?}", mesh.fleet.containers().keys().collect::<Vec<_>>());
     let images: std::collections::BTreeSet<&String> = states.values().map(|(image, _, _)| image).collect();
     assert_eq!(images.len(), 1, "{states:#?}");

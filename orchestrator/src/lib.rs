@@ -5,6 +5,8 @@
 //! - [`resource`]: managed objects as flat, diffable fields with a spec hash.
 //! - [`docker`]: the fleet lowered into Docker networks, volumes and containers.
 //! - [`plan`]: desired × observed → an immutable plan, and how to print it.
+//! - [`gate`]: the health gate of an agent container (pending, passed, failed and why),
+//!   shared by the rollout and `infra up`.
 //! - [`rollout`]: the rolling-update state machine (batches, health gates, rollback); its
 //!   state is the update journal.
 //! - [`memory`]: an in-memory target for tests.
@@ -16,6 +18,7 @@ pub mod config;
 pub mod digest;
 pub mod docker;
 pub mod fleet;
+pub mod gate;
 pub mod memory;
 pub mod mesh;
 pub mod plan;

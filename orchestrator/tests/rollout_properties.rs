@@ -10,7 +10,8 @@
 //! action stopped the rollout or the progress deadline passed; a cancelled instance never
 //! moves forward; the failure action applies exactly when failures ÷ instances exceeds
 //! `max_failure_ratio`; a gate passes only after `min_healthy_time` of good probes and
-//! within `healthy_deadline`; at most one stop/start and one probe outstanding per instance;
+//! within `healthy_deadline`; a definite signal (exit, restart, the engine's check
+//! unhealthy) fails a gate at once; at most one stop/start and one probe outstanding per instance;
 //! the machine never starts a container that runs; instances at rest (`Pending`, `Done`,
 //! `RolledBack`) run the image their state says.
 //!
@@ -67,6 +68,8 @@ fn case() -> impl Strategy<Value = Case> {
                     healthy_deadline: healthy,
                     progress_deadline: progress,
                     stop_grace_period: 10_000,
+                    probe_interval: 50,
+                    probe_timeout: 2_000,
                     failure_action: action,
                     max_failure_ratio: ratio,
                     keep_images: 3,
@@ -115,6 +118,9 @@ fn outcomes(cases: usize) -> (BTreeMap<String, usize>, usize) {
         let mut note = |what: String| *seen.entry(what).or_default() += 1;
         note(format!("status {status:?}"));
         sim.states().iter().for_each(|s| note(format!("instance {s:?}")));
+        if sim.signal_failures > 0 {
+            note("failed on a signal".to_string());
+        }
         if sim.interruptions > 0 {
             note("interrupted".to_string());
         }
@@ -145,6 +151,7 @@ fn the_generated_runs_reach_every_outcome() {
         "instance RolledBack",
         "instance RevertFailed",
         "interrupted",
+        "failed on a signal",
         "deadline exceeded",
         "halt Rollback",
         "halt Pause",

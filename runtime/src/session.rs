@@ -8,6 +8,8 @@ use orchestrator::docker::{self, DockerObject};
 use orchestrator::fleet::Fleet;
 use orchestrator::resource::{ObservedResource, Resource};
 use targets::docker::Engine;
+use targets::docker::gate::GateOptions;
+use targets::probe::Reach;
 
 use crate::cli::GlobalArgs;
 use crate::exit::hinted;
@@ -22,6 +24,8 @@ pub struct Session {
     pub resolved: Resolved,
     pub fleet: Fleet,
     pub engines: HashMap<String, Engine>,
+    /// How each node's containers are reached for health probes, by node name.
+    pub reaches: HashMap<String, Reach>,
     /// Held for the session's life by commands that change the deployment.
     _lock: Option<lock::Lock>,
 }
@@ -72,8 +76,9 @@ impl Session {
         let resolved = source::resolve(&project).await?;
         let fleet = fleet::build(&project, &resolved)?;
         let connected = engines::connect_all(&fleet, &project.dir).await?;
+        let reaches = connected.iter().map(|link| (link.name.clone(), link.reach.clone())).collect();
         let engines = connected.into_iter().map(|link| (link.name.clone(), link.engine)).collect();
-        Ok(Session { project, resolved, fleet, engines, _lock: lock })
+        Ok(Session { project, resolved, fleet, engines, reaches, _lock: lock })
     }
 
     /// The desired Docker resources.
@@ -88,8 +93,28 @@ impl Session {
         engines::observe_all(&engines, &self.fleet.name).await
     }
 
+    /// How agent containers pass their health gate on this session's nodes.
+    pub fn gate_options(&self) -> GateOptions {
+        gate_options(&self.fleet, self.reaches.clone())
+    }
+
     /// Engine API calls made so far.
     pub fn api_calls(&self) -> usize {
         self.engines.values().map(Engine::calls).sum()
+    }
+}
+
+/// The health gate's settings from the config (`deployment.health` for the endpoints,
+/// `deployment.update` for the timing), with how each node is reached.
+pub fn gate_options(fleet: &Fleet, reaches: HashMap<String, Reach>) -> GateOptions {
+    use std::time::Duration;
+    GateOptions {
+        port: fleet.health.port,
+        live_path: fleet.health.live_path.clone(),
+        health_path: fleet.health.path.clone(),
+        min_healthy_time: Duration::from_millis(fleet.update.min_healthy_time),
+        probe_interval: Duration::from_millis(fleet.update.probe_interval),
+        probe_timeout: Duration::from_millis(fleet.update.probe_timeout),
+        reaches,
     }
 }

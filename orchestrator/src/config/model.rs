@@ -246,6 +246,10 @@ pub struct UpdateSettings {
     pub healthy_deadline: u64,
     pub progress_deadline: u64,
     pub stop_grace_period: u64,
+    /// Least time between two probes of one gating agent (not the engine's health check).
+    pub probe_interval: u64,
+    /// How long one probe's HTTP request may take.
+    pub probe_timeout: u64,
     pub failure_action: FailureAction,
     pub max_failure_ratio: f64,
     pub keep_images: u32,

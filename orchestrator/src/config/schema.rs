@@ -446,6 +446,14 @@ const UPDATE: Object = Object {
         Field::new("stop_grace_period", &DURATION, "Time between SIGTERM and SIGKILL when stopping an agent.")
             .default(S("30s")),
         Field::new(
+            "probe_interval",
+            &DURATION,
+            "Least time between two probes of the health gate (rivetctl's own; not `deployment.health.interval`).",
+        )
+        .default(S("50ms")),
+        Field::new("probe_timeout", &DURATION, "How long one probe of the health gate may wait for an answer.")
+            .default(S("2s")),
+        Field::new(
             "failure_action",
             &Ty::Enum(&["rollback", "pause", "continue"]),
             "What to do when an instance fails its gate.",

@@ -117,6 +117,7 @@ pub fn plan_document<P>(plan: &Plan<P>, observed: &str) -> PlanDocument {
                     Wait::Nothing => "nothing",
                     Wait::Healthy => "healthy",
                     Wait::Completed => "completed",
+                    Wait::Gate => "health_gate",
                 },
                 stateful: step.stateful,
                 destructive: step.is_destructive(),

@@ -74,6 +74,11 @@ pub enum Wait {
     Healthy,
     /// Exited with code 0.
     Completed,
+    /// Passed the health gate ([`crate::gate`]): agent containers, which `infra up` holds
+    /// to the same gate as a rollout (running, `/health/live` 200, `/health` healthy with the
+    /// image's version, for `min_healthy_time`; failing at once on an exit, a restart or an
+    /// unhealthy engine check).
+    Gate,
 }
 
 /// The run state differs from the desired one while the spec matches (stopped by hand).
@@ -233,6 +238,7 @@ pub fn plan<P>(
     let mut unchanged = 0;
     for resource in &desired {
         let wait = match resource.run_state {
+            Some(RunState::Running) if matches!(resource.component, Component::Agent(_)) => Wait::Gate,
             Some(RunState::Running) => Wait::Healthy,
             Some(RunState::Completed) => Wait::Completed,
             None => Wait::Nothing,

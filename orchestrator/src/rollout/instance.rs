@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::gate::Gate;
+
 /// One agent container to move from `from_image` (deployed now) to `to_image`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceSpec {
@@ -114,14 +116,17 @@ pub struct Instance {
     pub spec: InstanceSpec,
     /// Where it is.
     pub state: InstanceState,
-    /// When its current gate started: the time of the first timed event after its `Started`.
-    pub started_at_ms: Option<u64>,
-    /// Since when its probes have been good without interruption.
-    pub healthy_since_ms: Option<u64>,
+    /// Its current health gate (journaled as the instance's `started_at_ms`,
+    /// `healthy_since_ms`, `last_probe_problem` and `restarts_at_start`); the gate's clock
+    /// starts at the first timed event after its `Started`.
+    #[serde(flatten)]
+    pub gate: Gate,
     /// Why the instance failed or was reverted (and why the revert failed, if it did).
     pub last_error: Option<String>,
-    /// What was wrong with the last bad probe of the current gate.
-    pub last_probe_problem: Option<String>,
+    /// The last log lines of the container whose gate failed on a definite signal (the most
+    /// recent such failure), for the report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
     /// The instance itself failed (stop, start or gate on the new image); counted in
     /// [`Rollout::failures`](super::Rollout::failures).
     pub failed: bool,
@@ -139,10 +144,9 @@ impl Instance {
         Instance {
             spec,
             state: InstanceState::Pending,
-            started_at_ms: None,
-            healthy_since_ms: None,
+            gate: Gate::default(),
             last_error: None,
-            last_probe_problem: None,
+            logs: Vec::new(),
             failed: false,
             revert: false,
             probe_in_flight: false,

@@ -3,6 +3,7 @@
 
 use super::{Command, Event, Halt, InstanceState, ProbeReport, Rollout, Status};
 use crate::config::model::FailureAction;
+use crate::gate::{Gate, Verdict};
 
 impl Rollout {
     /// Starts the rollout (the first batch) at `now_ms`. Calling it again changes nothing.
@@ -64,70 +65,64 @@ impl Rollout {
             self.exceed_progress_deadline(out);
         }
         if let Some((instance, report)) = probe {
-            self.record_probe(instance, now, &report);
+            self.record_probe(instance, now, &report, out);
         }
         for index in 0..self.instances.len() {
             self.check_gate(index, now, out);
         }
     }
 
-    fn record_probe(&mut self, index: usize, now: u64, report: &ProbeReport) {
-        let min_healthy = self.policy.min_healthy_time_ms;
-        let deadline = self.policy.healthy_deadline_ms;
+    /// Feeds a probe answer to the instance's gate: passing moves it on, a definite signal
+    /// fails it at once (forward: revert; reverting: `RevertFailed`).
+    fn record_probe(&mut self, index: usize, now: u64, report: &ProbeReport, out: &mut Vec<Command>) {
+        let rules = self.policy.gate_rules();
         let Some(instance) = self.instances.get_mut(index) else { return };
         let gating = matches!(instance.state, InstanceState::Gating | InstanceState::RevertGating);
         if !gating || !instance.probe_in_flight {
             return;
         }
         instance.probe_in_flight = false;
-        let started = *instance.started_at_ms.get_or_insert(now);
-        if now.saturating_sub(started) > deadline {
-            return; // too late to pass: `check_gate` fails it
-        }
-        match report.problem(instance.expected_version()) {
-            None => {
-                let since = *instance.healthy_since_ms.get_or_insert(now);
-                if now.saturating_sub(since) >= min_healthy {
-                    let next = match instance.state {
-                        InstanceState::Gating => InstanceState::Done,
-                        _ => InstanceState::RolledBack,
-                    };
-                    instance.last_probe_problem = None;
-                    self.set_state(index, next);
-                }
+        let version = instance.expected_version().map(str::to_string);
+        match instance.gate.record(now, report, version.as_deref(), rules) {
+            Verdict::Pending => {}
+            Verdict::Passed => {
+                let next = match instance.state {
+                    InstanceState::Gating => InstanceState::Done,
+                    _ => InstanceState::RolledBack,
+                };
+                self.set_state(index, next);
             }
-            Some(problem) => {
-                instance.healthy_since_ms = None;
-                instance.last_probe_problem = Some(problem);
+            Verdict::Failed(failure) => {
+                if !report.logs.is_empty() {
+                    instance.logs = report.logs.clone();
+                }
+                self.gate_failed(index, failure.to_string(), out);
             }
         }
     }
 
     /// Fails a gate past its deadline; otherwise makes sure a probe is in flight.
     fn check_gate(&mut self, index: usize, now: u64, out: &mut Vec<Command>) {
-        let deadline = self.policy.healthy_deadline_ms;
-        let min_healthy = self.policy.min_healthy_time_ms;
+        let rules = self.policy.gate_rules();
         let instance = &mut self.instances[index];
         if !matches!(instance.state, InstanceState::Gating | InstanceState::RevertGating) {
             return;
         }
-        let started = *instance.started_at_ms.get_or_insert(now);
-        if now.saturating_sub(started) <= deadline {
-            if !instance.probe_in_flight {
-                instance.probe_in_flight = true;
-                out.push(Command::Probe { instance: index });
+        match instance.gate.check(now, rules) {
+            Verdict::Failed(failure) => self.gate_failed(index, failure.to_string(), out),
+            _ => {
+                if !instance.probe_in_flight {
+                    instance.probe_in_flight = true;
+                    out.push(Command::Probe { instance: index });
+                }
             }
-            return;
         }
-        let detail = match (&instance.last_probe_problem, instance.healthy_since_ms) {
-            (Some(problem), _) => format!("last probe: {problem}"),
-            (None, Some(since)) => {
-                format!("healthy for {} ms of the {min_healthy} ms required", now.saturating_sub(since))
-            }
-            (None, None) => "no probe answered".to_string(),
-        };
-        let error = format!("health gate not passed within {deadline} ms ({detail})");
-        if instance.state == InstanceState::Gating {
+    }
+
+    /// A gate failed: on the new image the instance fails (and reverts), on the old one
+    /// the revert failed.
+    fn gate_failed(&mut self, index: usize, error: String, out: &mut Vec<Command>) {
+        if self.instances[index].state == InstanceState::Gating {
             self.fail(index, error, out);
         } else {
             self.revert_failed(index, error);
@@ -199,9 +194,7 @@ impl Rollout {
     pub(super) fn begin_gate(&mut self, index: usize, gate: InstanceState, out: &mut Vec<Command>) {
         self.set_state(index, gate);
         let instance = &mut self.instances[index];
-        instance.started_at_ms = None;
-        instance.healthy_since_ms = None;
-        instance.last_probe_problem = None;
+        instance.gate = Gate::default();
         instance.probe_in_flight = true;
         out.push(Command::Probe { instance: index });
     }

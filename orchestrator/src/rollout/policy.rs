@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::model::{FailureAction, UpdateSettings};
+use crate::gate::Rules;
 
 /// How a rollout proceeds; durations in milliseconds. Part of the journal, so a resumed
 /// rollout keeps the policy it started with even if the config changed in between.
@@ -64,6 +65,15 @@ impl Policy {
         }
     }
 
+    /// The health gate every instance (and every revert) must pass.
+    pub fn gate_rules(&self) -> Rules {
+        Rules {
+            min_healthy_time_ms: self.min_healthy_time_ms,
+            deadline_ms: self.healthy_deadline_ms,
+            engine_check: false,
+        }
+    }
+
     /// The batches for `total` instances: the canary batch first (if any), then batches of
     /// `max_parallel`, in instance order. Every instance is in exactly one batch.
     pub fn batches(&self, total: usize) -> Vec<Vec<usize>> {
@@ -102,6 +112,8 @@ mod tests {
             healthy_deadline: 300_000,
             progress_deadline: 1_800_000,
             stop_grace_period: 30_000,
+            probe_interval: 50,
+            probe_timeout: 2_000,
             failure_action: FailureAction::Rollback,
             max_failure_ratio: 0.0,
             keep_images: 3,

@@ -17,55 +17,11 @@
 //! - The driver rate-limits `Probe`s (the machine asks for the next one as soon as the
 //!   previous one is answered) and sends `Tick`s now and then so deadlines fire even when
 //!   nothing else happens.
+//! - A probe reports what the engine says about the container (exit, restarts, its own
+//!   health check) and, when that looks wrong, the container's last log lines: the gate
+//!   ([`crate::gate`]) fails at once on those signals.
 
-/// The result of one health probe of an agent container.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ProbeReport {
-    /// The container (or process) is running.
-    pub running: bool,
-    /// `GET /health/live` answered 200.
-    pub live: bool,
-    /// `status` of `GET /health`: `"healthy"`, `"degraded"` or `"unhealthy"`; `None` when the
-    /// endpoint did not answer or had no status.
-    pub status: Option<String>,
-    /// `version` of `GET /health`, if reported.
-    pub version: Option<String>,
-}
-
-impl ProbeReport {
-    /// A report that passes any gate expecting `version` (or none).
-    pub fn healthy(version: Option<&str>) -> ProbeReport {
-        ProbeReport {
-            running: true,
-            live: true,
-            status: Some("healthy".to_string()),
-            version: version.map(str::to_string),
-        }
-    }
-
-    /// Why this report does not pass a gate that expects `version` (when `Some`); `None` when
-    /// it passes.
-    pub fn problem(&self, version: Option<&str>) -> Option<String> {
-        if !self.running {
-            return Some("not running".to_string());
-        }
-        if !self.live {
-            return Some("GET /health/live did not answer 200".to_string());
-        }
-        match self.status.as_deref() {
-            Some("healthy") => {}
-            Some(other) => return Some(format!("GET /health reports \"{other}\"")),
-            None => return Some("GET /health reports no status".to_string()),
-        }
-        match (version, self.version.as_deref()) {
-            (Some(expected), Some(found)) if expected != found => {
-                Some(format!("GET /health reports version \"{found}\", expected \"{expected}\""))
-            }
-            (Some(expected), None) => Some(format!("GET /health reports no version, expected \"{expected}\"")),
-            _ => None,
-        }
-    }
-}
+pub use crate::gate::ProbeReport;
 
 /// What happened, fed back into [`Rollout::step`](super::Rollout::step). `instance` is an
 /// index into the rollout's instances; events for unknown instances, or that do not fit the

@@ -97,9 +97,7 @@ impl Rollout {
             ),
         };
         instance.state = next;
-        instance.started_at_ms = None;
-        instance.healthy_since_ms = None;
-        instance.last_probe_problem = None;
+        instance.gate = crate::gate::Gate::default();
         instance.probe_in_flight = matches!(command, Command::Probe { .. });
         out.push(command);
     }

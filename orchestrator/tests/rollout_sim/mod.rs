@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use orchestrator::config::model::FailureAction;
+use orchestrator::gate::{EngineHealth, EngineReport, Exit};
 use orchestrator::rollout::{
     Command, Event, Halt, InstanceSpec, InstanceState, Observed, Policy, ProbeReport, Rollout, Status,
 };
@@ -54,11 +55,20 @@ pub struct Container {
     good_since: Option<u64>,
     /// When it was started.
     started_at: u64,
+    /// What the engine says about it (restarts, an exit, its own health check).
+    engine: EngineReport,
 }
 
 impl Container {
     fn new(image: String, running: bool, now: u64) -> Container {
-        Container { image, running, last_probe_good: false, good_since: None, started_at: now }
+        Container {
+            image,
+            running,
+            last_probe_good: false,
+            good_since: None,
+            started_at: now,
+            engine: EngineReport::default(),
+        }
     }
 }
 
@@ -74,6 +84,8 @@ pub struct Sim {
     position: usize,
     pub events: usize,
     pub interruptions: usize,
+    /// Gates failed at once on a definite signal.
+    pub signal_failures: usize,
     /// Failures when the rollout was last resumed from a pause.
     failures_at_resume: usize,
     /// The operator approved the canary.
@@ -98,6 +110,7 @@ impl Sim {
             position: 0,
             events: 0,
             interruptions: 0,
+            signal_failures: 0,
             failures_at_resume: 0,
             approved: false,
         }
@@ -167,7 +180,7 @@ impl Sim {
                     "instance {index} passed its gate without {min_healthy} ms of good probes ({good_since:?} at {})",
                     self.now
                 );
-                let gate = self.rollout.instances()[index].started_at_ms;
+                let gate = self.rollout.instances()[index].gate.started_at_ms;
                 assert!(
                     gate.is_some_and(|gate| gate >= container.started_at && self.now - gate <= deadline),
                     "instance {index} passed a gate started at {gate:?} at {} (container started at {})",
@@ -262,16 +275,33 @@ impl Sim {
             }
             Command::Probe { .. } => {
                 let report = self.probe(instance);
-                Event::Probed { instance, now_ms: self.now, report }
+                let gate = self.rollout.instances()[instance].state;
+                let signalled = report.engine != EngineReport::default();
+                self.apply(Input::Event(Event::Probed { instance, now_ms: self.now, report }));
+                if signalled && matches!(gate, InstanceState::Gating | InstanceState::RevertGating) {
+                    // A definite signal fails the gate at once, whatever the deadline.
+                    let now = self.rollout.instances()[instance].state;
+                    let expected = if gate == InstanceState::Gating {
+                        InstanceState::Reverting
+                    } else {
+                        InstanceState::RevertFailed
+                    };
+                    assert_eq!(now, expected, "instance {instance}: a signal in {gate:?} must fail the gate at once");
+                    self.signal_failures += 1;
+                }
+                return;
             }
             other => unreachable!("{other:?} is not queued per instance"),
         };
         self.apply(Input::Event(event));
     }
 
-    /// Probes a container: passes, fails, omits the version, or answers late.
+    /// Probes a container: passes, fails, omits the version, answers late, or (while it
+    /// gates) shows a definite signal: it exited, restarts, or the engine's check fails.
     fn probe(&mut self, instance: usize) -> ProbeReport {
         self.now += 1_000;
+        let gating =
+            matches!(self.rollout.instances()[instance].state, InstanceState::Gating | InstanceState::RevertGating);
         let spec = self.rollout.instances()[instance].spec.clone();
         let container = &self.containers[instance];
         let (version, expected) = if container.image == spec.to_image {
@@ -282,14 +312,31 @@ impl Sim {
         let mut report = ProbeReport::healthy(version);
         match self.choose(12) {
             0..=7 => {}
+            8 if gating && self.containers[instance].running && self.choose(2) == 1 => {
+                let engine = &mut self.containers[instance].engine;
+                match self.script.get(self.position).map_or(0, |b| b % 3) {
+                    0 => {
+                        engine.exit = Some(Exit { code: 1, oom_killed: false });
+                        self.containers[instance].running = false;
+                    }
+                    1 => {
+                        engine.restarts += 1;
+                        engine.restarting = true;
+                    }
+                    _ => engine.health = Some(EngineHealth::Unhealthy { output: "503".to_string() }),
+                }
+                self.position += 1;
+                report.status = Some("unhealthy".to_string());
+            }
             8 => report.status = Some("unhealthy".to_string()),
             9 => report.live = false,
             10 => report.version = None,
             _ => self.now += self.rollout.policy().healthy_deadline_ms / 2,
         }
         let container = &mut self.containers[instance];
+        report.engine = container.engine.clone();
         if !container.running {
-            report = ProbeReport { running: false, ..ProbeReport::default() };
+            report = ProbeReport { running: false, engine: container.engine.clone(), ..ProbeReport::default() };
         }
         container.last_probe_good = report.problem(expected.as_deref()).is_none();
         container.good_since = if container.last_probe_good { container.good_since.or(Some(self.now)) } else { None };

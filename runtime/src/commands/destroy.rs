@@ -37,11 +37,11 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &DestroyArgs) -> 
     let items: Vec<String> = plan.steps.iter().map(|s| format!("delete {} {}", s.key.kind, s.key.name)).collect();
     confirm(args.yes, &format!("destroy deployment \"{}\"", session.fleet.name), &items)?;
     let progress = Progress::new(printer);
-    let options = ApplyOptions { health_deadline: Duration::from_secs(60) };
+    let options = ApplyOptions { health_deadline: Duration::from_secs(60), gate: None };
     let cancel = interrupt::token();
     let report = {
         let _graceful = interrupt::graceful();
-        apply::apply(&session.engines, &plan, options, &cancel, &|event| progress.step(&event)).await?
+        apply::apply(&session.engines, &plan, &options, &cancel, &|event| progress.step(&event)).await?
     };
     progress.finish();
     let command = if args.volumes { "infra destroy --volumes" } else { "infra destroy" };

@@ -88,11 +88,14 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyho
         .map(|s| format!("{} {} {}", s.action.as_str(), s.key.kind, s.key.name))
         .collect();
     confirm(args.yes, "make these destructive changes", &needs_consent)?;
-    let options = ApplyOptions { health_deadline: Duration::from_millis(session.fleet.health.deadline) };
+    let options = ApplyOptions {
+        health_deadline: Duration::from_millis(session.fleet.health.deadline),
+        gate: Some(session.gate_options()),
+    };
     let cancel = interrupt::token();
     let report = {
         let _graceful = interrupt::graceful();
-        apply::apply(&session.engines, &plan, options, &cancel, &|event| progress.step(&event)).await?
+        apply::apply(&session.engines, &plan, &options, &cancel, &|event| progress.step(&event)).await?
     };
     progress.finish();
     let interrupted = cancel.is_cancelled();

@@ -38,20 +38,19 @@ pub struct Change {
     pub detail: Option<String>,
 }
 
-/// Settings of a drive.
+/// Settings of a drive. The probe interval and timeout are each target's
+/// (`deployment.update.probe_interval`, `probe_timeout`).
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Approve the canary batch without stopping.
     pub approve: bool,
-    /// Least time between two probes of one instance.
-    pub probe_interval: Duration,
     /// How often time advances for the machine.
     pub tick: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { approve: false, probe_interval: Duration::from_millis(50), tick: Duration::from_millis(500) }
+        Options { approve: false, tick: Duration::from_millis(500) }
     }
 }
 
@@ -62,8 +61,8 @@ fn spawn_worker(
     target: Target,
     instance: usize,
     answers: mpsc::UnboundedSender<Answer>,
-    interval: Duration,
 ) -> mpsc::UnboundedSender<Op> {
+    let interval = target.probe_interval;
     let (sender, mut ops_rx) = mpsc::unbounded_channel::<Op>();
     tokio::spawn(async move {
         let mut last_probe: Option<Instant> = None;
@@ -97,7 +96,7 @@ fn changes(machine: &Rollout, before: &mut Vec<InstanceState>) -> Vec<Change> {
                 node: instance.spec.node.clone(),
                 agent: instance.spec.agent.clone(),
                 state: instance.state,
-                detail: instance.last_error.clone().or_else(|| instance.last_probe_problem.clone()),
+                detail: instance.last_error.clone().or_else(|| instance.gate.last_probe_problem.clone()),
             });
         }
     }
@@ -133,7 +132,7 @@ pub async fn drive(
     let mut workers: HashMap<usize, mpsc::UnboundedSender<Op>> = HashMap::new();
     for (i, target) in targets.iter().enumerate() {
         let link = links.get(&target.node).expect("a link for every node of the rollout").clone();
-        workers.insert(i, spawn_worker(link, target.clone(), i, answers_tx.clone(), options.probe_interval));
+        workers.insert(i, spawn_worker(link, target.clone(), i, answers_tx.clone()));
     }
     let mut states: Vec<InstanceState> = Vec::new();
     persist(journal, journal_path, machine)?;

@@ -8,6 +8,7 @@
 
 mod choose;
 mod driver;
+mod failures;
 pub mod history;
 pub mod journal;
 mod kept;
@@ -191,6 +192,7 @@ async fn drive_and_report(
         Outcome::Interrupted(_) => "interrupted",
     };
     let journal = &*record.journal;
+    failures::print(printer, machine)?;
     report::finish(printer, &live, machine, status, &journal.revision, &journal.previous, &journal.skipped)?;
     let exit = conclude(printer, &outcome);
     let state_dir = record.path.parent().expect("the journal lives in the state directory");

@@ -33,6 +33,10 @@ pub struct Target {
     pub health_port: u16,
     pub live_path: String,
     pub health_path: String,
+    /// Least time between two probes (`deployment.update.probe_interval`).
+    pub probe_interval: Duration,
+    /// How long one probe may take (`deployment.update.probe_timeout`).
+    pub probe_timeout: Duration,
 }
 
 impl Target {
@@ -129,7 +133,7 @@ pub async fn run(link: &Link, target: &Target, op: &Op) -> Result<Option<ProbeRe
                 live_path: &target.live_path,
                 health_path: &target.health_path,
             };
-            match probe::probe(&link.engine, &link.reach, &probe_target, Duration::from_secs(2)).await {
+            match probe::probe(&link.engine, &link.reach, &probe_target, target.probe_timeout).await {
                 Ok(report) => Ok(Some(report)),
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
                     Ok(Some(ProbeReport::default()))

@@ -20,10 +20,10 @@ use crate::engines::Link;
 use crate::exit::hinted;
 use crate::progress::Progress;
 
-/// The version an image says it holds (`org.opencontainers.image.version`), if any.
+/// The version an image says it holds (`org.opencontainers.image.version`), if any: the
+/// one the gate expects (`infra up` reads it the same way).
 pub async fn image_version(engine: &Engine, image: &str) -> Option<String> {
-    let info = engine.call().inspect_image(image).await.ok()?;
-    info.config?.labels?.get("org.opencontainers.image.version").cloned()
+    targets::docker::gate::image_version(engine, image).await
 }
 
 /// Ships every image to every node and checks the image IDs there.
@@ -90,10 +90,14 @@ pub async fn datahub_first(
         return Ok(true);
     }
     let engines: HashMap<String, Engine> = HashMap::from([(hub.clone(), link.engine.clone())]);
-    let options = ApplyOptions { health_deadline: Duration::from_millis(fleet.update.healthy_deadline) };
+    let reaches = HashMap::from([(hub.clone(), link.reach.clone())]);
+    let options = ApplyOptions {
+        health_deadline: Duration::from_millis(fleet.update.healthy_deadline),
+        gate: Some(crate::session::gate_options(fleet, reaches)),
+    };
     let _graceful = crate::interrupt::graceful();
     let cancel = crate::interrupt::token();
-    let report = apply::apply(&engines, &plan, options, &cancel, &|event| progress.step(&event)).await?;
+    let report = apply::apply(&engines, &plan, &options, &cancel, &|event| progress.step(&event)).await?;
     if !report.not_started.is_empty() {
         return Err(crate::exit::interrupted(
             "interrupted before the datahub was brought to the new revision; no agent was touched",
@@ -142,6 +146,8 @@ pub fn target(fleet: &Fleet, node: &str, resource: Arc<DockerResource>) -> Targe
         health_port: fleet.health.port,
         live_path: fleet.health.live_path.clone(),
         health_path: fleet.health.path.clone(),
+        probe_interval: Duration::from_millis(fleet.update.probe_interval),
+        probe_timeout: Duration::from_millis(fleet.update.probe_timeout),
     }
 }
 

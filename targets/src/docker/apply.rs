@@ -2,8 +2,9 @@
 //!
 //! Every step is idempotent with respect to its end state (a leftover from an interrupted
 //! run is removed first), and the plan decides how replacements happen: agents start their
-//! new container next to the old one and only remove the old one once the new one is
-//! healthy, so a revision that fails its health check leaves the fleet as it was.
+//! new container next to the old one and only remove the old one once the new one passed
+//! its health gate (the one a rollout uses, [`super::gate`]), so a revision that fails it
+//! — at once on an exit, a restart or an unhealthy engine check — leaves the fleet as it was.
 //!
 //! A stop request ([`CancellationToken`]) is honoured between waves: no new wave starts and
 //! the steps in flight run to their end state; the sequences that must not be cut (remove
@@ -26,6 +27,7 @@ use orchestrator::resource::ResourceKey;
 
 use super::Engine;
 use super::container::{container_request, network_request, volume_request};
+use super::gate::{GateOptions, wait_gate};
 use super::health::{Readiness, Ready, wait_ready};
 use crate::cancel::{CancellationToken, uncut};
 
@@ -124,10 +126,13 @@ pub struct ApplyError {
 }
 
 /// Settings of one apply run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ApplyOptions {
-    /// How long a container may take to become healthy (or to finish).
+    /// How long a container may take to become healthy (or to finish, or to pass its gate).
     pub health_deadline: Duration,
+    /// How steps that wait for [`Wait::Gate`] (agent containers) are gated. A plan with such
+    /// steps and no gate settings fails them, saying so.
+    pub gate: Option<GateOptions>,
 }
 
 fn is_not_found(err: &bollard::errors::Error) -> bool {
@@ -258,19 +263,39 @@ async fn swap_in(
     .await
 }
 
-fn ready_of(wait: Wait) -> Option<Ready> {
-    match wait {
-        Wait::Healthy => Some(Ready::Healthy),
-        Wait::Completed => Some(Ready::Completed),
-        Wait::Nothing => None,
-    }
+/// Waits for what the step says: the engine's health, completion, or the health gate.
+async fn wait_for(
+    engine: &Engine,
+    step: &Step<DockerObject>,
+    spec: &ContainerSpec,
+    name: &str,
+    options: &ApplyOptions,
+) -> Result<Readiness, ApplyError> {
+    let key = &step.key;
+    let deadline = options.health_deadline;
+    let ready = match step.wait {
+        Wait::Nothing => return Ok(Readiness::Ready),
+        Wait::Healthy => Ready::Healthy,
+        Wait::Completed => Ready::Completed,
+        Wait::Gate => {
+            let Some(gate) = &options.gate else {
+                let reason = "the plan asks for the health gate but no gate settings were given (a bug in rivetctl)";
+                return Ok(Readiness::Failed { reason: reason.to_string(), logs: Vec::new() });
+            };
+            let network = spec.networks.first().map_or("", |(network, _)| network.as_str());
+            return wait_gate(engine, gate, name, network, &spec.image, deadline)
+                .await
+                .map_err(api("cannot probe container", key));
+        }
+    };
+    wait_ready(engine, name, ready, deadline).await.map_err(api("cannot inspect container", key))
 }
 
 /// Runs one step. `Ok(Some(failure))` when a container did not become ready.
 async fn run_step(
     engine: &Engine,
     step: &Step<DockerObject>,
-    options: ApplyOptions,
+    options: &ApplyOptions,
     emit: &(dyn Fn(ApplyEvent) + Sync),
 ) -> Result<Option<StepFailure>, ApplyError> {
     let key = &step.key;
@@ -329,19 +354,11 @@ async fn run_container(
     step: &Step<DockerObject>,
     resource: &DockerResource,
     spec: &ContainerSpec,
-    options: ApplyOptions,
+    options: &ApplyOptions,
     event: &dyn Fn(EventStatus, String),
 ) -> Result<Option<StepFailure>, ApplyError> {
     let key = &step.key;
-    let ready = ready_of(step.wait);
-    let wait = |name: String| async move {
-        match ready {
-            None => Ok(Readiness::Ready),
-            Some(ready) => wait_ready(engine, &name, ready, options.health_deadline)
-                .await
-                .map_err(api("cannot inspect container", key)),
-        }
-    };
+    let wait = |name: String| async move { wait_for(engine, step, spec, &name, options).await };
     // Drift only (stopped by hand, spec unchanged): start the same container again.
     if step.action == Action::Update && step.changes.is_empty() && step.observed.is_some() {
         event(EventStatus::Started, "starting (was stopped)".into());
@@ -375,11 +392,10 @@ async fn run_container(
     remove_container(engine, &spec.name, spec.stop_grace_secs).await.map_err(api("cannot remove container", key))?;
     event(EventStatus::Started, "starting".into());
     create_and_start_uncut(engine, &spec.name, resource).await?;
-    if ready.is_some() {
-        event(
-            EventStatus::Waiting,
-            if ready == Some(Ready::Completed) { "running to completion" } else { "waiting for health" }.into(),
-        );
+    match step.wait {
+        Wait::Nothing => {}
+        Wait::Completed => event(EventStatus::Waiting, "running to completion".into()),
+        Wait::Healthy | Wait::Gate => event(EventStatus::Waiting, "waiting for health".into()),
     }
     Ok(match wait(spec.name.clone()).await? {
         Readiness::Ready => None,
@@ -399,7 +415,7 @@ async fn run_container(
 pub async fn apply(
     engines: &HashMap<String, Engine>,
     plan: &Plan<DockerObject>,
-    options: ApplyOptions,
+    options: &ApplyOptions,
     cancel: &CancellationToken,
     emit: &(dyn Fn(ApplyEvent) + Sync),
 ) -> Result<ApplyReport, ApplyError> {

@@ -1,5 +1,5 @@
 //! The Docker Engine adapter (bollard): connect, observe what a deployment owns, apply
-//! plans, build images, wait for health.
+//! plans, build images, wait for health and for the agents' health gate.
 //!
 //! Every call goes through [`Engine`], which counts API calls (the no-op `up` benchmark
 //! reports them) and knows which node it serves.
@@ -10,6 +10,7 @@ pub mod build;
 mod connect;
 pub mod container;
 pub mod exec;
+pub mod gate;
 pub mod health;
 mod observe;
 pub mod ship;

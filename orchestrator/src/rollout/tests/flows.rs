@@ -13,6 +13,8 @@ fn settings(max_parallel: &str) -> UpdateSettings {
         healthy_deadline: 60_000,
         progress_deadline: 3_600_000,
         stop_grace_period: 30_000,
+        probe_interval: 50,
+        probe_timeout: 2_000,
         failure_action: FailureAction::Rollback,
         max_failure_ratio: 0.0,
         keep_images: 3,
@@ -54,8 +56,8 @@ fn each_instance_is_stopped_with_grace_then_started_then_probed() {
     // Held for 10 s: done, and the next batch starts.
     assert_eq!(rollout.step(probed(11_000)), vec![Command::Stop { instance: 1, grace_ms: 30_000 }]);
     assert_eq!(rollout.instances()[0].state, InstanceState::Done);
-    assert_eq!(rollout.instances()[0].started_at_ms, Some(1_000));
-    assert_eq!(rollout.instances()[0].healthy_since_ms, Some(1_000));
+    assert_eq!(rollout.instances()[0].gate.started_at_ms, Some(1_000));
+    assert_eq!(rollout.instances()[0].gate.healthy_since_ms, Some(1_000));
 }
 
 #[test]
@@ -68,8 +70,8 @@ fn a_bad_probe_resets_the_healthy_time() {
     rollout.step(probe(0, ProbeReport::healthy(Some("v2"))));
     let degraded = ProbeReport { status: Some("degraded".to_string()), ..ProbeReport::healthy(Some("v2")) };
     rollout.step(probe(5_000, degraded));
-    assert_eq!(rollout.instances()[0].healthy_since_ms, None);
-    assert_eq!(rollout.instances()[0].last_probe_problem.as_deref(), Some("GET /health reports \"degraded\""));
+    assert_eq!(rollout.instances()[0].gate.healthy_since_ms, None);
+    assert_eq!(rollout.instances()[0].gate.last_probe_problem.as_deref(), Some("GET /health reports \"degraded\""));
     rollout.step(probe(10_000, ProbeReport::healthy(Some("v2"))));
     rollout.step(probe(15_000, ProbeReport::healthy(Some("v2"))));
     assert_eq!(rollout.instances()[0].state, InstanceState::Gating, "only 5 s healthy");
@@ -103,7 +105,7 @@ fn ticks_probe_gates_without_a_probe_in_flight_and_fire_deadlines() {
     rollout.step(Event::Started { instance: 0 });
     // A probe is in flight: a tick asks for no other, but starts the gate's clock.
     assert_eq!(rollout.step(Event::Tick { now_ms: 1_000 }), vec![]);
-    assert_eq!(rollout.instances()[0].started_at_ms, Some(1_000));
+    assert_eq!(rollout.instances()[0].gate.started_at_ms, Some(1_000));
     // The probe never comes back; the deadline fires on a tick.
     assert_eq!(rollout.step(Event::Tick { now_ms: 61_000 }), vec![]);
     assert_eq!(rollout.step(Event::Tick { now_ms: 61_001 }), vec![Command::Stop { instance: 0, grace_ms: 30_000 }]);

@@ -4,11 +4,13 @@
 mod failures;
 mod flows;
 mod resume;
+mod signals;
 
 use std::collections::VecDeque;
 
 use super::{Command, Event, InstanceSpec, InstanceState, Policy, ProbeReport, Rollout, Status};
 use crate::config::model::FailureAction;
+use crate::gate::EngineReport;
 
 pub(super) const OLD: &str = "registry/agent:v1";
 pub(super) const NEW: &str = "registry/agent:v2";
@@ -61,6 +63,9 @@ pub(super) struct World {
     pub containers: Vec<(String, bool)>,
     /// `(instance, image)` pairs whose probes report `unhealthy`.
     pub unhealthy: Vec<(usize, String)>,
+    /// `(instance, image)` pairs whose probes show this engine report (a definite signal),
+    /// with a log line.
+    pub signals: Vec<(usize, String, EngineReport)>,
     /// `(instance, image)` pairs whose start fails.
     pub fail_start: Vec<(usize, String)>,
     /// Instances whose stop fails.
@@ -81,6 +86,7 @@ impl World {
             queue: VecDeque::new(),
             containers,
             unhealthy: Vec::new(),
+            signals: Vec::new(),
             fail_start: Vec::new(),
             fail_stop: Vec::new(),
             finished: None,
@@ -157,8 +163,12 @@ impl World {
                 let (image, running) = self.containers[instance].clone();
                 let mut report = ProbeReport::healthy(version_of(&image).as_deref());
                 report.running = running;
-                if self.unhealthy.contains(&(instance, image)) {
+                if self.unhealthy.contains(&(instance, image.clone())) {
                     report.status = Some("unhealthy".to_string());
+                }
+                if let Some((_, _, engine)) = self.signals.iter().find(|(i, m, _)| *i == instance && *m == image) {
+                    report.engine = engine.clone();
+                    report.logs = vec![format!("{image}: boom")];
                 }
                 Event::Probed { instance, now_ms: self.now, report }
             }
