@@ -85,7 +85,17 @@ else
     say "/run/sshd: created"
 fi
 
-# 4. The base image the examples build FROM, on the local engine.
+# 4. The examples' .env files hold (demo) secrets: private, as rivetctl doctor expects. Git
+#    records no mode but the executable bit, so a fresh clone has them 0644.
+for env_file in examples/*/.env; do
+    [ -f "$env_file" ] || continue
+    if [ "$(stat -c %a "$env_file")" != 600 ]; then
+        chmod 600 "$env_file"
+        say "$env_file: made private (0600)"
+    fi
+done
+
+# 5. The base image the examples build FROM, on the local engine.
 docker version --format 'docker: Engine {{.Server.Version}} (API {{.Server.APIVersion}})' >&2 \
     || die "the Docker Engine is not reachable; start it (and make sure this user may use it), then run this script again"
 say "base image: examples/base-image/build.sh"
