@@ -16,8 +16,10 @@ use minijinja::Value as MValue;
 
 use super::{Artifact, RenderError, render, render_value};
 
-/// The template of one service.
+/// The templates of the compose file: its head, one service, and what follows the services.
+const HEAD_TEMPLATE: &str = "docker-compose.yaml.j2";
 const SERVICE_TEMPLATE: &str = "docker-compose-service.yaml.j2";
+const TAIL_TEMPLATE: &str = "docker-compose-tail.yaml.j2";
 
 /// Where the config file is mounted from, relative to the compose file.
 pub const CONFIG_COPY: &str = "rivet.config.yaml";
@@ -183,7 +185,14 @@ pub fn artifacts(
         let mine: Vec<_> = resources.iter().filter(|r| r.key.node == node).collect();
         let mut networks = Vec::new();
         let mut volumes = Vec::new();
-        let mut services = String::new();
+        // The file is assembled in place: head, each service as it is rendered, tail. A
+        // thousand services are about 1.4 MB, held once rather than copied into a context.
+        let head = json!({
+            "config_name": config_name,
+            "deployment": fleet.name,
+            "node": if multi { Some(node) } else { None },
+        });
+        let mut compose = render(HEAD_TEMPLATE, &head)?;
         let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let has_hub = mine.iter().any(|r| r.component == Component::Datahub);
         let has_migrate = mine.iter().any(|r| r.component == Component::Migrate);
@@ -220,23 +229,12 @@ pub fn artifacts(
                         depends.push(("migrate", "service_completed_successfully"));
                     }
                     let context = service(&resource.component, spec, env_files, &depends);
-                    services.push_str(&render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?);
+                    compose.push_str(&render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?);
                 }
             }
         }
-        let context = json!({
-            "config_name": config_name,
-            "deployment": fleet.name,
-            "node": if multi { Some(node) } else { None },
-            "services": services,
-            "networks": networks,
-            "volumes": volumes,
-        });
-        out.push(Artifact {
-            path: format!("{dir}docker-compose.yaml"),
-            contents: render("docker-compose.yaml.j2", &context)?,
-            secret: false,
-        });
+        compose.push_str(&render(TAIL_TEMPLATE, &json!({ "networks": networks, "volumes": volumes }))?);
+        out.push(Artifact { path: format!("{dir}docker-compose.yaml"), contents: compose, secret: false });
         out.push(Artifact { path: format!("{dir}{CONFIG_COPY}"), contents: config_text.to_string(), secret: true });
         for (name, secrets) in files {
             out.push(Artifact { path: format!("{dir}{name}"), contents: env_file(&secrets), secret: true });
