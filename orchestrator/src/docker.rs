@@ -5,7 +5,8 @@
 //! drops all capabilities, sets `no-new-privileges`, has memory/CPU/pid limits and never runs
 //! as root (the adapter refuses images whose user is root unless a user is set here).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::config::rules::Endpoint;
 use crate::fleet::{Env, Fleet, ResolvedLimits};
@@ -176,66 +177,89 @@ fn shared_volume_name(fleet: &Fleet, node: &str) -> Option<String> {
     fleet.shared_volume.as_ref().map(|base| per_node(fleet, base, node))
 }
 
-/// Secret digests of one deployment, computed once per distinct value (every agent carries
-/// the same secrets, and hashing them is the bulk of lowering a large fleet).
-struct Secrets<'a> {
+/// What the objects of one deployment share, computed or stored once: secret digests (every
+/// agent carries the same secrets, and hashing them is the bulk of lowering a large fleet),
+/// and the names and texts of fields (a thousand agents have the same field names and mostly
+/// the same values).
+struct Pool<'a> {
     deployment: &'a str,
-    known: HashMap<(String, String), FieldValue>,
+    /// Digests by field name, then by value.
+    digests: HashMap<Arc<str>, HashMap<Arc<str>, FieldValue>>,
+    texts: HashSet<Arc<str>>,
 }
 
-impl Secrets<'_> {
-    fn digest(&mut self, field: &str, value: &str) -> FieldValue {
+impl<'a> Pool<'a> {
+    fn new(deployment: &'a str) -> Self {
+        Pool { deployment, digests: HashMap::new(), texts: HashSet::new() }
+    }
+
+    /// The one copy of `text`.
+    fn text(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.texts.get(text) {
+            return Arc::clone(known);
+        }
+        let new: Arc<str> = text.into();
+        self.texts.insert(Arc::clone(&new));
+        new
+    }
+
+    fn digest(&mut self, field: &Arc<str>, value: &str) -> FieldValue {
         let deployment = self.deployment;
-        self.known
-            .entry((field.to_string(), value.to_string()))
-            .or_insert_with(|| FieldValue::secret(deployment, field, value))
-            .clone()
+        let by_value = self.digests.entry(Arc::clone(field)).or_default();
+        if let Some(known) = by_value.get(value) {
+            return known.clone();
+        }
+        let digest = FieldValue::secret(deployment, field, value);
+        by_value.insert(value.into(), digest.clone());
+        digest
     }
 }
 
-fn env_fields(fields: &mut Fields, secrets: &mut Secrets<'_>, env: &Env) {
+fn env_fields(fields: &mut Fields, pool: &mut Pool<'_>, env: &Env) {
     for (key, value) in env {
-        let field = format!("env.{key}");
-        let v =
-            if value.sensitive { secrets.digest(&field, &value.value) } else { FieldValue::plain(value.value.clone()) };
+        let field = pool.text(&format!("env.{key}"));
+        // Plain values are the fleet's own shared strings.
+        let v = if value.sensitive {
+            pool.digest(&field, &value.value)
+        } else {
+            FieldValue { text: Arc::clone(&value.value), sensitive: false }
+        };
         fields.insert(field, v);
     }
 }
 
-fn container_fields(secrets: &mut Secrets<'_>, spec: &ContainerSpec) -> Fields {
+fn container_fields(pool: &mut Pool<'_>, spec: &ContainerSpec) -> Fields {
     let mut fields = Fields::new();
-    let mut put = |k: &str, v: String| {
-        fields.insert(k.to_string(), FieldValue::plain(v));
+    let mut put = |pool: &mut Pool<'_>, k: &str, v: &str| {
+        fields.insert(pool.text(k), FieldValue { text: pool.text(v), sensitive: false });
     };
-    put("image", spec.image.clone());
-    put("user", spec.user.clone().unwrap_or_else(|| "(image default)".into()));
-    put("restart", spec.restart.as_str().into());
-    put("memory", format_bytes(spec.limits.memory));
-    put("cpus", format!("{}", spec.limits.cpus));
-    put("pids", spec.limits.pids.to_string());
-    put("stop_grace_period", format!("{}s", spec.stop_grace_secs));
+    put(pool, "image", &spec.image);
+    put(pool, "user", spec.user.as_deref().unwrap_or("(image default)"));
+    put(pool, "restart", spec.restart.as_str());
+    put(pool, "memory", &format_bytes(spec.limits.memory));
+    put(pool, "cpus", &format!("{}", spec.limits.cpus));
+    put(pool, "pids", &spec.limits.pids.to_string());
+    put(pool, "stop_grace_period", &format!("{}s", spec.stop_grace_secs));
     let mut security = vec![format!("cap_drop={}", spec.cap_drop.join(","))];
     if spec.no_new_privileges {
         security.push("no-new-privileges".into());
     }
-    put("security", security.join(" "));
+    put(pool, "security", &security.join(" "));
     if spec.healthcheck.as_ref().is_some_and(|c| c.test == ["NONE"]) {
-        put("healthcheck", "disabled".into());
+        put(pool, "healthcheck", "disabled");
     } else if let Some(check) = &spec.healthcheck {
-        put(
-            "healthcheck",
-            format!(
-                "{} every {}ms timeout {}ms retries {} start {}ms",
-                check.test.join(" "),
-                check.interval_ms,
-                check.timeout_ms,
-                check.retries,
-                check.start_period_ms
-            ),
+        let text = format!(
+            "{} every {}ms timeout {}ms retries {} start {}ms",
+            check.test.join(" "),
+            check.interval_ms,
+            check.timeout_ms,
+            check.retries,
+            check.start_period_ms
         );
+        put(pool, "healthcheck", &text);
     }
     for (network, aliases) in &spec.networks {
-        put(&format!("network.{network}"), aliases.join(","));
+        put(pool, &format!("network.{network}"), &aliases.join(","));
     }
     for mount in &spec.mounts {
         let source = match &mount.source {
@@ -243,18 +267,18 @@ fn container_fields(secrets: &mut Secrets<'_>, spec: &ContainerSpec) -> Fields {
             MountSource::Bind(path) => format!("bind:{path}"),
         };
         let mode = if mount.read_only { ":ro" } else { "" };
-        put(&format!("mount.{}", mount.target), format!("{source}{mode}"));
+        put(pool, &format!("mount.{}", mount.target), &format!("{source}{mode}"));
     }
     for port in &spec.ports {
-        put(&format!("port.{}", port.container_port), format!("{}:{}", port.host_ip, port.host_port));
+        put(pool, &format!("port.{}", port.container_port), &format!("{}:{}", port.host_ip, port.host_port));
     }
     for file in &spec.files {
         // The file may hold secrets written inline: recorded as a digest.
-        let field = format!("file.{}", file.path);
-        let digest = secrets.digest(&field, &file.contents);
+        let field = pool.text(&format!("file.{}", file.path));
+        let digest = pool.digest(&field, &file.contents);
         fields.insert(field, digest);
     }
-    env_fields(&mut fields, secrets, &spec.env);
+    env_fields(&mut fields, pool, &spec.env);
     fields
 }
 
@@ -301,7 +325,7 @@ fn hardened(
 /// Lowers the fleet into Docker resources on every node, in a stable order.
 pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
     let mut out = Vec::new();
-    let mut secrets = Secrets { deployment: &fleet.name, known: HashMap::new() };
+    let mut pool = Pool::new(&fleet.name);
     let health = &fleet.health;
     let grace_secs = fleet.update.stop_grace_period.div_ceil(1000);
     for node in &fleet.nodes {
@@ -404,7 +428,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 start_period_ms: health.start_period,
             });
             spec.stop_grace_secs = grace_secs.max(30);
-            let mut fields = container_fields(&mut secrets, &spec);
+            let mut fields = container_fields(&mut pool, &spec);
             fields.insert("postgres_version".into(), FieldValue::plain(hub.postgres_version.clone()));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),
@@ -434,7 +458,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 spec.networks.push((internal.clone(), vec![]));
                 spec.mounts.extend(shared_mount.clone());
                 give_config(&mut spec);
-                let mut fields = container_fields(&mut secrets, &spec);
+                let mut fields = container_fields(&mut pool, &spec);
                 fields.insert("config".into(), FieldValue::plain(fleet.config.shared_digest[..16].to_string()));
                 out.push(Resource {
                     key: key(KIND_CONTAINER, &name),
@@ -471,9 +495,9 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 start_period_ms: health.start_period,
             });
             spec.stop_grace_secs = grace_secs;
-            let mut fields = container_fields(&mut secrets, &spec);
+            let mut fields = container_fields(&mut pool, &spec);
             let digest = fleet.config.agent_digests.get(&agent.id).map_or("", |d| &d[..16]);
-            fields.insert("config".into(), FieldValue::plain(digest.to_string()));
+            fields.insert(pool.text("config"), FieldValue::plain(digest));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),
                 component: Component::Agent(agent.id.clone()),

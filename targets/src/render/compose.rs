@@ -38,7 +38,7 @@ fn service_name(component: &Component, spec: &ContainerSpec) -> String {
 }
 
 fn secrets_of(env: &Env) -> BTreeMap<String, String> {
-    env.iter().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.clone(), v.value.clone())).collect()
+    env.iter().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.to_string(), v.value.to_string())).collect()
 }
 
 /// An env file in the format `docker compose` reads (`KEY=value`, one per line; values are

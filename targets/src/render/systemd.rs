@@ -81,9 +81,9 @@ fn common_plain(envs: &[&Env]) -> BTreeMap<String, String> {
     };
     first
         .iter()
-        .filter(|(key, value)| !value.sensitive && !OWN_VARIABLES.contains(&key.as_str()))
+        .filter(|(key, value)| !value.sensitive && !OWN_VARIABLES.contains(&&***key))
         .filter(|(key, value)| rest.iter().all(|env| env.get(*key) == Some(*value)))
-        .map(|(key, value)| (key.clone(), value.value.clone()))
+        .map(|(key, value)| (key.to_string(), value.value.to_string()))
         .collect()
 }
 
