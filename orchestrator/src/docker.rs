@@ -94,7 +94,8 @@ pub struct ContainerSpec {
     pub name: String,
     pub hostname: String,
     pub image: String,
-    pub env: Env,
+    /// Shared with the fleet's agent (or the spec's own for the datahub and migrate step).
+    pub env: Arc<Env>,
     /// `uid:gid`; `None`: the image's `USER`.
     pub user: Option<String>,
     /// Networks joined, with the DNS aliases on each.
@@ -297,7 +298,7 @@ pub fn format_bytes(bytes: u64) -> String {
 fn hardened(
     name: String,
     image: String,
-    env: Env,
+    env: Arc<Env>,
     limits: ResolvedLimits,
     labels: BTreeMap<String, String>,
 ) -> ContainerSpec {
@@ -399,7 +400,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             let name = format!("{}-datahub", fleet.project);
             let mut labels = ownership(fleet, &node.name, "datahub");
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let mut spec = hardened(name.clone(), hub.image.clone(), hub.env.clone(), hub.limits, labels);
+            let mut spec = hardened(name.clone(), hub.image.clone(), Arc::new(hub.env.clone()), hub.limits, labels);
             spec.hostname = "datahub".into();
             spec.user = hub.run_as.clone();
             spec.networks.push((internal.clone(), vec!["datahub".into()]));
@@ -443,8 +444,13 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 let name = format!("{}-migrate", fleet.project);
                 let mut labels = ownership(fleet, &node.name, "migrate");
                 labels.insert(labels::REVISION.into(), fleet.revision.clone());
-                let mut spec =
-                    hardened(name.clone(), migrate.image.clone(), migrate.env.clone(), migrate.limits, labels);
+                let mut spec = hardened(
+                    name.clone(),
+                    migrate.image.clone(),
+                    Arc::new(migrate.env.clone()),
+                    migrate.limits,
+                    labels,
+                );
                 spec.restart = Restart::No;
                 spec.one_shot = true;
                 // The agent image's HEALTHCHECK means nothing for a one-shot step.
@@ -476,7 +482,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             let mut labels = ownership(fleet, &node.name, "agent");
             labels.insert(labels::AGENT.into(), agent.id.clone());
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let mut spec = hardened(name.clone(), agent.image.clone(), agent.env.clone(), agent.limits, labels);
+            let mut spec = hardened(name.clone(), agent.image.clone(), Arc::clone(&agent.env), agent.limits, labels);
             spec.hostname = agent.name.clone();
             spec.networks.push((net.clone(), vec![agent.name.clone()]));
             if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {

@@ -168,7 +168,8 @@ pub struct AgentSpec {
     pub name: String,
     pub node: String,
     pub image: String,
-    pub env: Env,
+    /// Shared with the agent's container spec (lowering copies nothing of it).
+    pub env: Arc<Env>,
     pub limits: ResolvedLimits,
 }
 
@@ -381,7 +382,7 @@ impl Fleet {
                     name: container_name_of(id),
                     node: node.name.clone(),
                     image: inputs.images.agent.reference.clone(),
-                    env,
+                    env: Arc::new(env),
                     limits,
                 }
             })

@@ -193,6 +193,8 @@ pub fn artifacts(
             "node": if multi { Some(node) } else { None },
         });
         let mut compose = render(HEAD_TEMPLATE, &head)?;
+        let containers = mine.iter().filter(|r| matches!(r.payload, DockerObject::Container(_))).count();
+        let mut rendered = 0;
         let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let has_hub = mine.iter().any(|r| r.component == Component::Datahub);
         let has_migrate = mine.iter().any(|r| r.component == Component::Migrate);
@@ -229,7 +231,16 @@ pub fn artifacts(
                         depends.push(("migrate", "service_completed_successfully"));
                     }
                     let context = service(&resource.component, spec, env_files, &depends);
-                    compose.push_str(&render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?);
+                    let text = render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?;
+                    rendered += 1;
+                    if matches!(resource.component, Component::Agent(_))
+                        && compose.capacity() < compose.len() + text.len()
+                    {
+                        // Room for the agents still to come, sized like this one, so the file
+                        // grows once or twice instead of doubling its capacity.
+                        compose.reserve_exact((text.len() + text.len() / 8) * (containers - rendered + 1));
+                    }
+                    compose.push_str(&text);
                 }
             }
         }

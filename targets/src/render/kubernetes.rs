@@ -181,7 +181,7 @@ pub fn context(fleet: &Fleet) -> Value {
             .iter()
             .map(|h| &h.env)
             .chain(fleet.migrate.iter().map(|m| &m.env))
-            .chain(fleet.agents.iter().map(|a| &a.env)),
+            .chain(fleet.agents.iter().map(|a| &*a.env)),
     );
     let mut secrets = BTreeMap::new();
     let shared = fleet.shared_volume.as_ref().map(|volume| {

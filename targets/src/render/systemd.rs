@@ -157,7 +157,7 @@ pub fn context(fleet: &Fleet) -> Vec<(String, Value)> {
         if node.agents.is_empty() {
             continue;
         }
-        let envs: Vec<&Env> = fleet.agents.iter().filter(|a| a.node == node.name).map(|a| &a.env).collect();
+        let envs: Vec<&Env> = fleet.agents.iter().filter(|a| a.node == node.name).map(|a| &*a.env).collect();
         let mut own = own_variables(fleet, &node.name, "agent");
         own.push(("RIVETOS_AGENTS", node.agents.join(",")));
         let env = environment(&own, common_plain(&envs));

@@ -1,0 +1,102 @@
+//! Memory of a large fleet's lowering and compose rendering, counted by a global allocator
+//! (this test binary's own): what `infra preview --out` holds at its peak.
+//!
+//! The budgets sit between what the code needs now and what it needed before it shared
+//! strings and assembled the compose file in place (lowering about 6.9 KB per agent, the
+//! compose rendering peaking at about 5.5 times the file's size).
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use orchestrator::docker;
+use rivet_targets::render::compose;
+
+/// Counts the bytes live and the most live at once since the last [`reset_peak`].
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    // Grows in place as the system allocator does (not as a new block plus a copy).
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            let live = LIVE.fetch_add(new_size, Ordering::Relaxed) + new_size;
+            PEAK.fetch_max(live, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn reset_peak() {
+    PEAK.store(live(), Ordering::Relaxed);
+}
+
+fn peak() -> usize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+const AGENTS: usize = 1000;
+
+fn config() -> String {
+    let mut text = String::from(
+        "deployment:\n  target: docker\n  docker: {project_name: mem, network: mem-net, postgres_port: 0}\nagents:\n",
+    );
+    for i in 0..AGENTS {
+        text.push_str(&format!("  agent{i:04}: {{provider: anthropic, model: claude-opus-4}}\n"));
+    }
+    text
+}
+
+// One test in this binary: the counters are process-wide.
+#[test]
+fn a_thousand_agents_lower_and_render_within_budget() {
+    let text = config();
+    let fleet = support::fleet(&text);
+    assert_eq!(fleet.agents.len(), AGENTS);
+
+    let before = live();
+    let resources = docker::resources(&fleet);
+    let per_agent = (live() - before) / AGENTS;
+    eprintln!("lowering: {per_agent} bytes per agent");
+    assert!(per_agent < 5500, "lowering holds {per_agent} bytes per agent (budget 5,500)");
+
+    let before = live();
+    reset_peak();
+    let files = compose::artifacts(&fleet, &resources, "rivet.config.yaml", &text).unwrap();
+    let rendering = peak() - before;
+    let compose = files.iter().find(|f| f.path == "docker-compose.yaml").expect("a compose file");
+    let ratio = rendering as f64 / compose.contents.len() as f64;
+    eprintln!("rendering: {rendering} bytes at the peak, {ratio:.2} times the compose file");
+    assert!(
+        ratio < 1.6,
+        "rendering peaked at {rendering} bytes for a {} byte compose file ({ratio:.2} times; budget 1.6)",
+        compose.contents.len()
+    );
+}
