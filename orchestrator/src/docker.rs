@@ -130,13 +130,13 @@ pub struct VolumeSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// What the Docker adapter applies.
+/// What the Docker adapter applies. A container's spec is boxed: resources are moved
+/// around by value (into the plan), and most of a large fleet's are containers.
 #[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant, reason = "one value per object; containers dominate anyway")]
 pub enum DockerObject {
     Network(NetworkSpec),
     Volume(VolumeSpec),
-    Container(ContainerSpec),
+    Container(Box<ContainerSpec>),
 }
 
 /// A Docker resource.
@@ -438,7 +438,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::from(["postgres_version".to_string()]),
                 run_state: Some(RunState::Running),
-                payload: DockerObject::Container(spec),
+                payload: DockerObject::Container(Box::new(spec)),
             });
             if let Some(migrate) = &fleet.migrate {
                 let name = format!("{}-migrate", fleet.project);
@@ -473,7 +473,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                     fields,
                     replace_on: BTreeSet::new(),
                     run_state: Some(RunState::Completed),
-                    payload: DockerObject::Container(spec),
+                    payload: DockerObject::Container(Box::new(spec)),
                 });
             }
         }
@@ -511,7 +511,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::new(),
                 run_state: Some(RunState::Running),
-                payload: DockerObject::Container(spec),
+                payload: DockerObject::Container(Box::new(spec)),
             });
         }
     }
