@@ -84,7 +84,8 @@ fn main() {
         );
     };
     row("rivetctl infra preview --out", &ours);
-    row(&format!("docker-compose config -q ({compose_runs} runs)"), &theirs);
+    let plural = if compose_runs == 1 { "" } else { "s" };
+    row(&format!("docker-compose config -q ({compose_runs} run{plural})"), &theirs);
     println!(
         "{:<40} {:>14.3} {:>10.3}",
         "ratio rivetctl / docker-compose",
