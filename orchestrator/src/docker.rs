@@ -5,11 +5,12 @@
 //! drops all capabilities, sets `no-new-privileges`, has memory/CPU/pid limits and never runs
 //! as root (the adapter refuses images whose user is root unless a user is set here).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::config::rules::Endpoint;
 use crate::fleet::{Env, Fleet, ResolvedLimits};
+use crate::pool::Pool;
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 
 /// Label keys rivetctl puts on what it owns.
@@ -176,44 +177,6 @@ pub fn internal_network_name(fleet: &Fleet, node: &str) -> String {
 
 fn shared_volume_name(fleet: &Fleet, node: &str) -> Option<String> {
     fleet.shared_volume.as_ref().map(|base| per_node(fleet, base, node))
-}
-
-/// What the objects of one deployment share, computed or stored once: secret digests (every
-/// agent carries the same secrets, and hashing them is the bulk of lowering a large fleet),
-/// and the names and texts of fields (a thousand agents have the same field names and mostly
-/// the same values).
-struct Pool<'a> {
-    deployment: &'a str,
-    /// Digests by field name, then by value.
-    digests: HashMap<Arc<str>, HashMap<Arc<str>, FieldValue>>,
-    texts: HashSet<Arc<str>>,
-}
-
-impl<'a> Pool<'a> {
-    fn new(deployment: &'a str) -> Self {
-        Pool { deployment, digests: HashMap::new(), texts: HashSet::new() }
-    }
-
-    /// The one copy of `text`.
-    fn text(&mut self, text: &str) -> Arc<str> {
-        if let Some(known) = self.texts.get(text) {
-            return Arc::clone(known);
-        }
-        let new: Arc<str> = text.into();
-        self.texts.insert(Arc::clone(&new));
-        new
-    }
-
-    fn digest(&mut self, field: &Arc<str>, value: &str) -> FieldValue {
-        let deployment = self.deployment;
-        let by_value = self.digests.entry(Arc::clone(field)).or_default();
-        if let Some(known) = by_value.get(value) {
-            return known.clone();
-        }
-        let digest = FieldValue::secret(deployment, field, value);
-        by_value.insert(value.into(), digest.clone());
-        digest
-    }
 }
 
 fn env_fields(fields: &mut Fields, pool: &mut Pool<'_>, env: &Env) {

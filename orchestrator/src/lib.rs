@@ -19,5 +19,6 @@ pub mod fleet;
 pub mod memory;
 pub mod mesh;
 pub mod plan;
+mod pool;
 pub mod resource;
 pub mod rollout;
