@@ -5,10 +5,12 @@
 //! drops all capabilities, sets `no-new-privileges`, has memory/CPU/pid limits and never runs
 //! as root (the adapter refuses images whose user is root unless a user is set here).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::config::rules::Endpoint;
 use crate::fleet::{Env, Fleet, ResolvedLimits};
+use crate::pool::Pool;
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 
 /// Label keys rivetctl puts on what it owns.
@@ -93,7 +95,8 @@ pub struct ContainerSpec {
     pub name: String,
     pub hostname: String,
     pub image: String,
-    pub env: Env,
+    /// Shared with the fleet's agent (or the spec's own for the datahub and migrate step).
+    pub env: Arc<Env>,
     /// `uid:gid`; `None`: the image's `USER`.
     pub user: Option<String>,
     /// Networks joined, with the DNS aliases on each.
@@ -128,13 +131,13 @@ pub struct VolumeSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// What the Docker adapter applies.
+/// What the Docker adapter applies. A container's spec is boxed: resources are moved
+/// around by value (into the plan), and most of a large fleet's are containers.
 #[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant, reason = "one value per object; containers dominate anyway")]
 pub enum DockerObject {
     Network(NetworkSpec),
     Volume(VolumeSpec),
-    Container(ContainerSpec),
+    Container(Box<ContainerSpec>),
 }
 
 /// A Docker resource.
@@ -176,66 +179,51 @@ fn shared_volume_name(fleet: &Fleet, node: &str) -> Option<String> {
     fleet.shared_volume.as_ref().map(|base| per_node(fleet, base, node))
 }
 
-/// Secret digests of one deployment, computed once per distinct value (every agent carries
-/// the same secrets, and hashing them is the bulk of lowering a large fleet).
-struct Secrets<'a> {
-    deployment: &'a str,
-    known: HashMap<(String, String), FieldValue>,
-}
-
-impl Secrets<'_> {
-    fn digest(&mut self, field: &str, value: &str) -> FieldValue {
-        let deployment = self.deployment;
-        self.known
-            .entry((field.to_string(), value.to_string()))
-            .or_insert_with(|| FieldValue::secret(deployment, field, value))
-            .clone()
-    }
-}
-
-fn env_fields(fields: &mut Fields, secrets: &mut Secrets<'_>, env: &Env) {
+fn env_fields(fields: &mut Fields, pool: &mut Pool<'_>, env: &Env) {
     for (key, value) in env {
-        let field = format!("env.{key}");
-        let v =
-            if value.sensitive { secrets.digest(&field, &value.value) } else { FieldValue::plain(value.value.clone()) };
+        let field = pool.text(&format!("env.{key}"));
+        // Plain values are the fleet's own shared strings.
+        let v = if value.sensitive {
+            pool.digest(&field, &value.value)
+        } else {
+            FieldValue { text: Arc::clone(&value.value), sensitive: false }
+        };
         fields.insert(field, v);
     }
 }
 
-fn container_fields(secrets: &mut Secrets<'_>, spec: &ContainerSpec) -> Fields {
+fn container_fields(pool: &mut Pool<'_>, spec: &ContainerSpec) -> Fields {
     let mut fields = Fields::new();
-    let mut put = |k: &str, v: String| {
-        fields.insert(k.to_string(), FieldValue::plain(v));
+    let mut put = |pool: &mut Pool<'_>, k: &str, v: &str| {
+        fields.insert(pool.text(k), FieldValue { text: pool.text(v), sensitive: false });
     };
-    put("image", spec.image.clone());
-    put("user", spec.user.clone().unwrap_or_else(|| "(image default)".into()));
-    put("restart", spec.restart.as_str().into());
-    put("memory", format_bytes(spec.limits.memory));
-    put("cpus", format!("{}", spec.limits.cpus));
-    put("pids", spec.limits.pids.to_string());
-    put("stop_grace_period", format!("{}s", spec.stop_grace_secs));
+    put(pool, "image", &spec.image);
+    put(pool, "user", spec.user.as_deref().unwrap_or("(image default)"));
+    put(pool, "restart", spec.restart.as_str());
+    put(pool, "memory", &format_bytes(spec.limits.memory));
+    put(pool, "cpus", &format!("{}", spec.limits.cpus));
+    put(pool, "pids", &spec.limits.pids.to_string());
+    put(pool, "stop_grace_period", &format!("{}s", spec.stop_grace_secs));
     let mut security = vec![format!("cap_drop={}", spec.cap_drop.join(","))];
     if spec.no_new_privileges {
         security.push("no-new-privileges".into());
     }
-    put("security", security.join(" "));
+    put(pool, "security", &security.join(" "));
     if spec.healthcheck.as_ref().is_some_and(|c| c.test == ["NONE"]) {
-        put("healthcheck", "disabled".into());
+        put(pool, "healthcheck", "disabled");
     } else if let Some(check) = &spec.healthcheck {
-        put(
-            "healthcheck",
-            format!(
-                "{} every {}ms timeout {}ms retries {} start {}ms",
-                check.test.join(" "),
-                check.interval_ms,
-                check.timeout_ms,
-                check.retries,
-                check.start_period_ms
-            ),
+        let text = format!(
+            "{} every {}ms timeout {}ms retries {} start {}ms",
+            check.test.join(" "),
+            check.interval_ms,
+            check.timeout_ms,
+            check.retries,
+            check.start_period_ms
         );
+        put(pool, "healthcheck", &text);
     }
     for (network, aliases) in &spec.networks {
-        put(&format!("network.{network}"), aliases.join(","));
+        put(pool, &format!("network.{network}"), &aliases.join(","));
     }
     for mount in &spec.mounts {
         let source = match &mount.source {
@@ -243,18 +231,18 @@ fn container_fields(secrets: &mut Secrets<'_>, spec: &ContainerSpec) -> Fields {
             MountSource::Bind(path) => format!("bind:{path}"),
         };
         let mode = if mount.read_only { ":ro" } else { "" };
-        put(&format!("mount.{}", mount.target), format!("{source}{mode}"));
+        put(pool, &format!("mount.{}", mount.target), &format!("{source}{mode}"));
     }
     for port in &spec.ports {
-        put(&format!("port.{}", port.container_port), format!("{}:{}", port.host_ip, port.host_port));
+        put(pool, &format!("port.{}", port.container_port), &format!("{}:{}", port.host_ip, port.host_port));
     }
     for file in &spec.files {
         // The file may hold secrets written inline: recorded as a digest.
-        let field = format!("file.{}", file.path);
-        let digest = secrets.digest(&field, &file.contents);
+        let field = pool.text(&format!("file.{}", file.path));
+        let digest = pool.digest(&field, &file.contents);
         fields.insert(field, digest);
     }
-    env_fields(&mut fields, secrets, &spec.env);
+    env_fields(&mut fields, pool, &spec.env);
     fields
 }
 
@@ -273,7 +261,7 @@ pub fn format_bytes(bytes: u64) -> String {
 fn hardened(
     name: String,
     image: String,
-    env: Env,
+    env: Arc<Env>,
     limits: ResolvedLimits,
     labels: BTreeMap<String, String>,
 ) -> ContainerSpec {
@@ -301,7 +289,7 @@ fn hardened(
 /// Lowers the fleet into Docker resources on every node, in a stable order.
 pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
     let mut out = Vec::new();
-    let mut secrets = Secrets { deployment: &fleet.name, known: HashMap::new() };
+    let mut pool = Pool::new(&fleet.name);
     let health = &fleet.health;
     let grace_secs = fleet.update.stop_grace_period.div_ceil(1000);
     for node in &fleet.nodes {
@@ -375,7 +363,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             let name = format!("{}-datahub", fleet.project);
             let mut labels = ownership(fleet, &node.name, "datahub");
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let mut spec = hardened(name.clone(), hub.image.clone(), hub.env.clone(), hub.limits, labels);
+            let mut spec = hardened(name.clone(), hub.image.clone(), Arc::new(hub.env.clone()), hub.limits, labels);
             spec.hostname = "datahub".into();
             spec.user = hub.run_as.clone();
             spec.networks.push((internal.clone(), vec!["datahub".into()]));
@@ -404,7 +392,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 start_period_ms: health.start_period,
             });
             spec.stop_grace_secs = grace_secs.max(30);
-            let mut fields = container_fields(&mut secrets, &spec);
+            let mut fields = container_fields(&mut pool, &spec);
             fields.insert("postgres_version".into(), FieldValue::plain(hub.postgres_version.clone()));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),
@@ -413,14 +401,19 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::from(["postgres_version".to_string()]),
                 run_state: Some(RunState::Running),
-                payload: DockerObject::Container(spec),
+                payload: DockerObject::Container(Box::new(spec)),
             });
             if let Some(migrate) = &fleet.migrate {
                 let name = format!("{}-migrate", fleet.project);
                 let mut labels = ownership(fleet, &node.name, "migrate");
                 labels.insert(labels::REVISION.into(), fleet.revision.clone());
-                let mut spec =
-                    hardened(name.clone(), migrate.image.clone(), migrate.env.clone(), migrate.limits, labels);
+                let mut spec = hardened(
+                    name.clone(),
+                    migrate.image.clone(),
+                    Arc::new(migrate.env.clone()),
+                    migrate.limits,
+                    labels,
+                );
                 spec.restart = Restart::No;
                 spec.one_shot = true;
                 // The agent image's HEALTHCHECK means nothing for a one-shot step.
@@ -434,7 +427,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 spec.networks.push((internal.clone(), vec![]));
                 spec.mounts.extend(shared_mount.clone());
                 give_config(&mut spec);
-                let mut fields = container_fields(&mut secrets, &spec);
+                let mut fields = container_fields(&mut pool, &spec);
                 fields.insert("config".into(), FieldValue::plain(fleet.config.shared_digest[..16].to_string()));
                 out.push(Resource {
                     key: key(KIND_CONTAINER, &name),
@@ -443,7 +436,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                     fields,
                     replace_on: BTreeSet::new(),
                     run_state: Some(RunState::Completed),
-                    payload: DockerObject::Container(spec),
+                    payload: DockerObject::Container(Box::new(spec)),
                 });
             }
         }
@@ -452,7 +445,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             let mut labels = ownership(fleet, &node.name, "agent");
             labels.insert(labels::AGENT.into(), agent.id.clone());
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let mut spec = hardened(name.clone(), agent.image.clone(), agent.env.clone(), agent.limits, labels);
+            let mut spec = hardened(name.clone(), agent.image.clone(), Arc::clone(&agent.env), agent.limits, labels);
             spec.hostname = agent.name.clone();
             spec.networks.push((net.clone(), vec![agent.name.clone()]));
             if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {
@@ -476,9 +469,9 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 start_period_ms: health.start_period,
             });
             spec.stop_grace_secs = grace_secs;
-            let mut fields = container_fields(&mut secrets, &spec);
+            let mut fields = container_fields(&mut pool, &spec);
             let digest = fleet.config.agent_digests.get(&agent.id).map_or("", |d| &d[..16]);
-            fields.insert("config".into(), FieldValue::plain(digest.to_string()));
+            fields.insert(pool.text("config"), FieldValue::plain(digest));
             out.push(Resource {
                 key: key(KIND_CONTAINER, &name),
                 component: Component::Agent(agent.id.clone()),
@@ -486,7 +479,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::new(),
                 run_state: Some(RunState::Running),
-                payload: DockerObject::Container(spec),
+                payload: DockerObject::Container(Box::new(spec)),
             });
         }
     }

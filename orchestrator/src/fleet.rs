@@ -7,15 +7,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::config::model::{HealthSettings, Limits, UpdateSettings};
 use crate::config::rules::{Endpoint, TcpSecurity, parse_endpoint};
 use crate::config::{Config, Role, Target};
 
 /// Where a value of the environment came from decides whether it may be shown.
+///
+/// Names and values are shared strings: every agent's environment holds the same secrets and
+/// settings, and a thousand agents hold them once.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EnvValue {
-    pub value: String,
+    pub value: Arc<str>,
     pub sensitive: bool,
 }
 
@@ -26,13 +30,13 @@ impl fmt::Debug for EnvValue {
 }
 
 /// A container's environment, sorted by name.
-pub type Env = BTreeMap<String, EnvValue>;
+pub type Env = BTreeMap<Arc<str>, EnvValue>;
 
-fn plain(value: impl Into<String>) -> EnvValue {
+fn plain(value: impl Into<Arc<str>>) -> EnvValue {
     EnvValue { value: value.into(), sensitive: false }
 }
 
-fn secret(value: impl Into<String>) -> EnvValue {
+fn secret(value: impl Into<Arc<str>>) -> EnvValue {
     EnvValue { value: value.into(), sensitive: true }
 }
 
@@ -166,7 +170,8 @@ pub struct AgentSpec {
     pub name: String,
     pub node: String,
     pub image: String,
-    pub env: Env,
+    /// Shared with the agent's container spec (lowering copies nothing of it).
+    pub env: Arc<Env>,
     pub limits: ResolvedLimits,
 }
 
@@ -247,7 +252,7 @@ impl Fleet {
         let hub_node = nodes.iter().find(|n| n.role.runs_datahub()).map(|n| n.name.clone());
         let shared_volume = deployment.datahub.shared_storage.then(|| format!("{project}-shared"));
 
-        let mut agent_env: Env = inputs.dotenv.iter().map(|(k, v)| (k.clone(), secret(v))).collect();
+        let mut agent_env: Env = inputs.dotenv.iter().map(|(k, v)| (k.as_str().into(), secret(v.as_str()))).collect();
         let datahub = if deployment.datahub.postgres {
             let password = inputs
                 .dotenv
@@ -258,10 +263,10 @@ impl Fleet {
             let database = inputs.dotenv.get("POSTGRES_DB").cloned().unwrap_or_else(|| "rivetos".into());
             let node = hub_node.clone().unwrap_or_else(|| nodes[0].name.clone());
             let env: Env = [
-                ("POSTGRES_USER".to_string(), plain(&user)),
-                ("POSTGRES_PASSWORD".to_string(), secret(password)),
-                ("POSTGRES_DB".to_string(), plain(&database)),
-                ("PGDATA".to_string(), plain("/var/lib/postgresql/data")),
+                ("POSTGRES_USER".into(), plain(user.as_str())),
+                ("POSTGRES_PASSWORD".into(), secret(password.as_str())),
+                ("POSTGRES_DB".into(), plain(database.as_str())),
+                ("PGDATA".into(), plain("/var/lib/postgresql/data")),
             ]
             .into_iter()
             .collect();
@@ -303,7 +308,7 @@ impl Fleet {
             );
         }
         if deployment.datahub.shared_storage {
-            agent_env.insert("RIVETOS_SHARED_DIR".into(), plain(&deployment.datahub.shared_mount_path));
+            agent_env.insert("RIVETOS_SHARED_DIR".into(), plain(deployment.datahub.shared_mount_path.as_str()));
         }
 
         let migrate = datahub.as_ref().map(|hub| {
@@ -317,11 +322,20 @@ impl Fleet {
             }
         });
 
-        let agents = nodes
+        // What every agent of a node shares is built once per node; agents clone it (which
+        // copies no string) and add their own entries.
+        let sensitive_env = |key: &str, value: &str, path: String| {
+            let sensitive = config.sensitive.contains(&path);
+            (Arc::<str>::from(key), EnvValue { value: value.into(), sensitive })
+        };
+        let deployment_env: Vec<(Arc<str>, EnvValue)> =
+            deployment.env.iter().map(|(k, v)| sensitive_env(k, v, format!("deployment.env.{k}"))).collect();
+        let (role_key, id_key, node_key): (Arc<str>, Arc<str>, Arc<str>) =
+            ("RIVETOS_ROLE".into(), "RIVETOS_AGENT_ID".into(), "RIVETOS_NODE_NAME".into());
+        let role = plain("agent");
+        let node_envs: Vec<Env> = nodes
             .iter()
-            .flat_map(|node| node.agents.iter().map(move |id| (node, id)))
-            .map(|(node, id)| {
-                let overrides = deployment.agents.get(id);
+            .map(|node| {
                 let mut env = agent_env.clone();
                 if let (Some(hub), Some(hub_node)) = (&datahub, &hub_node)
                     && *hub_node != node.name
@@ -338,18 +352,28 @@ impl Fleet {
                         secret(format!("postgres://{}:{password}@{address}:{port}/{}", hub.user, hub.database)),
                     );
                 }
-                let extra = deployment.env.iter().map(|(k, v)| (k, v, format!("deployment.env.{k}"))).chain(
-                    overrides.into_iter().flat_map(|o| {
-                        o.env.iter().map(move |(k, v)| (k, v, format!("deployment.agents.{id}.env.{k}")))
-                    }),
-                );
-                for (key, value, path) in extra {
-                    let sensitive = config.sensitive.contains(&path);
-                    env.insert(key.clone(), EnvValue { value: value.clone(), sensitive });
+                env.extend(deployment_env.iter().cloned());
+                env.insert(Arc::clone(&role_key), role.clone());
+                env.insert(Arc::clone(&node_key), plain(node.name.as_str()));
+                env
+            })
+            .collect();
+        let agents = nodes
+            .iter()
+            .zip(&node_envs)
+            .flat_map(|(node, base)| node.agents.iter().map(move |id| (node, base, id)))
+            .map(|(node, base, id)| {
+                let overrides = deployment.agents.get(id);
+                let mut env = base.clone();
+                if let Some(own) = overrides.filter(|o| !o.env.is_empty()) {
+                    env.extend(
+                        own.env.iter().map(|(k, v)| sensitive_env(k, v, format!("deployment.agents.{id}.env.{k}"))),
+                    );
+                    // The role and the node are rivetctl's, whatever the agent's env says.
+                    env.insert(Arc::clone(&role_key), role.clone());
+                    env.insert(Arc::clone(&node_key), plain(node.name.as_str()));
                 }
-                env.insert("RIVETOS_ROLE".into(), plain("agent"));
-                env.insert("RIVETOS_AGENT_ID".into(), plain(id));
-                env.insert("RIVETOS_NODE_NAME".into(), plain(&node.name));
+                env.insert(Arc::clone(&id_key), plain(id.as_str()));
                 let limits = resolve_limits(
                     &overrides.map(|o| o.resources.clone()).unwrap_or_default(),
                     &deployment.resources.agent,
@@ -360,7 +384,7 @@ impl Fleet {
                     name: container_name_of(id),
                     node: node.name.clone(),
                     image: inputs.images.agent.reference.clone(),
-                    env,
+                    env: Arc::new(env),
                     limits,
                 }
             })

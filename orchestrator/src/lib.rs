@@ -22,5 +22,6 @@ pub mod gate;
 pub mod memory;
 pub mod mesh;
 pub mod plan;
+mod pool;
 pub mod resource;
 pub mod rollout;

@@ -5,8 +5,12 @@
 //! spec hashes and the record stored on the object itself (a label or annotation) the same
 //! thing for every target. Secret values never enter fields: they appear as a keyed digest,
 //! so a changed secret is a change, and nothing printable reveals it.
+//!
+//! Names and texts are shared strings (`Arc<str>`): a thousand agents carry the same field
+//! names and mostly the same values, and hold them once.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -16,12 +20,12 @@ use crate::digest::{canonical_digest, sha256_hex};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FieldValue {
     /// The text; for a sensitive field, `sensitive:<digest>`.
-    pub text: String,
+    pub text: Arc<str>,
     pub sensitive: bool,
 }
 
 impl FieldValue {
-    pub fn plain(text: impl Into<String>) -> Self {
+    pub fn plain(text: impl Into<Arc<str>>) -> Self {
         FieldValue { text: text.into(), sensitive: false }
     }
 
@@ -29,7 +33,7 @@ impl FieldValue {
     /// in two deployments do not give equal digests.
     pub fn secret(deployment: &str, field: &str, value: &str) -> Self {
         let digest = sha256_hex(format!("rivetctl-secret-v1\0{deployment}\0{field}\0{value}").as_bytes());
-        FieldValue { text: format!("sensitive:{}", &digest[..32]), sensitive: true }
+        FieldValue { text: format!("sensitive:{}", &digest[..32]).into(), sensitive: true }
     }
 
     /// How the value may be printed.
@@ -38,8 +42,8 @@ impl FieldValue {
     }
 }
 
-/// A flat field map.
-pub type Fields = BTreeMap<String, FieldValue>;
+/// A flat field map (field names shared between objects, see the module doc).
+pub type Fields = BTreeMap<Arc<str>, FieldValue>;
 
 /// The state an object should be in, besides its spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,16 +149,16 @@ impl<P> Resource<P> {
 /// The digest of a field map, as recorded on objects.
 pub fn spec_hash(fields: &Fields) -> String {
     let value: serde_json::Map<String, Value> =
-        fields.iter().map(|(k, v)| (k.clone(), Value::String(v.text.clone()))).collect();
+        fields.iter().map(|(k, v)| (k.to_string(), Value::String(v.text.to_string()))).collect();
     canonical_digest(&Value::Object(value))[..32].to_string()
 }
 
 /// The record stored on an object so that the next run can diff against it: fields as a
 /// JSON object of strings (secrets as digests only).
 pub fn encode_record(fields: &Fields) -> String {
-    let sensitive: Vec<&String> = fields.iter().filter(|(_, v)| v.sensitive).map(|(k, _)| k).collect();
+    let sensitive: Vec<&str> = fields.iter().filter(|(_, v)| v.sensitive).map(|(k, _)| &**k).collect();
     let values: serde_json::Map<String, Value> =
-        fields.iter().map(|(k, v)| (k.clone(), Value::String(v.text.clone()))).collect();
+        fields.iter().map(|(k, v)| (k.to_string(), Value::String(v.text.to_string()))).collect();
     serde_json::json!({ "v": 1, "fields": values, "sensitive": sensitive }).to_string()
 }
 
@@ -168,8 +172,8 @@ pub fn decode_record(text: &str) -> Option<Fields> {
             .iter()
             .filter_map(|(k, v)| {
                 Some((
-                    k.clone(),
-                    FieldValue { text: v.as_str()?.to_string(), sensitive: sensitive.contains(k.as_str()) },
+                    k.as_str().into(),
+                    FieldValue { text: v.as_str()?.into(), sensitive: sensitive.contains(k.as_str()) },
                 ))
             })
             .collect(),
@@ -210,13 +214,13 @@ pub fn flatten_json(value: &Value, prefix: &str, out: &mut Fields, secret: &dyn 
             let field = if secret(prefix) {
                 FieldValue::secret(deployment, prefix, text)
             } else {
-                FieldValue::plain(text.clone())
+                FieldValue::plain(text.as_str())
             };
-            out.insert(prefix.to_string(), field);
+            out.insert(prefix.into(), field);
         }
         Value::Null => {}
         other => {
-            out.insert(prefix.to_string(), FieldValue::plain(other.to_string()));
+            out.insert(prefix.into(), FieldValue::plain(other.to_string()));
         }
     }
 }

@@ -195,7 +195,7 @@ fn resources_carry_components_and_replacement_rules() {
     assert!(hub.forces_replacement("metadata.annotations.rivetctl.io/postgres-version"));
     assert!(hub.forces_replacement("spec.volumeClaimTemplates[0].spec.resources.requests.storage"));
     assert!(!hub.forces_replacement("spec.template.spec.containers[0].image"));
-    assert_eq!(hub.fields["metadata.annotations.rivetctl.io/postgres-version"].text, "16");
+    assert_eq!(&*hub.fields["metadata.annotations.rivetctl.io/postgres-version"].text, "16");
 
     let shared = find("PersistentVolumeClaim", "rivetos-shared");
     assert!(shared.stateful && shared.component == Component::Storage);

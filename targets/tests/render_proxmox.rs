@@ -100,8 +100,8 @@ fn resources_are_stateful_containers() {
     assert_eq!(pve1.component, Component::Datahub);
     assert_eq!(pve2.component, Component::Agent("grok".into()));
     assert!(pve1.stateful && pve2.stateful);
-    assert_eq!(pve1.fields["vmid"].text, "310");
-    assert_eq!(pve1.fields["net0"].text, "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
+    assert_eq!(&*pve1.fields["vmid"].text, "310");
+    assert_eq!(&*pve1.fields["net0"].text, "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
     for field in ["vmid", "ostemplate", "unprivileged", "rootfs", "hostname"] {
         assert!(pve1.forces_replacement(field), "{field}");
     }

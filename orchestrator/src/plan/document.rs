@@ -77,7 +77,7 @@ pub struct SummaryDocument {
 }
 
 fn shown(value: &Option<FieldValue>) -> Option<String> {
-    value.as_ref().map(|v| if v.sensitive { "(sensitive)".to_string() } else { v.text.clone() })
+    value.as_ref().map(|v| if v.sensitive { "(sensitive)".to_string() } else { v.text.to_string() })
 }
 
 /// Builds the JSON document of a plan.

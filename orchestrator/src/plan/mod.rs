@@ -116,7 +116,7 @@ impl<P> Step<P> {
                     .fields
                     .iter()
                     .map(|(k, v)| Change {
-                        field: k.clone(),
+                        field: k.to_string(),
                         before: None,
                         after: Some(v.clone()),
                         forces_replacement: false,
@@ -206,14 +206,14 @@ fn wave_of(component: &Component, action: Action) -> u32 {
 fn diff_fields(desired: &Resource<impl Sized>, recorded: Option<&crate::resource::Fields>) -> Vec<Change> {
     let empty = BTreeMap::new();
     let recorded = recorded.unwrap_or(&empty);
-    let names: BTreeSet<&String> = desired.fields.keys().chain(recorded.keys()).collect();
+    let names: BTreeSet<&str> = desired.fields.keys().chain(recorded.keys()).map(|k| &**k).collect();
     names
         .into_iter()
         .filter_map(|name| {
             let before = recorded.get(name);
             let after = desired.fields.get(name);
             (before != after).then(|| Change {
-                field: name.clone(),
+                field: name.to_string(),
                 before: before.cloned(),
                 after: after.cloned(),
                 forces_replacement: desired.forces_replacement(name),
@@ -302,7 +302,7 @@ fn delete_step<P>(found: &ObservedResource) -> Step<P> {
         .fields
         .iter()
         .flatten()
-        .map(|(k, v)| Change { field: k.clone(), before: Some(v.clone()), after: None, forces_replacement: false })
+        .map(|(k, v)| Change { field: k.to_string(), before: Some(v.clone()), after: None, forces_replacement: false })
         .collect();
     Step {
         action: Action::Delete,

@@ -5,6 +5,7 @@ use orchestrator::docker::{self, DockerResource};
 use orchestrator::fleet::Fleet;
 use orchestrator::plan::{self, Plan, PlanOptions, RenderOptions, plan_document, render_text};
 use orchestrator::resource::ObservedResource;
+use targets::render::compose::Sink as _;
 use targets::render::{self, Artifact};
 
 use crate::cli::{GlobalArgs, PreviewArgs};
@@ -22,7 +23,7 @@ to have rivetctl create and update the fleet.";
 /// The artifacts of a fleet for its target.
 /// `docker` holds the fleet's Docker resources when the target is Docker.
 pub fn artifacts_of(project: &Project, fleet: &Fleet, docker: &[DockerResource]) -> anyhow::Result<Vec<Artifact>> {
-    let name = project.config_path.file_name().map_or("rivet.config.yaml".into(), |n| n.to_string_lossy().into_owned());
+    let name = config_name(project);
     Ok(match fleet.target {
         Target::Docker => render::compose::artifacts(fleet, docker, &name, &project.text)?,
         Target::Kubernetes => render::kubernetes::artifacts(fleet)?,
@@ -33,6 +34,33 @@ pub fn artifacts_of(project: &Project, fleet: &Fleet, docker: &[DockerResource])
         }
         Target::Manual => render::systemd::artifacts(fleet)?,
     })
+}
+
+/// Writes the artifacts under `dir`; the compose file as it is rendered. Returns how many
+/// files were written and how many of them hold secrets.
+fn write_artifacts(
+    project: &Project,
+    fleet: &Fleet,
+    docker: &[DockerResource],
+    dir: &std::path::Path,
+) -> anyhow::Result<(usize, usize)> {
+    let mut files = artifacts::Directory::new(dir);
+    if fleet.target == Target::Docker {
+        let name = config_name(project);
+        render::compose::write(fleet, docker, &name, &project.text, &mut files)?;
+    } else {
+        for artifact in artifacts_of(project, fleet, docker)? {
+            files.start(&artifact.path, artifact.secret)?;
+            files.write(&artifact.contents)?;
+        }
+    }
+    let counts = (files.written, files.secret);
+    files.finish()?;
+    Ok(counts)
+}
+
+fn config_name(project: &Project) -> String {
+    project.config_path.file_name().map_or("rivet.config.yaml".into(), |n| n.to_string_lossy().into_owned())
 }
 
 fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<()> {
@@ -92,11 +120,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     };
     // Artifacts are rendered before planning: the plan takes the resources over.
     let written = match &args.out {
-        Some(dir) => {
-            let files = artifacts_of(&project, &fleet, &desired)?;
-            artifacts::write(dir, &files)?;
-            Some((files.len(), files.iter().filter(|f| f.secret).count(), dir))
-        }
+        Some(dir) => Some((write_artifacts(&project, &fleet, &desired, dir)?, dir)),
         None => None,
     };
     let changed = match (fleet.target, observed) {
@@ -111,7 +135,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
         }
         _ => plan_offline_target(printer, &fleet)?,
     };
-    if let Some((count, secret, dir)) = written {
+    if let Some(((count, secret), dir)) = written {
         printer.info(&format!("Wrote {count} file(s) to {} ({secret} holding secrets, mode 0600).", dir.display()));
     }
     Ok(if args.detailed_exitcode && changed { ExitStatus::Changes } else { ExitStatus::Success })

@@ -16,8 +16,10 @@ use minijinja::Value as MValue;
 
 use super::{Artifact, RenderError, render, render_value};
 
-/// The template of one service.
+/// The templates of the compose file: its head, one service, and what follows the services.
+const HEAD_TEMPLATE: &str = "docker-compose.yaml.j2";
 const SERVICE_TEMPLATE: &str = "docker-compose-service.yaml.j2";
+const TAIL_TEMPLATE: &str = "docker-compose-tail.yaml.j2";
 
 /// Where the config file is mounted from, relative to the compose file.
 pub const CONFIG_COPY: &str = "rivet.config.yaml";
@@ -36,7 +38,7 @@ fn service_name(component: &Component, spec: &ContainerSpec) -> String {
 }
 
 fn secrets_of(env: &Env) -> BTreeMap<String, String> {
-    env.iter().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.clone(), v.value.clone())).collect()
+    env.iter().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.to_string(), v.value.to_string())).collect()
 }
 
 /// An env file in the format `docker compose` reads (`KEY=value`, one per line; values are
@@ -166,24 +168,73 @@ fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, 
     ])
 }
 
-/// `resources` are the fleet's Docker resources (`orchestrator::docker::resources`).
-/// `config_text` is copied beside each compose file (agents mount it) and written 0600, as
-/// it may hold values people should have put in `.env`.
+/// Where [`write`] puts the files it renders: memory ([`artifacts`]) or a directory, as they
+/// are rendered (a thousand services are about 1.4 MB that need not be held at once).
+pub trait Sink {
+    type Error: From<RenderError>;
+    /// Starts the file at `path` (relative; `secret`: it holds secrets and is written 0600);
+    /// the text written next belongs to it.
+    fn start(&mut self, path: &str, secret: bool) -> Result<(), Self::Error>;
+    /// Appends to the file started last.
+    fn write(&mut self, text: &str) -> Result<(), Self::Error>;
+}
+
+/// Collects the files in memory.
+struct Memory(Vec<Artifact>);
+
+impl Sink for Memory {
+    type Error = RenderError;
+
+    fn start(&mut self, path: &str, secret: bool) -> Result<(), RenderError> {
+        self.0.push(Artifact { path: path.to_string(), contents: String::new(), secret });
+        Ok(())
+    }
+
+    fn write(&mut self, text: &str) -> Result<(), RenderError> {
+        if let Some(file) = self.0.last_mut() {
+            file.contents.push_str(text);
+        }
+        Ok(())
+    }
+}
+
+/// The files in memory: see [`write`].
 pub fn artifacts(
     fleet: &Fleet,
     resources: &[DockerResource],
     config_name: &str,
     config_text: &str,
 ) -> Result<Vec<Artifact>, RenderError> {
+    let mut memory = Memory(Vec::new());
+    write(fleet, resources, config_name, config_text, &mut memory)?;
+    Ok(memory.0)
+}
+
+/// Renders the compose files into `sink`, each service as it is rendered. `resources` are
+/// the fleet's Docker resources (`orchestrator::docker::resources`). `config_text` is copied
+/// beside each compose file (agents mount it) and written 0600, as it may hold values people
+/// should have put in `.env`.
+pub fn write<S: Sink>(
+    fleet: &Fleet,
+    resources: &[DockerResource],
+    config_name: &str,
+    config_text: &str,
+    sink: &mut S,
+) -> Result<(), S::Error> {
     let nodes: BTreeSet<&str> = resources.iter().map(|r| r.key.node.as_str()).collect();
     let multi = fleet.nodes.len() > 1;
-    let mut out = Vec::new();
     for node in nodes {
         let dir = if multi { format!("{node}/") } else { String::new() };
         let mine: Vec<_> = resources.iter().filter(|r| r.key.node == node).collect();
         let mut networks = Vec::new();
         let mut volumes = Vec::new();
-        let mut services = String::new();
+        let head = json!({
+            "config_name": config_name,
+            "deployment": fleet.name,
+            "node": if multi { Some(node) } else { None },
+        });
+        sink.start(&format!("{dir}docker-compose.yaml"), false)?;
+        sink.write(&render(HEAD_TEMPLATE, &head)?)?;
         let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let has_hub = mine.iter().any(|r| r.component == Component::Datahub);
         let has_migrate = mine.iter().any(|r| r.component == Component::Migrate);
@@ -220,27 +271,17 @@ pub fn artifacts(
                         depends.push(("migrate", "service_completed_successfully"));
                     }
                     let context = service(&resource.component, spec, env_files, &depends);
-                    services.push_str(&render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?);
+                    sink.write(&render_value(SERVICE_TEMPLATE, minijinja::context! { s => context })?)?;
                 }
             }
         }
-        let context = json!({
-            "config_name": config_name,
-            "deployment": fleet.name,
-            "node": if multi { Some(node) } else { None },
-            "services": services,
-            "networks": networks,
-            "volumes": volumes,
-        });
-        out.push(Artifact {
-            path: format!("{dir}docker-compose.yaml"),
-            contents: render("docker-compose.yaml.j2", &context)?,
-            secret: false,
-        });
-        out.push(Artifact { path: format!("{dir}{CONFIG_COPY}"), contents: config_text.to_string(), secret: true });
+        sink.write(&render(TAIL_TEMPLATE, &json!({ "networks": networks, "volumes": volumes }))?)?;
+        sink.start(&format!("{dir}{CONFIG_COPY}"), true)?;
+        sink.write(config_text)?;
         for (name, secrets) in files {
-            out.push(Artifact { path: format!("{dir}{name}"), contents: env_file(&secrets), secret: true });
+            sink.start(&format!("{dir}{name}"), true)?;
+            sink.write(&env_file(&secrets))?;
         }
     }
-    Ok(out)
+    Ok(())
 }

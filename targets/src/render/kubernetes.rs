@@ -92,8 +92,8 @@ fn conflicting_secrets<'a>(envs: impl IntoIterator<Item = &'a Env>) -> BTreeSet<
     let mut values: BTreeMap<&str, &str> = BTreeMap::new();
     let mut conflicts = BTreeSet::new();
     for (name, value) in envs.into_iter().flatten().filter(|(_, v)| v.sensitive) {
-        if *values.entry(name).or_insert(&value.value) != value.value {
-            conflicts.insert(name.clone());
+        if *values.entry(name).or_insert(&value.value) != &*value.value {
+            conflicts.insert(name.to_string());
         }
     }
     conflicts
@@ -105,14 +105,14 @@ fn env_entries(env: &Env, owner: &str, conflicts: &BTreeSet<String>, secrets: &m
         .iter()
         .map(|(name, value)| {
             if value.sensitive {
-                let key = match conflicts.contains(name) {
+                let key = match conflicts.contains(&**name) {
                     true => format!("{name}.{owner}"),
-                    false => name.clone(),
+                    false => name.to_string(),
                 };
-                secrets.insert(key.clone(), value.value.clone());
-                json!({ "name": name, "value": null, "secret_key": key })
+                secrets.insert(key.clone(), value.value.to_string());
+                json!({ "name": &**name, "value": null, "secret_key": key })
             } else {
-                json!({ "name": name, "value": value.value, "secret_key": null })
+                json!({ "name": &**name, "value": &*value.value, "secret_key": null })
             }
         })
         .collect();
@@ -181,7 +181,7 @@ pub fn context(fleet: &Fleet) -> Value {
             .iter()
             .map(|h| &h.env)
             .chain(fleet.migrate.iter().map(|m| &m.env))
-            .chain(fleet.agents.iter().map(|a| &a.env)),
+            .chain(fleet.agents.iter().map(|a| &*a.env)),
     );
     let mut secrets = BTreeMap::new();
     let shared = fleet.shared_volume.as_ref().map(|volume| {

@@ -17,6 +17,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 pub const TEMPLATES: &[(&str, &str)] = &[
     ("docker-compose.yaml.j2", include_str!("../../../templates/docker-compose.yaml.j2")),
     ("docker-compose-service.yaml.j2", include_str!("../../../templates/docker-compose-service.yaml.j2")),
+    ("docker-compose-tail.yaml.j2", include_str!("../../../templates/docker-compose-tail.yaml.j2")),
     ("kubernetes.yaml.j2", include_str!("../../../templates/kubernetes.yaml.j2")),
     ("lxc.json.j2", include_str!("../../../templates/lxc.json.j2")),
     ("rivetos.service.j2", include_str!("../../../templates/rivetos.service.j2")),

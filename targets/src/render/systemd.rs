@@ -81,9 +81,9 @@ fn common_plain(envs: &[&Env]) -> BTreeMap<String, String> {
     };
     first
         .iter()
-        .filter(|(key, value)| !value.sensitive && !OWN_VARIABLES.contains(&key.as_str()))
+        .filter(|(key, value)| !value.sensitive && !OWN_VARIABLES.contains(&&***key))
         .filter(|(key, value)| rest.iter().all(|env| env.get(*key) == Some(*value)))
-        .map(|(key, value)| (key.clone(), value.value.clone()))
+        .map(|(key, value)| (key.to_string(), value.value.to_string()))
         .collect()
 }
 
@@ -157,7 +157,7 @@ pub fn context(fleet: &Fleet) -> Vec<(String, Value)> {
         if node.agents.is_empty() {
             continue;
         }
-        let envs: Vec<&Env> = fleet.agents.iter().filter(|a| a.node == node.name).map(|a| &a.env).collect();
+        let envs: Vec<&Env> = fleet.agents.iter().filter(|a| a.node == node.name).map(|a| &*a.env).collect();
         let mut own = own_variables(fleet, &node.name, "agent");
         own.push(("RIVETOS_AGENTS", node.agents.join(",")));
         let env = environment(&own, common_plain(&envs));
