@@ -10,22 +10,16 @@
 
 mod support;
 
-#[path = "../targets/tests/sshd/mod.rs"]
-mod sshd;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::describe;
 use support::docker::{TestFleet, docker, docker_status};
+use support::mesh::{self, sshd};
 
 /// One agent per node, in node order.
-const NODES: &[(&str, &str, &str)] = &[("n1", "both", "a1"), ("n2", "agents", "b1"), ("n3", "agents", "c1")];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+const NODES: &[mesh::Node<'static>] = &[("n1", "both", &["a1"]), ("n2", "agents", &["b1"]), ("n3", "agents", &["c1"])];
 
 fn git(dir: &std::path::Path, args: &[&str]) {
     let output = Command::new("git")
@@ -70,34 +64,7 @@ impl Drop for Mesh {
 impl Mesh {
     fn new(test: &str) -> Mesh {
         let fleet = TestFleet::new(test);
-        let sshd: Vec<sshd::Sshd> = (0..3).map(|_| sshd::Sshd::start()).collect();
-        let key = sshd[0].client_key();
-        let public = std::fs::read_to_string(sshd[0].dir().join("id_ed25519.pub")).unwrap();
-        let mut known_hosts = String::new();
-        for server in &sshd {
-            let authorized = server.dir().join("authorized_keys");
-            let text = std::fs::read_to_string(&authorized).unwrap() + &public;
-            std::fs::write(&authorized, text).unwrap();
-            known_hosts.push_str(&std::fs::read_to_string(server.known_hosts()).unwrap());
-        }
-        std::fs::write(fleet.dir.path().join("known_hosts"), known_hosts).unwrap();
-        let mut nodes = String::new();
-        let mut agents = String::new();
-        for ((name, role, id), server) in NODES.iter().zip(&sshd) {
-            nodes.push_str(&format!(
-                "    - {{name: {name}, role: {role}, host: \"ssh://{}@127.0.0.1:{}\", address: 127.0.0.1, agents: [{id}]}}\n",
-                server.user(),
-                server.port(),
-            ));
-            agents.push_str(&format!("  {id}: {{provider: anthropic}}\n"));
-        }
-        let config = format!(
-            "deployment:\n  target: docker\n  docker: {{project_name: {name}, network: {name}-net, postgres_port: {port}}}\n  resources:\n    agent: {{memory: 32m, cpus: 0.2}}\n    datahub: {{memory: 64m, cpus: 0.5}}\n  health: {{interval: 1s, timeout: 2s, start_period: 5s, deadline: 60s}}\n  update: {{max_parallel: 1, canary: 1, min_healthy_time: 1s, healthy_deadline: 15s, stop_grace_period: 2s, keep_images: 50}}\n  ssh: {{known_hosts: known_hosts, identity_file: {key}}}\n  nodes:\n{nodes}agents:\n{agents}",
-            name = fleet.name,
-            port = free_port(),
-            key = key.display(),
-        );
-        std::fs::write(fleet.config(), config).unwrap();
+        let sshd = mesh::start(&fleet, NODES, "15s");
         git(fleet.dir.path(), &["init", "-q"]);
         git(fleet.dir.path(), &["add", "-A"]);
         git(fleet.dir.path(), &["commit", "-qm", "the source"]);
@@ -109,11 +76,7 @@ impl Mesh {
 
     /// A new version in package.json (not committed: the revision stays `<commit>-dirty`).
     fn bump(&self, version: &str) {
-        let path = self.fleet.dir.path().join("package.json");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let start = text.find("\"version\": \"").unwrap() + 12;
-        let end = start + text[start..].find('"').unwrap();
-        std::fs::write(&path, format!("{}{version}{}", &text[..start], &text[end..])).unwrap();
+        mesh::bump(&self.fleet, version);
     }
 
     fn fail_health(&self, on: bool) {
@@ -126,7 +89,8 @@ impl Mesh {
         let containers = self.fleet.containers();
         NODES
             .iter()
-            .map(|(_, _, id)| {
+            .flat_map(|(_, _, ids)| ids.iter())
+            .map(|id| {
                 let name = self.fleet.agent(id);
                 let c = containers.get(&name).unwrap_or_else(|| panic!("{name} missing: {containers:#?}"));
                 (name, (c.image.clone(), c.health.clone()))

@@ -3,9 +3,6 @@
 
 mod support;
 
-#[path = "../targets/tests/sshd/mod.rs"]
-mod sshd;
-
 use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -14,14 +11,11 @@ use std::time::{Duration, Instant};
 
 use support::describe;
 use support::docker::{TestFleet, docker};
+use support::mesh::{self, sshd};
 
 /// Agents per node, in node order.
 const NODES: &[(&str, &str, &[&str])] =
     &[("n1", "both", &["a1", "a2"]), ("n2", "agents", &["b1", "b2"]), ("n3", "agents", &["c1", "c2"])];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A quickstart fleet spread over three SSH nodes.
 struct Mesh {
@@ -32,39 +26,7 @@ struct Mesh {
 impl Mesh {
     fn new(test: &str) -> Mesh {
         let fleet = TestFleet::new(test);
-        let sshd: Vec<sshd::Sshd> = (0..3).map(|_| sshd::Sshd::start()).collect();
-        // One key for all three nodes, one known_hosts trusting all three.
-        let key = sshd[0].client_key();
-        let public = std::fs::read_to_string(sshd[0].dir().join("id_ed25519.pub")).unwrap();
-        let mut known_hosts = String::new();
-        for server in &sshd {
-            let authorized = server.dir().join("authorized_keys");
-            let mut text = std::fs::read_to_string(&authorized).unwrap();
-            text.push_str(&public);
-            std::fs::write(&authorized, text).unwrap();
-            known_hosts.push_str(&std::fs::read_to_string(server.known_hosts()).unwrap());
-        }
-        std::fs::write(fleet.dir.path().join("known_hosts"), known_hosts).unwrap();
-        let mut nodes = String::new();
-        let mut agents = String::new();
-        for ((name, role, ids), server) in NODES.iter().zip(&sshd) {
-            nodes.push_str(&format!(
-                "    - {{name: {name}, role: {role}, host: \"ssh://{}@127.0.0.1:{}\", address: 127.0.0.1, agents: [{}]}}\n",
-                server.user(),
-                server.port(),
-                ids.join(", ")
-            ));
-            for id in *ids {
-                agents.push_str(&format!("  {id}: {{provider: anthropic}}\n"));
-            }
-        }
-        let config = format!(
-            "deployment:\n  target: docker\n  docker: {{project_name: {name}, network: {name}-net, postgres_port: {port}}}\n  resources:\n    agent: {{memory: 32m, cpus: 0.2}}\n    datahub: {{memory: 64m, cpus: 0.5}}\n  health: {{interval: 1s, timeout: 2s, start_period: 5s, deadline: 60s}}\n  update: {{max_parallel: 1, canary: 1, min_healthy_time: 1s, healthy_deadline: 25s, stop_grace_period: 2s, keep_images: 50}}\n  ssh: {{known_hosts: known_hosts, identity_file: {key}}}\n  nodes:\n{nodes}agents:\n{agents}",
-            name = fleet.name,
-            port = free_port(),
-            key = key.display(),
-        );
-        std::fs::write(fleet.config(), config).unwrap();
+        let sshd = mesh::start(&fleet, NODES, "25s");
         Mesh { fleet, sshd }
     }
 
@@ -74,11 +36,7 @@ impl Mesh {
 
     /// A new revision of the agent: a new version in package.json.
     fn bump(&self, version: &str) {
-        let path = self.fleet.dir.path().join("package.json");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let start = text.find("\"version\": \"").unwrap() + 12;
-        let end = start + text[start..].find('"').unwrap();
-        std::fs::write(&path, format!("{}{version}{}", &text[..start], &text[end..])).unwrap();
+        mesh::bump(&self.fleet, version);
     }
 
     fn journal(&self) -> Option<serde_json::Value> {
