@@ -104,7 +104,8 @@ pub struct Step<P> {
     pub strategy: Strategy,
     pub wait: Wait,
     pub desired: Option<Arc<Resource<P>>>,
-    pub observed: Option<ObservedResource>,
+    /// Boxed: most steps of a large first plan are creates, which observed nothing.
+    pub observed: Option<Box<ObservedResource>>,
 }
 
 impl<P> Step<P> {
@@ -260,7 +261,7 @@ pub fn plan<P>(
             strategy,
             wait,
             desired: Some(Arc::clone(resource)),
-            observed: observed.cloned(),
+            observed: observed.cloned().map(Box::new),
         };
         match by_key.get(&resource.key) {
             // A create's fields are the desired resource's; they are not copied into changes.
@@ -316,7 +317,7 @@ fn delete_step<P>(found: &ObservedResource) -> Step<P> {
         strategy: Strategy::DestroyBeforeCreate,
         wait: Wait::Nothing,
         desired: None,
-        observed: Some(found.clone()),
+        observed: Some(Box::new(found.clone())),
     }
 }
 
