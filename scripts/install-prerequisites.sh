@@ -5,7 +5,8 @@
 #
 # - Debian packages: busybox-static (the base image), openssh-server (the SSH tests start
 #   their own sshd on loopback), docker-compose (checks rendered compose files), systemd
-#   (systemd-analyze verifies rendered units), socat and openssl (TLS and network tests);
+#   (systemd-analyze verifies rendered units), socat and openssl (TLS and network tests),
+#   iproute2 and util-linux (`ip netns`, `unshare`: the tcp:// probe test);
 # - kubernetes-validate 1.37.0 (pip), which checks rendered Kubernetes manifests;
 # - /run/sshd, sshd's privilege separation directory;
 # - the local base image rivetos-base:busybox (examples/base-image/build.sh), so the
@@ -17,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl)
+PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl iproute2 util-linux)
 KUBERNETES_VALIDATE=1.37.0
 # Where kubernetes-validate goes when the system Python refuses pip installs (PEP 668).
 VENV=/opt/rivetctl/kubernetes-validate
