@@ -6,18 +6,27 @@ use std::process::Command;
 const FORBIDDEN: &[&str] =
     &["bollard", "kube", "kube-client", "russh", "proxmox-api", "hyper", "tokio", "reqwest", "mio"];
 
-#[test]
-fn orchestrator_depends_on_no_io_crate() {
+/// The crate names `cargo tree` lists for `scope` (e.g. `-p rivet-orchestrator -e normal`),
+/// and the whole output for messages.
+fn cargo_tree(scope: &[&str]) -> (Vec<String>, String) {
     let output = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-p", "rivet-orchestrator", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .args(["tree", "--offline"])
+        .args(scope)
+        .args(["--prefix", "none", "--format", "{p}"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
     assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
-    let tree = String::from_utf8_lossy(&output.stdout);
-    let crates: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
-    assert!(crates.contains(&"saphyr-parser"), "unexpected cargo tree output:\n{tree}");
-    let bad: Vec<&&str> = crates.iter().filter(|c| FORBIDDEN.contains(c)).collect();
+    let tree = String::from_utf8_lossy(&output.stdout).into_owned();
+    let crates = tree.lines().filter_map(|line| line.split_whitespace().next()).map(str::to_string).collect();
+    (crates, tree)
+}
+
+#[test]
+fn orchestrator_depends_on_no_io_crate() {
+    let (crates, tree) = cargo_tree(&["-p", "rivet-orchestrator", "-e", "normal"]);
+    assert!(crates.iter().any(|c| c == "saphyr-parser"), "unexpected cargo tree output:\n{tree}");
+    let bad: Vec<&String> = crates.iter().filter(|c| FORBIDDEN.contains(&c.as_str())).collect();
     assert!(bad.is_empty(), "the orchestrator depends on I/O crates {bad:?}:\n{tree}");
 }
 
@@ -25,15 +34,9 @@ fn orchestrator_depends_on_no_io_crate() {
 /// default feature somewhere must not bring in aws-lc-rs and its C/CMake build.
 #[test]
 fn the_workspace_uses_ring_only() {
-    let output = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "--workspace", "-e", "normal,build", "--prefix", "none", "--format", "{p}"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo tree runs");
-    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
-    let tree = String::from_utf8_lossy(&output.stdout);
-    let crates: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
-    assert!(crates.contains(&"ring") && crates.contains(&"rustls"), "unexpected cargo tree output:\n{tree}");
-    let bad: Vec<&&str> = crates.iter().filter(|c| c.starts_with("aws-lc")).collect();
+    let (crates, tree) = cargo_tree(&["--workspace", "-e", "normal,build"]);
+    let has = |name: &str| crates.iter().any(|c| c == name);
+    assert!(has("ring") && has("rustls"), "unexpected cargo tree output:\n{tree}");
+    let bad: Vec<&String> = crates.iter().filter(|c| c.starts_with("aws-lc")).collect();
     assert!(bad.is_empty(), "a second crypto backend is in the tree: {bad:?}");
 }
