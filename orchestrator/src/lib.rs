@@ -9,6 +9,8 @@
 //!   shared by the rollout and `infra up`.
 //! - [`rollout`]: the rolling-update state machine (batches, health gates, rollback); its
 //!   state is the update journal.
+//! - [`port`]: the traits every target implements (observe, apply, wait, rollout
+//!   operations on one unit, the state store); the runtime knows targets only through them.
 //! - [`memory`]: an in-memory target for tests.
 //!
 //! Architecture invariant: this crate depends on no I/O crate (no tokio, bollard, kube,
@@ -23,5 +25,6 @@ pub mod memory;
 pub mod mesh;
 pub mod plan;
 mod pool;
+pub mod port;
 pub mod resource;
 pub mod rollout;

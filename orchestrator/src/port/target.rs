@@ -1,0 +1,55 @@
+//! Observing and applying: the part of the port that `infra preview`, `infra up`,
+//! `infra destroy` and `status` use.
+
+use std::time::Duration;
+
+use super::TargetError;
+use crate::plan::Step;
+use crate::resource::ObservedResource;
+
+/// How waiting for a step's condition ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// The condition holds (healthy, completed, passed the gate).
+    Ready,
+    /// It will not hold: why, and the object's last log lines.
+    Failed { reason: String, logs: Vec<String> },
+}
+
+/// A deployment target, connected.
+///
+/// Contract:
+/// - [`Target::observe`] returns every object the deployment owns on the target (by its
+///   ownership record), with the fields recorded when it was applied, sorted by key.
+/// - [`Target::apply`] takes one step's object to its end state and is idempotent: a
+///   repeated or resumed step, or one that finds a leftover of an interrupted run, ends in
+///   the same state. It decides nothing the step does not say (order, strategy, grace
+///   period, what to wait for are the plan's). It does not wait for health.
+/// - [`Target::wait`] waits for `step.wait` within `deadline` and never longer.
+/// - [`Target::discard`] removes what a failed create left, so the target is as before.
+#[allow(async_fn_in_trait)] // driven on one thread: no `Send` bound wanted (module doc)
+pub trait Target {
+    /// What a step applies: the typed object of this target (a container spec, a
+    /// Kubernetes object, LXC parameters).
+    type Payload;
+
+    /// The target's name in plans and documents (`docker`, `kubernetes`, `proxmox`).
+    fn kind(&self) -> &'static str;
+
+    /// Everything the deployment owns on the target.
+    async fn observe(&self) -> Result<Vec<ObservedResource>, TargetError>;
+
+    /// Applies one step (create, update, replace or delete) to its end state.
+    async fn apply(&self, step: &Step<Self::Payload>) -> Result<(), TargetError>;
+
+    /// Waits until the step's object meets `step.wait`, fails, or `deadline` passes.
+    async fn wait(&self, step: &Step<Self::Payload>, deadline: Duration) -> Result<Readiness, TargetError>;
+
+    /// Removes the object a created step left after it failed its wait.
+    async fn discard(&self, step: &Step<Self::Payload>) -> Result<(), TargetError>;
+
+    /// Operations the target made so far (API calls), for benchmarks and `--output json`.
+    fn calls(&self) -> usize {
+        0
+    }
+}
