@@ -8,6 +8,7 @@
 pub mod build;
 pub mod cancel;
 pub mod docker;
+pub mod factory;
 pub mod http;
 pub mod probe;
 pub mod render;

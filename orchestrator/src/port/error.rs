@@ -10,6 +10,8 @@ pub enum ErrorKind {
     /// The target (a node, an API server) does not answer: the work is interrupted, not
     /// failed, and can be resumed.
     Unreachable,
+    /// Stopped by the operator's request (Ctrl-C, SIGTERM) before the work was done.
+    Interrupted,
 }
 
 /// An operation of the port that did not succeed.
@@ -32,6 +34,11 @@ impl TargetError {
     /// A target that does not answer.
     pub fn unreachable(message: impl Into<String>) -> Self {
         TargetError { kind: ErrorKind::Unreachable, message: message.into(), hint: None }
+    }
+
+    /// Work stopped by the operator's request.
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        TargetError { kind: ErrorKind::Interrupted, message: message.into(), hint: None }
     }
 
     /// The same error with a hint.

@@ -7,6 +7,8 @@
 //!   as one: a container, a Kubernetes workload, a Proxmox node's agent services): prepare,
 //!   stop the old instance keeping it, start the new one, probe it, put back exactly the
 //!   previous revision, and settle once the rollout is over.
+//! - [`Artifacts`]: the fleet's images (built from source, provided where units run, kept
+//!   for rollbacks) and the details `status` shows.
 //! - [`StateStore`]: the deployment's own documents (lock, rollout journal, revision
 //!   history), kept on the target with compare-and-swap writes so every operator of the
 //!   fleet sees the same ones.
@@ -18,12 +20,24 @@
 //! Architecture invariant: the runtime names no adapter type; it gets a value implementing
 //! these traits from `targets`' factory, or the in-memory target in its tests.
 
+mod artifacts;
 mod error;
 pub mod state;
 mod target;
 mod unit;
 
+pub use artifacts::{Artifacts, Details, ImageEvent, ImageFacts, ImageRequest, Provide, StoredImage};
 pub use error::{ErrorKind, TargetError};
 pub use state::{Document, StateError, StateStore};
 pub use target::{Readiness, Target};
 pub use unit::{Current, Rollouts, Unit};
+
+/// Everything a target implements: what the runtime's commands are generic over.
+pub trait Port: Target + Rollouts + Artifacts {
+    /// Where the deployment's documents live on this target.
+    type Store: StateStore;
+
+    /// The deployment's state store (on the primary node: the one holding the datahub,
+    /// else the first).
+    fn store(&self) -> &Self::Store;
+}

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use super::TargetError;
+use crate::fleet::Fleet;
 use crate::plan::Step;
-use crate::resource::ObservedResource;
+use crate::resource::{ObservedResource, Resource};
 
 /// How waiting for a step's condition ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub trait Target {
 
     /// The target's name in plans and documents (`docker`, `kubernetes`, `proxmox`).
     fn kind(&self) -> &'static str;
+
+    /// The fleet as this target's objects (its lowering, `crate::lower`).
+    fn lower(&self, fleet: &Fleet) -> Vec<Resource<Self::Payload>>;
 
     /// Everything the deployment owns on the target.
     async fn observe(&self) -> Result<Vec<ObservedResource>, TargetError>;

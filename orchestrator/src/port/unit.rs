@@ -44,6 +44,13 @@ pub struct Current {
 /// The rollout operations of a target.
 #[allow(async_fn_in_trait)] // see `super::Target`
 pub trait Rollouts: super::Target {
+    /// The units that serve the agents among `desired` (one per agent container on Docker;
+    /// one per node's agent services on Proxmox), in the order given.
+    fn units(&self, desired: &[Arc<Resource<Self::Payload>>]) -> Vec<Unit<Self::Payload>>;
+
+    /// `resource` running `image` instead (a rollback's target, a resumed rollout's).
+    fn with_image(&self, resource: &Resource<Self::Payload>, image: &str) -> Resource<Self::Payload>;
+
     /// What runs now for `unit` (its current instance, or the previous one a rollout keeps),
     /// or `None` when it is not deployed.
     async fn current(&self, unit: &Unit<Self::Payload>) -> Result<Option<Current>, TargetError>;
