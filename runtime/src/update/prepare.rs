@@ -202,6 +202,7 @@ pub async fn instance(
     Ok(Some(InstanceSpec {
         node: node.to_string(),
         agent: agent.to_string(),
+        agents: Vec::new(),
         from_version: image_version(&link.engine, &now.image).await,
         to_version: image_version(&link.engine, &spec.image).await,
         from_image: now.image,
