@@ -85,7 +85,13 @@ pub async fn datahub_first(
         .into_iter()
         .filter(|o| !matches!(o.component, Component::Agent(_)))
         .collect();
-    let plan = plan::plan(&fleet.name, "docker", desired, &observed, PlanOptions { prune: false, delete_data: false });
+    let plan = plan::plan(
+        &fleet.name,
+        "docker",
+        desired,
+        &observed,
+        PlanOptions { prune: false, delete_data: false, ..PlanOptions::default() },
+    );
     if plan.is_empty() {
         return Ok(true);
     }
