@@ -24,7 +24,7 @@ fn batches_and_the_bound_count_agents() {
     assert_eq!(most, 4, "units 2 and 3 (3 + 1 agents) ran together, nothing more");
     // The canary went first and alone.
     let stops: Vec<usize> =
-        world.log.iter().filter_map(|c| matches!(c, Command::Stop { .. }).then(|| command_instance(c))).collect();
+        world.log.iter().filter(|c| matches!(c, Command::Stop { .. })).map(command_instance).collect();
     assert_eq!(stops, vec![0, 1, 2, 3, 4]);
     world.assert_target_agrees();
 }
