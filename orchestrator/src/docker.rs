@@ -317,6 +317,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::from(["driver".to_string(), "internal".to_string()]),
                 run_state: None,
+                stop_grace_ms: None,
                 payload: DockerObject::Network(spec),
             });
         }
@@ -337,6 +338,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::from(["driver".to_string()]),
                 run_state: None,
+                stop_grace_ms: None,
                 payload: DockerObject::Volume(VolumeSpec { name, labels }),
             });
         }
@@ -401,6 +403,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::from(["postgres_version".to_string()]),
                 run_state: Some(RunState::Running),
+                stop_grace_ms: Some(spec.stop_grace_secs * 1000),
                 payload: DockerObject::Container(Box::new(spec)),
             });
             if let Some(migrate) = &fleet.migrate {
@@ -436,6 +439,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                     fields,
                     replace_on: BTreeSet::new(),
                     run_state: Some(RunState::Completed),
+                    stop_grace_ms: Some(spec.stop_grace_secs * 1000),
                     payload: DockerObject::Container(Box::new(spec)),
                 });
             }
@@ -479,6 +483,7 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 fields,
                 replace_on: BTreeSet::new(),
                 run_state: Some(RunState::Running),
+                stop_grace_ms: Some(spec.stop_grace_secs * 1000),
                 payload: DockerObject::Container(Box::new(spec)),
             });
         }

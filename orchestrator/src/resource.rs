@@ -126,6 +126,10 @@ pub struct Resource<P> {
     /// Fields whose change forces a replacement (destroy, then create).
     pub replace_on: BTreeSet<String>,
     pub run_state: Option<RunState>,
+    /// How long stopping it waits between SIGTERM and SIGKILL, when the object runs and
+    /// says (a container's stop grace); the plan copies it into its steps so that no target
+    /// chooses one.
+    pub stop_grace_ms: Option<u64>,
     /// What the target applies (typed, complete; may hold secrets: never printed).
     pub payload: P,
 }

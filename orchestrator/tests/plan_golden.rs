@@ -107,3 +107,26 @@ fn volumes_are_kept_unless_data_deletion_is_asked_for() {
     assert!(delete.kept.is_empty());
     assert_eq!(delete.steps.len(), observed.len());
 }
+
+#[test]
+fn docker_steps_stop_with_the_containers_own_grace() {
+    let source = BASE.replace("  docker:\n", "  update:\n    stop_grace_period: 12s\n  docker:\n");
+    let plan = plan::plan("rivetos", "docker", docker::resources(&fleet(&source)), &[], PlanOptions::default());
+    let grace = |name: &str| plan.steps.iter().find(|s| s.key.name == name).map(|s| s.grace_ms);
+    assert_eq!(grace("rivetos-agent-opus"), Some(12_000));
+    // The datahub is given at least 30 s to shut down cleanly.
+    assert_eq!(grace("rivetos-datahub"), Some(30_000));
+    assert_eq!(grace("rivetos-pgdata"), Some(PlanOptions::DEFAULT_DELETE_GRACE_MS));
+    assert!(plan.steps.iter().all(|s| s.discard_on_failure && s.deadline_ms == PlanOptions::DEFAULT_WAIT_DEADLINE_MS));
+}
+
+#[test]
+fn an_image_change_goes_to_the_rollout_and_the_datahub_stays_with_the_executor() {
+    let desired =
+        docker::resources(&fleet_with(BASE, "2222222222222222222222222222222222222222222222222222222222222222"));
+    let plan = plan::plan("rivetos", "docker", desired, &deployed(BASE), PlanOptions::default());
+    let (executor, rollout) = plan.split_rollout();
+    let names = |steps: &[plan::Step<_>]| steps.iter().map(|s| s.key.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&rollout), ["rivetos-agent-gemini", "rivetos-agent-grok", "rivetos-agent-opus"]);
+    assert_eq!(names(&executor.steps), ["rivetos-datahub", "rivetos-migrate"]);
+}

@@ -79,7 +79,7 @@ proptest! {
         let deployed = memory::apply(&plan::plan("d", "docker", old, &[], PlanOptions::default()), &[]);
         let observed = perturb(deployed, &changes);
         let desired = resources(&after);
-        let options = PlanOptions { prune: true, delete_data: true };
+        let options = PlanOptions { prune: true, delete_data: true, ..PlanOptions::default() };
         let first = plan::plan("d", "docker", desired.clone(), &observed, options);
         let reached = memory::apply(&first, &observed);
         let second = plan::plan("d", "docker", desired, &reached, options);

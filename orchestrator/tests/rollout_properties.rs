@@ -4,7 +4,13 @@
 //! presses Ctrl-C or the process is killed and resumed from its journal). When the script
 //! runs out every choice is the benign one, so a run always ends.
 //!
-//! Checked after every step (in `rollout_sim`): at most `max_parallel` instances in flight;
+//! Units carry their agents: a case gives each unit a random weight (1 to 4 agents; a
+//! one-agent unit sometimes lists no agents, as old journals do), and `max_parallel`
+//! counts agents.
+//!
+//! Checked after every step (in `rollout_sim`): at most `max_parallel` agents in flight (or
+//! one unit, when that unit alone serves more), counted by the machine and independently by
+//! the simulated target (agents whose container is down);
 //! every state change is a legal transition (the test's own table); a batch starts only once
 //! the earlier ones settled, after the canary only with approval, and never once the failure
 //! action stopped the rollout or the progress deadline passed; a cancelled instance never
@@ -35,6 +41,8 @@ use rollout_sim::{MAX_EVENTS, NEW, OLD, Sim};
 struct Case {
     nodes: usize,
     agents: usize,
+    /// Agents per unit, cycled over the units; all 1 in about half the cases.
+    weights: Vec<usize>,
     settings: UpdateSettings,
     versions: bool,
     script: Vec<u8>,
@@ -49,6 +57,7 @@ fn case() -> impl Strategy<Value = Case> {
         (prop_oneof![Just(30_000u64), Just(120_000), Just(1_000_000)], action),
         (prop_oneof![Just(0.0f64), Just(0.3), Just(0.5), Just(1.0)], any::<bool>()),
         proptest::collection::vec(any::<u8>(), 0..600),
+        prop_oneof![Just(vec![1usize]), proptest::collection::vec(0usize..5, 1..6)],
     )
         .prop_map(
             |(
@@ -57,9 +66,11 @@ fn case() -> impl Strategy<Value = Case> {
                 (progress, action),
                 (ratio, versions),
                 script,
+                weights,
             )| Case {
                 nodes,
                 agents,
+                weights,
                 settings: UpdateSettings {
                     max_parallel,
                     canary,
@@ -85,9 +96,12 @@ fn specs(case: &Case) -> Vec<InstanceSpec> {
     let mut specs = Vec::new();
     for node in 0..case.nodes {
         for agent in 0..case.agents {
+            // Weight 0 stands for a one-agent unit that lists no agents.
+            let weight = case.weights[specs.len() % case.weights.len()];
             specs.push(InstanceSpec {
                 node: format!("node{node}"),
                 agent: format!("agent{agent}"),
+                agents: (0..weight).map(|i| format!("agent{agent}-{i}")).collect(),
                 from_image: OLD.to_string(),
                 to_image: NEW.to_string(),
                 from_version: version("v1"),
@@ -100,7 +114,8 @@ fn specs(case: &Case) -> Vec<InstanceSpec> {
 
 fn simulate(case: &Case) -> (Sim, Status) {
     let specs = specs(case);
-    let policy = Policy::from_settings(&case.settings, specs.len());
+    let total_agents = specs.iter().map(InstanceSpec::weight).sum();
+    let policy = Policy::from_settings(&case.settings, total_agents);
     let mut sim = Sim::new(specs, policy, case.script.clone());
     let status = sim.run();
     (sim, status)
@@ -133,6 +148,12 @@ fn outcomes(cases: usize) -> (BTreeMap<String, usize>, usize) {
         if sim.rollout.instances().iter().any(|i| i.state == InstanceState::RolledBack && !i.failed) {
             note("done instance rolled back".to_string());
         }
+        if sim.max_agents_down > sim.rollout.policy().max_parallel {
+            note("a unit heavier than max_parallel went alone".to_string());
+        }
+        if sim.max_units_down > 1 && sim.max_agents_down > sim.max_units_down {
+            note("several multi-agent units down at once".to_string());
+        }
     }
     (seen, max_events)
 }
@@ -156,6 +177,8 @@ fn the_generated_runs_reach_every_outcome() {
         "halt Rollback",
         "halt Pause",
         "done instance rolled back",
+        "a unit heavier than max_parallel went alone",
+        "several multi-agent units down at once",
     ];
     for what in wanted {
         assert!(seen.get(what).copied().unwrap_or(0) > 0, "no generated run had {what}: {seen:#?}");

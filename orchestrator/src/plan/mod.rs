@@ -2,11 +2,18 @@
 //!
 //! The plan decides everything: what to create, update, replace or delete, in which order
 //! (waves: steps in one wave are independent and may run together), whether a replacement
-//! starts the new object before removing the old one, and what to wait for. A target
-//! executes it without making choices of its own.
+//! starts the new object before removing the old one, what to wait for, how long a wait
+//! may take, how long a stop waits between SIGTERM and SIGKILL, and whether a failed create
+//! is removed again. A target executes it without making choices of its own.
+//!
+//! `infra up` hands the steps that change running agents to the rollout engine
+//! ([`Plan::split_rollout`], `split`) and the rest to the executor.
 
 mod display;
 mod document;
+mod split;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -103,6 +110,14 @@ pub struct Step<P> {
     pub wave: u32,
     pub strategy: Strategy,
     pub wait: Wait,
+    /// How long stopping an object of this step waits between SIGTERM and SIGKILL: the
+    /// desired object's own stop grace, else [`PlanOptions::delete_grace_ms`].
+    pub grace_ms: u64,
+    /// How long waiting for [`Step::wait`] may take ([`PlanOptions::wait_deadline_ms`]).
+    pub deadline_ms: u64,
+    /// Whether an object this step created is removed again when its wait fails (creates:
+    /// the target is left as it was).
+    pub discard_on_failure: bool,
     pub desired: Option<Arc<Resource<P>>>,
     /// Boxed: most steps of a large first plan are creates, which observed nothing.
     pub observed: Option<Box<ObservedResource>>,
@@ -143,11 +158,30 @@ pub struct PlanOptions {
     pub prune: bool,
     /// Also delete owned data (volumes, claims, disks) that is no longer desired.
     pub delete_data: bool,
+    /// The stop grace of an object that is deleted (nothing desired says otherwise), or of
+    /// one whose desired object carries none.
+    pub delete_grace_ms: u64,
+    /// How long a step's wait may take (`deployment.health.deadline`).
+    pub wait_deadline_ms: u64,
+}
+
+impl PlanOptions {
+    /// Delete's stop grace unless the config says otherwise: 30 s, what Docker and
+    /// Kubernetes themselves default to.
+    pub const DEFAULT_DELETE_GRACE_MS: u64 = 30_000;
+    /// A step's wait deadline unless the config says otherwise: 3 minutes, the default of
+    /// `deployment.health.deadline`.
+    pub const DEFAULT_WAIT_DEADLINE_MS: u64 = 180_000;
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { prune: true, delete_data: false }
+        PlanOptions {
+            prune: true,
+            delete_data: false,
+            delete_grace_ms: Self::DEFAULT_DELETE_GRACE_MS,
+            wait_deadline_ms: Self::DEFAULT_WAIT_DEADLINE_MS,
+        }
     }
 }
 
@@ -260,6 +294,9 @@ pub fn plan<P>(
             wave: wave_of(&resource.component, action),
             strategy,
             wait,
+            grace_ms: resource.stop_grace_ms.unwrap_or(options.delete_grace_ms),
+            deadline_ms: options.wait_deadline_ms,
+            discard_on_failure: action == Action::Create,
             desired: Some(Arc::clone(resource)),
             observed: observed.cloned().map(Box::new),
         };
@@ -292,13 +329,13 @@ pub fn plan<P>(
             }
             continue;
         }
-        steps.push(delete_step(found));
+        steps.push(delete_step(found, &options));
     }
     steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));
     Plan { deployment: deployment.to_string(), target: target.to_string(), steps, kept, unchanged, resources: desired }
 }
 
-fn delete_step<P>(found: &ObservedResource) -> Step<P> {
+fn delete_step<P>(found: &ObservedResource, options: &PlanOptions) -> Step<P> {
     let changes = found
         .fields
         .iter()
@@ -316,20 +353,37 @@ fn delete_step<P>(found: &ObservedResource) -> Step<P> {
         wave: wave_of(&found.component, Action::Delete),
         strategy: Strategy::DestroyBeforeCreate,
         wait: Wait::Nothing,
+        grace_ms: options.delete_grace_ms,
+        deadline_ms: options.wait_deadline_ms,
+        discard_on_failure: false,
         desired: None,
         observed: Some(Box::new(found.clone())),
     }
 }
 
-/// Plans removing everything the deployment owns; data only with `delete_data`.
+/// Plans removing everything the deployment owns; data only with `delete_data`. Objects
+/// are stopped with [`PlanOptions::DEFAULT_DELETE_GRACE_MS`] (see [`plan_destroy_with`]).
 pub fn plan_destroy<P>(deployment: &str, target: &str, observed: &[ObservedResource], delete_data: bool) -> Plan<P> {
+    let options = PlanOptions { delete_data, ..PlanOptions::default() };
+    plan_destroy_with(deployment, target, observed, options)
+}
+
+/// Plans removing everything the deployment owns: data only with `options.delete_data`,
+/// objects stopped with `options.delete_grace_ms`.
+pub fn plan_destroy_with<P>(
+    deployment: &str,
+    target: &str,
+    observed: &[ObservedResource],
+    options: PlanOptions,
+) -> Plan<P> {
+    let delete_data = options.delete_data;
     let mut steps = Vec::new();
     let mut kept = Vec::new();
     for found in observed {
         if found.stateful && !delete_data {
             kept.push(found.clone());
         } else {
-            steps.push(delete_step(found));
+            steps.push(delete_step(found, &options));
         }
     }
     steps.sort_by(|a, b| (a.wave, &a.key).cmp(&(b.wave, &b.key)));

@@ -1,17 +1,25 @@
-//! One agent container being moved from one image to another, its state, and the per-node
-//! view derived from the states of a node's agents.
+//! One unit of rollout (what a target stops and starts as one: an agent container, or a
+//! Proxmox node's agent services) being moved from one image to another, its state, and
+//! the per-node view derived from the states of a node's units.
+//!
+//! A unit carries the agents it serves: its *weight* in the availability bound is its
+//! agent count, so `max_parallel` counts agents on every target.
 
 use serde::{Deserialize, Serialize};
 
 use crate::gate::Gate;
 
-/// One agent container to move from `from_image` (deployed now) to `to_image`.
+/// One unit to move from `from_image` (deployed now) to `to_image`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceSpec {
-    /// The node the agent runs on.
+    /// The node the unit runs on.
     pub node: String,
-    /// The agent id.
+    /// The agent id (for a unit serving several agents, the one that names it).
     pub agent: String,
+    /// The agent ids the unit serves; empty means `[agent]` (journals written before
+    /// units carried their agents, and every one-agent unit, leave it out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
     /// The image running now: what a revert returns to.
     pub from_image: String,
     /// The image to roll out.
@@ -20,6 +28,23 @@ pub struct InstanceSpec {
     pub from_version: Option<String>,
     /// The version the new image reports on `/health`; checked by the gate when `Some`.
     pub to_version: Option<String>,
+}
+
+impl InstanceSpec {
+    /// The agent ids the unit serves (`[agent]` when `agents` is empty).
+    pub fn agent_ids(&self) -> Vec<&str> {
+        if self.agents.is_empty() {
+            vec![self.agent.as_str()]
+        } else {
+            self.agents.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// How many agents are down while the unit is in flight: what it counts against
+    /// `max_parallel`.
+    pub fn weight(&self) -> usize {
+        self.agents.len().max(1)
+    }
 }
 
 /// Where one instance is. The forward path is `Pending → Draining → Starting → Gating →

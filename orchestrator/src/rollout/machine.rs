@@ -283,20 +283,19 @@ impl Rollout {
         if self.status != Status::Running {
             return;
         }
-        let max_parallel = self.policy.max_parallel.max(1);
         for index in (0..self.instances.len()).rev() {
-            if self.in_flight() >= max_parallel {
-                break;
-            }
             let instance = &self.instances[index];
             if instance.state == InstanceState::Done && instance.revert {
+                if !self.has_room_for(index) {
+                    break;
+                }
                 self.begin_revert(index, out);
             }
         }
         if self.halt.is_none() && !self.deadline_exceeded {
             while let Some(batch) = self.batches.get(self.current_batch).cloned() {
                 for &index in &batch {
-                    if self.instances[index].state == InstanceState::Pending && self.in_flight() < max_parallel {
+                    if self.instances[index].state == InstanceState::Pending && self.has_room_for(index) {
                         self.set_state(index, InstanceState::Draining);
                         out.push(Command::Stop { instance: index, grace_ms: self.policy.stop_grace_ms });
                     }

@@ -1,5 +1,6 @@
-//! The rollout state machine: moves agent containers to a new image in batches, each
-//! instance behind a health gate, and returns failed ones to their old image.
+//! The rollout state machine: moves units of rollout (agent containers, or what a target
+//! stops and starts as one) to a new image in batches, each instance behind a health gate,
+//! and returns failed ones to their old image.
 //!
 //! It is a deterministic reconciler. The runtime's async driver executes the [`Command`]s
 //! that [`Rollout::start`], [`Rollout::step`] and [`Rollout::resume`] return and feeds the
@@ -8,6 +9,10 @@
 //! the journal the driver writes after every step (the datahub, its migrations and shipping
 //! the images to the nodes happen before the machine starts; it is about agents only, and
 //! treats every node as shipped).
+//!
+//! An instance is one unit: it carries the agents it serves ([`InstanceSpec::agents`]; one
+//! agent for a container, several for a Proxmox node running several agent services), and
+//! weighs that many agents. Everything about availability counts agents, not units.
 //!
 //! One instance, forward: `Pending` --batch starts--> `Draining` (Stop old) --Stopped-->
 //! `Starting` (Start new) --Started--> `Gating` (probes) --good probes held for
@@ -21,9 +26,12 @@
 //! Start is in flight waits for the answer first (a `Draining` one that stopped goes
 //! straight to `RevertStarting`).
 //!
-//! The rollout: batches run one after another (canary first); a batch starts when the
-//! previous one is settled. At most `max_parallel` instances are in flight at any moment,
-//! reverts included. When failures ÷ instances exceeds `max_failure_ratio`,
+//! The rollout: batches run one after another (canary first: the first unit, or the first
+//! units whose agents fit in `canary`); a batch starts when the previous one is settled, and
+//! holds consecutive units whose agents sum to at most `max_parallel` (a unit serving more
+//! agents goes alone). At most `max_parallel` agents are in flight at any moment, reverts
+//! included, or one unit when that unit alone serves more ([`Rollout::availability_bound`]).
+//! When failures ÷ instances exceeds `max_failure_ratio`,
 //! `failure_action` applies: `rollback` cancels the in-flight instances and reverts every
 //! `Done` one, `pause` lets the batch settle and then stops with `Paused`, `continue` goes
 //! on. Exceeding `progress_deadline` cancels the in-flight instances and ends `Failed`.
@@ -95,7 +103,8 @@ pub struct Rollout {
     journal_version: u32,
     policy: Policy,
     instances: Vec<Instance>,
-    /// Instance indexes: the canary batch first (if any), then batches of `max_parallel`.
+    /// Instance indexes: the canary batch first (if any), then batches of at most
+    /// `max_parallel` agents.
     batches: Vec<Vec<usize>>,
     current_batch: usize,
     status: Status,
@@ -128,7 +137,8 @@ impl Rollout {
     /// A rollout of `specs`, in the order given (the driver orders them by node, in config
     /// order, then by agent id), created at `now_ms`. Nothing happens until [`Rollout::start`].
     pub fn new(specs: Vec<InstanceSpec>, policy: Policy, now_ms: u64) -> Rollout {
-        let batches = policy.batches(specs.len());
+        let weights: Vec<usize> = specs.iter().map(InstanceSpec::weight).collect();
+        let batches = policy.batches_of(&weights);
         Rollout {
             journal_version: JOURNAL_VERSION,
             policy,
@@ -191,9 +201,30 @@ impl Rollout {
         self.deadline_exceeded
     }
 
-    /// How many instances are in flight (the availability bound applies to this number).
+    /// How many agents are in flight: the weights of the units in flight (the
+    /// availability bound applies to this number).
     pub fn in_flight(&self) -> usize {
+        self.instances.iter().filter(|i| i.state.is_in_flight()).map(|i| i.spec.weight()).sum()
+    }
+
+    /// How many units are in flight.
+    pub fn units_in_flight(&self) -> usize {
         self.instances.iter().filter(|i| i.state.is_in_flight()).count()
+    }
+
+    /// The most agents the rollout may have in flight at once: `max_parallel`, or the
+    /// weight of its heaviest unit when that is larger (such a unit goes alone).
+    pub fn availability_bound(&self) -> usize {
+        let heaviest = self.instances.iter().map(|i| i.spec.weight()).max().unwrap_or(0);
+        self.policy.max_parallel.max(1).max(heaviest)
+    }
+
+    /// Whether `index` may go in flight now without breaking the availability bound: its
+    /// weight fits beside the agents in flight, or nothing is in flight (a unit heavier
+    /// than `max_parallel` goes alone).
+    pub(super) fn has_room_for(&self, index: usize) -> bool {
+        let in_flight = self.in_flight();
+        in_flight == 0 || in_flight + self.instances[index].spec.weight() <= self.policy.max_parallel.max(1)
     }
 
     /// The nodes in the order their first instance appears, each with its derived state.

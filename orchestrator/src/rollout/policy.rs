@@ -1,5 +1,6 @@
 //! The rollout policy: `deployment.update` resolved against the number of agents, and how
-//! the instances are cut into batches.
+//! the units are cut into batches. Batches are counted in agents: a unit weighs as many
+//! agents as it serves (see [`InstanceSpec::weight`](super::InstanceSpec::weight)).
 
 use serde::{Deserialize, Serialize};
 
@@ -10,9 +11,12 @@ use crate::gate::Rules;
 /// rollout keeps the policy it started with even if the config changed in between.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
-    /// Agents in flight at once (at least 1): the availability bound.
+    /// Agents in flight at once (at least 1): the availability bound. A unit serving more
+    /// agents than this goes alone, so the bound is then that unit's weight.
     pub max_parallel: usize,
     /// Agents in the first batch; 0 means no canary batch. Never more than `max_parallel`.
+    /// The canary batch is the first units whose agents fit in it, and always at least the
+    /// first unit.
     pub canary: usize,
     /// After the canary batch, wait for [`Event::Approved`](super::Event::Approved) (unless
     /// the canary batch is the only one).
@@ -74,17 +78,48 @@ impl Policy {
         }
     }
 
-    /// The batches for `total` instances: the canary batch first (if any), then batches of
-    /// `max_parallel`, in instance order. Every instance is in exactly one batch.
+    /// The batches for `total` one-agent instances: the canary batch first (if any), then
+    /// batches of `max_parallel`, in instance order. Every instance is in exactly one batch.
+    /// The same as [`Policy::batches_of`] with every weight 1.
     pub fn batches(&self, total: usize) -> Vec<Vec<usize>> {
+        self.batches_of(&vec![1; total])
+    }
+
+    /// The batches for units of the given weights (agents per unit), in unit order: the
+    /// canary batch first (if any: the first units whose weights sum to at most `canary`,
+    /// at least one unit), then consecutive units packed while their weights sum to at most
+    /// `max_parallel`. A unit heavier than `max_parallel` is a batch of its own. Every unit
+    /// is in exactly one batch.
+    pub fn batches_of(&self, weights: &[usize]) -> Vec<Vec<usize>> {
         let size = self.max_parallel.max(1);
-        let canary = self.canary.min(size).min(total);
-        let mut batches = Vec::new();
-        if canary > 0 {
-            batches.push((0..canary).collect());
+        let canary = self.canary.min(size);
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut next = 0;
+        if canary > 0 && !weights.is_empty() {
+            let mut batch = vec![0];
+            let mut agents = weights[0].max(1);
+            next = 1;
+            while next < weights.len() && agents + weights[next].max(1) <= canary {
+                agents += weights[next].max(1);
+                batch.push(next);
+                next += 1;
+            }
+            batches.push(batch);
         }
-        let rest: Vec<usize> = (canary..total).collect();
-        batches.extend(rest.chunks(size).map(<[usize]>::to_vec));
+        let mut batch: Vec<usize> = Vec::new();
+        let mut agents = 0;
+        for (index, weight) in weights.iter().enumerate().skip(next) {
+            let weight = (*weight).max(1);
+            if !batch.is_empty() && agents + weight > size {
+                batches.push(std::mem::take(&mut batch));
+                agents = 0;
+            }
+            batch.push(index);
+            agents += weight;
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
         batches
     }
 }
@@ -150,5 +185,28 @@ mod tests {
         assert_eq!(policy(2, 0).batches(5), vec![vec![0, 1], vec![2, 3], vec![4]]);
         assert_eq!(policy(3, 3).batches(2), vec![vec![0, 1]]);
         assert_eq!(policy(1, 1).batches(0), Vec::<Vec<usize>>::new());
+    }
+
+    #[test]
+    fn batches_count_agents_not_units() {
+        let policy =
+            |max_parallel, canary| Policy { max_parallel, canary, ..Policy::from_settings(&settings("1", 0), 0) };
+        let check = |policy: Policy, weights: &[usize], expect: Vec<Vec<usize>>| {
+            assert_eq!(policy.batches_of(weights), expect, "{weights:?} with {policy:?}");
+        };
+        // Weights 1 give the one-agent batches.
+        check(policy(2, 1), &[1; 6], policy(2, 1).batches(6));
+        // Units of 2 and 3 agents with max_parallel 4: the canary is the first unit even
+        // when it serves more agents than the canary count.
+        check(policy(4, 1), &[2, 2, 3, 1, 1, 4], vec![vec![0], vec![1], vec![2, 3], vec![4], vec![5]]);
+        check(policy(4, 0), &[2, 2, 3, 1, 1, 4], vec![vec![0, 1], vec![2, 3], vec![4], vec![5]]);
+        // A canary of 3 agents takes units while they fit.
+        check(policy(4, 3), &[1, 2, 1, 1], vec![vec![0, 1], vec![2, 3]]);
+        // A unit heavier than max_parallel goes alone.
+        check(policy(2, 0), &[1, 5, 1, 1], vec![vec![0], vec![1], vec![2, 3]]);
+        check(policy(2, 2), &[5, 1], vec![vec![0], vec![1]]);
+        // A weight of 0 (no agents listed) counts as one.
+        check(policy(2, 0), &[0, 0, 0], vec![vec![0, 1], vec![2]]);
+        check(policy(3, 1), &[], Vec::new());
     }
 }

@@ -90,6 +90,10 @@ pub struct Sim {
     failures_at_resume: usize,
     /// The operator approved the canary.
     approved: bool,
+    /// The most agents in flight at once (as the machine counts them).
+    pub max_agents_down: usize,
+    /// The most units in flight at once.
+    pub max_units_down: usize,
 }
 
 impl Sim {
@@ -113,6 +117,8 @@ impl Sim {
             signal_failures: 0,
             failures_at_resume: 0,
             approved: false,
+            max_agents_down: 0,
+            max_units_down: 0,
         }
     }
 
@@ -189,12 +195,42 @@ impl Sim {
                 );
             }
         }
-        let max_parallel = self.rollout.policy().max_parallel;
-        assert!(self.rollout.in_flight() <= max_parallel, "{} in flight > {max_parallel}", self.rollout.in_flight());
+        self.check_availability();
         for command in commands {
             self.accept(command);
         }
         self.check_at_rest();
+    }
+
+    /// At most `max_parallel` agents in flight, or a single unit (one heavier than
+    /// `max_parallel` goes alone): as the machine counts them, as the test counts the
+    /// in-flight states' agents, and as the target shows them (agents whose container is
+    /// down, except the ones whose revert failed, which stay down for a person).
+    fn check_availability(&mut self) {
+        let max_parallel = self.rollout.policy().max_parallel;
+        let instances = self.rollout.instances();
+        let in_flight: Vec<usize> = (0..instances.len()).filter(|&i| instances[i].state.is_in_flight()).collect();
+        let agents: usize = in_flight.iter().map(|&i| instances[i].spec.weight()).sum();
+        assert_eq!(self.rollout.in_flight(), agents, "the machine's count of agents in flight");
+        assert_eq!(self.rollout.units_in_flight(), in_flight.len());
+        assert!(
+            agents <= max_parallel || in_flight.len() == 1,
+            "{agents} agents in flight in {} units > max_parallel {max_parallel}",
+            in_flight.len()
+        );
+        assert!(agents <= self.rollout.availability_bound());
+        let down: Vec<usize> = (0..instances.len())
+            .filter(|&i| !self.containers[i].running && instances[i].state != InstanceState::RevertFailed)
+            .collect();
+        let agents_down: usize = down.iter().map(|&i| instances[i].spec.weight()).sum();
+        assert!(
+            agents_down <= max_parallel || down.len() == 1,
+            "{agents_down} agents down on the target in {} units > max_parallel {max_parallel}",
+            down.len()
+        );
+        assert!(down.iter().all(|i| in_flight.contains(i)), "a unit is down that the machine does not count: {down:?}");
+        self.max_agents_down = self.max_agents_down.max(agents);
+        self.max_units_down = self.max_units_down.max(in_flight.len());
     }
 
     fn accept(&mut self, command: Command) {

@@ -85,7 +85,13 @@ pub async fn datahub_first(
         .into_iter()
         .filter(|o| !matches!(o.component, Component::Agent(_)))
         .collect();
-    let plan = plan::plan(&fleet.name, "docker", desired, &observed, PlanOptions { prune: false, delete_data: false });
+    let plan = plan::plan(
+        &fleet.name,
+        "docker",
+        desired,
+        &observed,
+        PlanOptions { prune: false, delete_data: false, ..PlanOptions::default() },
+    );
     if plan.is_empty() {
         return Ok(true);
     }
@@ -202,6 +208,7 @@ pub async fn instance(
     Ok(Some(InstanceSpec {
         node: node.to_string(),
         agent: agent.to_string(),
+        agents: Vec::new(),
         from_version: image_version(&link.engine, &now.image).await,
         to_version: image_version(&link.engine, &spec.image).await,
         from_image: now.image,

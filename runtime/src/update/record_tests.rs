@@ -10,6 +10,7 @@ fn spec(node: &str, agent: &str, from: &str, to: &str) -> InstanceSpec {
     InstanceSpec {
         node: node.into(),
         agent: agent.into(),
+        agents: Vec::new(),
         from_image: from.into(),
         to_image: to.into(),
         from_version: Some("1.0.0".into()),

@@ -81,6 +81,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) ->
         specs.push(InstanceSpec {
             node: node.clone(),
             agent: agent.clone(),
+            agents: Vec::new(),
             from_version: prepare::image_version(&link.engine, &current.image).await,
             to_version: prepare::image_version(&link.engine, &chosen.image).await,
             from_image: current.image.clone(),

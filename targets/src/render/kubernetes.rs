@@ -416,6 +416,7 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
                 fields,
                 replace_on,
                 run_state,
+                stop_grace_ms: None,
                 payload: object,
             });
         }

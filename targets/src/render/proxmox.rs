@@ -164,6 +164,7 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
                 fields,
                 replace_on: REPLACE_ON.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
                 run_state: Some(RunState::Running),
+                stop_grace_ms: None,
                 payload: params,
             })
         })

@@ -5,6 +5,7 @@ mod failures;
 mod flows;
 mod resume;
 mod signals;
+mod units;
 
 use std::collections::VecDeque;
 
@@ -25,6 +26,7 @@ pub(super) fn specs(nodes: usize, agents: usize) -> Vec<InstanceSpec> {
             specs.push(InstanceSpec {
                 node: format!("node{node}"),
                 agent: format!("agent{agent}"),
+                agents: Vec::new(),
                 from_image: OLD.to_string(),
                 to_image: NEW.to_string(),
                 from_version: Some("v1".to_string()),
@@ -33,6 +35,20 @@ pub(super) fn specs(nodes: usize, agents: usize) -> Vec<InstanceSpec> {
         }
     }
     specs
+}
+
+/// Units on one node serving `weights[i]` agents each, all on `OLD` moving to `NEW`.
+pub(super) fn units(weights: &[usize]) -> Vec<InstanceSpec> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(unit, &weight)| InstanceSpec {
+            node: "node0".to_string(),
+            agent: format!("unit{unit}"),
+            agents: (0..weight).map(|agent| format!("unit{unit}-agent{agent}")).collect(),
+            ..specs(1, 1).remove(0)
+        })
+        .collect()
 }
 
 /// A policy with no canary: gates need 10 s of good probes within 60 s; an hour in total.
@@ -110,7 +126,8 @@ impl World {
 
     fn push(&mut self, commands: Vec<Command>) {
         self.max_in_flight = self.max_in_flight.max(self.rollout.in_flight());
-        assert!(self.rollout.in_flight() <= self.rollout.policy().max_parallel);
+        // Agents in flight: within max_parallel, or one unit that alone serves more.
+        assert!(self.rollout.in_flight() <= self.rollout.policy().max_parallel || self.rollout.units_in_flight() == 1);
         self.log.extend(commands.iter().cloned());
         self.queue.extend(commands);
     }
