@@ -91,7 +91,7 @@ pub struct Held {
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error(transparent)]
-    Held(Held),
+    Held(Box<Held>),
     /// Another run took the lock (after this one's TTL passed, or with `--force`): this run
     /// must stop before its next step.
     #[error("this run lost the lock of deployment \"{deployment}\"{}", taken_by(taker.as_ref()))]
@@ -193,7 +193,11 @@ impl Lease {
             let (expected, took_over) = match decision {
                 Decision::Free => (None, None),
                 Decision::Held { holder, age_ms } => {
-                    return Err(LeaseError::Held(Held { deployment: deployment.to_string(), holder, age_ms }));
+                    return Err(LeaseError::Held(Box::new(Held {
+                        deployment: deployment.to_string(),
+                        holder,
+                        age_ms,
+                    })));
                 }
                 Decision::TakeOver { holder, why } => (stored.map(|(_, g)| g), Some((holder, why))),
             };

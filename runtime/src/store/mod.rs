@@ -15,4 +15,4 @@ pub mod migrate;
 #[cfg(test)]
 mod lease_tests;
 #[cfg(test)]
-mod tests_support;
+pub(crate) mod tests_support;
