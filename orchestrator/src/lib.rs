@@ -12,6 +12,8 @@
 //! - [`port`]: the traits every target implements (observe, apply, wait, rollout
 //!   operations on one unit, the state store); the runtime knows targets only through them.
 //! - [`memory`]: an in-memory target for tests.
+//! - [`state`]: the deployment's lock, journal and history on its target, above the
+//!   state store port: the lock decision and an in-memory store.
 //!
 //! Architecture invariant: this crate depends on no I/O crate (no tokio, bollard, kube,
 //! russh, hyper, reqwest); clocks and randomness are passed in.
@@ -28,3 +30,4 @@ mod pool;
 pub mod port;
 pub mod resource;
 pub mod rollout;
+pub mod state;

@@ -140,23 +140,38 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("images.json")
 }
 
-fn unreadable(path: &Path, why: impl std::fmt::Display) -> anyhow::Error {
+/// Where a history was read from, for its errors: the place, and how to set it aside.
+pub struct Origin<'a> {
+    /// `/x/.rivetctl/demo/images.json`, or the state store's document.
+    pub location: &'a str,
+    /// What the hint tells to do: `move it aside (`mv … ….broken`)`.
+    pub set_aside: &'a str,
+}
+
+fn unreadable(origin: &Origin, why: impl std::fmt::Display) -> anyhow::Error {
     hinted(
-        format!("the rollback history {} is unreadable: {why}", path.display()),
+        format!("the rollback history {} is unreadable: {why}", origin.location),
         format!(
-            "move it aside (`mv {0} {0}.broken`): `rollback` then picks the newest older image on each node, and the next rollout starts a new history",
-            path.display()
+            "{}: `rollback` then picks the newest older image on each node, and the next rollout starts a new history",
+            origin.set_aside
         ),
     )
 }
 
 /// Parses the file's text (either format).
 pub fn parse(path: &Path, text: &str) -> anyhow::Result<History> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| unreadable(path, e))?;
+    let location = path.display().to_string();
+    let set_aside = format!("move it aside (`mv {location} {location}.broken`)");
+    parse_from(&Origin { location: &location, set_aside: &set_aside }, text)
+}
+
+/// Parses a history's text (either format), read from `origin`.
+pub fn parse_from(origin: &Origin, text: &str) -> anyhow::Result<History> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| unreadable(origin, e))?;
     let Some(version) = value.get("version") else {
         // The first format: node → images, oldest first, no outcomes.
         let old: BTreeMap<String, Vec<String>> = serde_json::from_value(value)
-            .map_err(|e| unreadable(path, format!("not a history of either format: {e}")))?;
+            .map_err(|e| unreadable(origin, format!("not a history of either format: {e}")))?;
         let nodes = old
             .into_iter()
             .map(|(node, images)| {
@@ -178,11 +193,11 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<History> {
     };
     if version.as_u64() != Some(u64::from(FILE_VERSION)) {
         return Err(hinted(
-            format!("the rollback history {} has format version {version}, expected {FILE_VERSION}", path.display()),
-            "it was written by another version of rivetctl: use that one, or move the file aside",
+            format!("the rollback history {} has format version {version}, expected {FILE_VERSION}", origin.location),
+            format!("it was written by another version of rivetctl: use that one, or {}", origin.set_aside),
         ));
     }
-    serde_json::from_value(value).map_err(|e| unreadable(path, e))
+    serde_json::from_value(value).map_err(|e| unreadable(origin, e))
 }
 
 /// Reads the history: empty when there is no file, an error when it cannot be read.
@@ -193,7 +208,11 @@ pub fn read(state_dir: &Path) -> anyhow::Result<History> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Ok(History { version: FILE_VERSION, ..History::default() })
         }
-        Err(e) => Err(unreadable(&path, e)),
+        Err(e) => {
+            let location = path.display().to_string();
+            let set_aside = format!("move it aside (`mv {location} {location}.broken`)");
+            Err(unreadable(&Origin { location: &location, set_aside: &set_aside }, e))
+        }
     }
 }
 

@@ -95,15 +95,19 @@ pub fn read(path: &Path) -> anyhow::Result<Option<Journal>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
     };
+    parse(&path.display().to_string(), &text).map(Some)
+}
+
+/// Parses a journal's text; errors name `location` (a file, or the state store's document).
+pub fn parse(location: &str, text: &str) -> anyhow::Result<Journal> {
     let journal: Journal =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a rollout journal", path.display()))?;
+        serde_json::from_str(text).with_context(|| format!("{location} is not a rollout journal"))?;
     anyhow::ensure!(
         journal.version == FILE_VERSION,
-        "{} has format version {}, expected {FILE_VERSION}",
-        path.display(),
+        "{location} has format version {}, expected {FILE_VERSION}",
         journal.version
     );
-    Ok(Some(journal))
+    Ok(journal)
 }
 
 /// Writes the journal atomically: a reader (or a crash) sees the old or the new one.

@@ -1,5 +1,6 @@
 //! The Docker Engine adapter (bollard): connect, observe what a deployment owns, apply
-//! plans, build images, wait for health and for the agents' health gate.
+//! plans, build images, wait for health and for the agents' health gate, and keep the
+//! deployment's state documents in labelled volumes (`state`).
 //!
 //! Every call goes through [`Engine`], which counts API calls (the no-op `up` benchmark
 //! reports them) and knows which node it serves.
@@ -15,6 +16,7 @@ pub mod health;
 mod observe;
 pub mod port;
 pub mod ship;
+pub mod state;
 pub mod tls;
 
 use std::sync::Arc;
