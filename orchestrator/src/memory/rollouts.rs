@@ -60,7 +60,28 @@ fn show(state: &mut State, instance: &Instance, observed: ObservedState) {
     state.objects.insert(record.key.clone(), record);
 }
 
-impl<P> Rollouts for MemoryTarget<P> {
+impl<P: Clone> Rollouts for MemoryTarget<P> {
+    fn units(&self, desired: &[std::sync::Arc<Resource<P>>]) -> Vec<Unit<P>> {
+        desired
+            .iter()
+            .filter_map(|resource| match &resource.component {
+                crate::resource::Component::Agent(id) => Some(Unit {
+                    node: resource.key.node.clone(),
+                    agents: vec![id.clone()],
+                    desired: std::sync::Arc::clone(resource),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_image(&self, resource: &Resource<P>, image: &str) -> Resource<P> {
+        // The in-memory target reads an object's image from its `image` field.
+        let mut copy = resource.clone();
+        copy.fields.insert("image".into(), FieldValue::plain(image));
+        copy
+    }
+
     async fn current(&self, unit: &Unit<P>) -> Result<Option<Current>, TargetError> {
         let mut state = self.lock();
         state.reach(&unit.node)?;

@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use super::apply::record;
 use super::state::{Entry, Instance, Op, Role, State, UnitState, image_of};
+use crate::fleet::Fleet;
 use crate::gate::Exit;
 use crate::plan::{Action, Step, Wait};
 use crate::port::{Readiness, Target, TargetError};
-use crate::resource::{Component, ObservedResource, ObservedState, ResourceKey};
+use crate::resource::{Component, ObservedResource, ObservedState, Resource, ResourceKey};
+
+/// A fleet's lowering into a target's objects.
+pub type Lowering<P> = fn(&Fleet) -> Vec<Resource<P>>;
 
 /// A target that keeps everything in memory and answers at once.
 ///
@@ -31,6 +35,8 @@ use crate::resource::{Component, ObservedResource, ObservedState, ResourceKey};
 pub struct MemoryTarget<P> {
     kind: &'static str,
     state: Mutex<State>,
+    /// The lowering `Target::lower` applies (none: the fleet lowers to nothing).
+    lowering: Option<Lowering<P>>,
     payload: PhantomData<fn() -> P>,
 }
 
@@ -68,7 +74,7 @@ impl<P> MemoryTarget<P> {
 
     /// An empty target that calls itself `kind` (a test standing in for `docker`).
     pub fn with_kind(kind: &'static str) -> Self {
-        MemoryTarget { kind, state: Mutex::new(State::default()), payload: PhantomData }
+        MemoryTarget { kind, state: Mutex::new(State::default()), lowering: None, payload: PhantomData }
     }
 
     /// A target that already holds `observed` (as [`super::apply`] recorded it); every agent
@@ -83,6 +89,12 @@ impl<P> MemoryTarget<P> {
             state.measure();
         }
         target
+    }
+
+    /// The same target lowering fleets with `lowering` (a real target's, e.g. Docker's).
+    pub fn with_lowering(mut self, lowering: Lowering<P>) -> Self {
+        self.lowering = Some(lowering);
+        self
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
@@ -202,6 +214,10 @@ impl<P> Target for MemoryTarget<P> {
 
     fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    fn lower(&self, fleet: &Fleet) -> Vec<Resource<P>> {
+        self.lowering.map(|lower| lower(fleet)).unwrap_or_default()
     }
 
     async fn observe(&self) -> Result<Vec<ObservedResource>, TargetError> {

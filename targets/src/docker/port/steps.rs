@@ -47,15 +47,6 @@ async fn attached(link: &Link, network: &str) -> Vec<String> {
     names
 }
 
-/// The step's grace period between SIGTERM and SIGKILL.
-// TODO(merge): `step.grace_ms` once the plan carries it.
-fn step_grace_ms(step: &Step<DockerObject>) -> u64 {
-    match step.desired.as_deref().map(|r| &r.payload) {
-        Some(DockerObject::Container(spec)) => spec.stop_grace_secs * 1000,
-        _ => 30_000,
-    }
-}
-
 /// Seconds of a grace period in milliseconds, rounded up (the engine counts seconds).
 fn grace_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
@@ -91,7 +82,7 @@ impl Target for DockerTarget {
         let key = &step.key;
         if step.action == Action::Delete {
             let result = match key.kind.as_str() {
-                KIND_CONTAINER => remove_container(engine, &key.name, grace_secs(step_grace_ms(step))).await,
+                KIND_CONTAINER => remove_container(engine, &key.name, grace_secs(step.grace_ms)).await,
                 KIND_NETWORK => match engine.call().remove_network(&key.name).await {
                     Err(e) if !is_not_found(&e) => Err(e),
                     _ => Ok(()),
@@ -149,7 +140,7 @@ impl Target for DockerTarget {
                     return Err(failure(link, "cannot remove container", key, err).await);
                 }
                 let (engine, name, grace, resource) =
-                    (engine.clone(), spec.name.clone(), grace_secs(step_grace_ms(step)), Resource::clone(resource));
+                    (engine.clone(), spec.name.clone(), grace_secs(step.grace_ms), Resource::clone(resource));
                 let replaced = uncut(async move {
                     remove_container(&engine, &name, grace).await.map_err(|e| ("cannot remove container", e))?;
                     let spec = container_of_owned(&resource);
