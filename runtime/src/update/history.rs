@@ -1,9 +1,9 @@
 //! The rollback history (the document `history` in the deployment's state store on the
-//! target, `Port::store`): per node, the
-//! images this deployment ran in the order they became current, and the images that were
-//! rejected there (failed a health gate, or were rolled back by their rollout). `rollback`
-//! reads it to find "the previous revision"; pruning reads it so that only this
-//! deployment's images are ever removed from a shared engine.
+//! target, `Port::store`): per node, the images this deployment ran in the order they
+//! became current, and the images that were rejected there (failed a health gate, or were
+//! rolled back by their rollout). `rollback` reads it to find "the previous revision";
+//! pruning reads it so that only this deployment's images are ever removed from a shared
+//! engine.
 //!
 //! Every write is a compare-and-swap on the generation read (another run's change is an
 //! error, never overwritten), and it is read strictly: a document that cannot be parsed is

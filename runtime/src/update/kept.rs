@@ -1,7 +1,7 @@
 //! The agent images kept on a node for `rollback`: removing this deployment's images
-//! beyond the newest `keep_images` that no object uses. Only images
-//! in the deployment's rollback history are ever removed, so other deployments' images on
-//! a shared engine are never touched.
+//! beyond the newest `keep_images` that no object uses. Only images in the deployment's
+//! rollback history are ever removed, so other deployments' images on a shared engine are
+//! never touched.
 
 use std::collections::BTreeSet;
 
