@@ -25,7 +25,6 @@ use crate::session::{self, Context, state_error, target_error};
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
     let ctx = session::load(printer, global, "infra destroy").await?;
     let _lock = session::lock(&ctx.project, "infra destroy")?;
-    crate::update::refuse_while_rolling_out(&crate::state::dir(&ctx.project))?;
     session::connect(&ctx, None, Destroy { printer, ctx: &ctx, args }).await?
 }
 
@@ -51,6 +50,7 @@ pub async fn destroy<T: Port>(
     args: &DestroyArgs,
 ) -> anyhow::Result<ExitStatus> {
     let name = &ctx.fleet.name;
+    crate::update::refuse_while_rolling_out(target.store()).await?;
     let observed = target.observe().await.map_err(target_error)?;
     let plan = plan::plan_destroy::<<T as Target>::Payload>(name, target.kind(), &observed, args.volumes);
     let kept: Vec<String> = plan.kept.iter().map(|k| format!("{} {}", k.key.kind, k.key.name)).collect();
