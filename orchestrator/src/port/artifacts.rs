@@ -84,7 +84,7 @@ pub trait Artifacts: super::Target {
         &self,
         request: &ImageRequest<'_>,
         cancelled: &dyn Fn() -> bool,
-        events: &dyn Fn(ImageEvent<'_>),
+        events: &(dyn Fn(ImageEvent<'_>) + Sync),
     ) -> Result<(), TargetError>;
 
     /// Refuses objects whose image would run as root with no user set.

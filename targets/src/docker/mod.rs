@@ -13,6 +13,7 @@ pub mod exec;
 pub mod gate;
 pub mod health;
 mod observe;
+pub mod port;
 pub mod ship;
 pub mod tls;
 

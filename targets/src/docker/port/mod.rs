@@ -1,0 +1,93 @@
+//! The Docker Engine behind the port ([`orchestrator::port`]): one [`DockerTarget`] holds a
+//! connection to every node's engine (local socket, `tcp://` with TLS, or through SSH) and
+//! implements observing and applying ([`steps`]), the rollout operations on one agent
+//! container ([`units`]), and images and object details ([`images`]).
+//!
+//! What the runtime did with bollard before the port lives here now; the runtime sees only
+//! the traits.
+
+mod images;
+pub mod nodes;
+mod steps;
+mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orchestrator::docker::{ContainerSpec, DockerObject};
+use orchestrator::fleet::Fleet;
+use orchestrator::port::TargetError;
+use orchestrator::resource::Resource;
+
+pub use nodes::Link;
+
+use super::Engine;
+use super::gate::GateOptions;
+
+/// Suffix of an agent's previous container while its instance is in a rollout.
+pub const PREV_SUFFIX: &str = "-rivetctl-prev";
+/// Suffix of the new container, created (not started) while the old one stops.
+pub const NEXT_SUFFIX: &str = super::apply::NEXT_SUFFIX;
+
+/// The fleet's Docker nodes, connected.
+pub struct DockerTarget {
+    /// The fleet as configured (lowering, health and update settings, images).
+    fleet: Fleet,
+    config_dir: PathBuf,
+    /// Every connected node, by name.
+    links: BTreeMap<String, Link>,
+    /// How agent containers are gated (`infra up`'s waits).
+    gate: GateOptions,
+    /// The control host's engine, connected on first use (`update` builds there once).
+    control: tokio::sync::OnceCell<Engine>,
+}
+
+impl DockerTarget {
+    /// Connects to `nodes` of the fleet (all when `None`), in config order.
+    pub async fn open(fleet: &Fleet, config_dir: &Path, nodes: Option<&[String]>) -> Result<DockerTarget, TargetError> {
+        let options = nodes::ssh_options(fleet, config_dir);
+        let mut links = BTreeMap::new();
+        for node in &fleet.nodes {
+            if nodes.is_some_and(|wanted| !wanted.contains(&node.name)) {
+                continue;
+            }
+            links.insert(node.name.clone(), nodes::connect(node, &options, config_dir).await?);
+        }
+        let reaches = links.values().map(|link| (link.name.clone(), link.reach.clone())).collect();
+        let gate = GateOptions {
+            port: fleet.health.port,
+            live_path: fleet.health.live_path.clone(),
+            health_path: fleet.health.path.clone(),
+            min_healthy_time: Duration::from_millis(fleet.update.min_healthy_time),
+            probe_interval: Duration::from_millis(fleet.update.probe_interval),
+            probe_timeout: Duration::from_millis(fleet.update.probe_timeout),
+            reaches,
+        };
+        Ok(DockerTarget {
+            fleet: fleet.clone(),
+            config_dir: config_dir.to_path_buf(),
+            links,
+            gate,
+            control: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The connection to `node`.
+    fn link(&self, node: &str) -> Result<&Link, TargetError> {
+        self.links.get(node).ok_or_else(|| TargetError::failed(format!("node {node} is not connected")))
+    }
+
+    /// The control host's engine.
+    async fn control(&self) -> Result<&Engine, TargetError> {
+        self.control.get_or_try_init(|| nodes::control_host(&self.fleet, &self.config_dir)).await
+    }
+}
+
+/// The container spec of an agent, datahub or migrate resource.
+fn container_of(resource: &Resource<DockerObject>) -> Result<&ContainerSpec, TargetError> {
+    match &resource.payload {
+        DockerObject::Container(spec) => Ok(spec),
+        _ => Err(TargetError::failed(format!("{} is not a container", resource.key))),
+    }
+}
