@@ -5,7 +5,6 @@ mod artifacts;
 mod cli;
 mod commands;
 mod confirm;
-mod engines;
 mod execute;
 mod exit;
 mod fleet;

@@ -1,5 +1,10 @@
 //! `rivetctl doctor`: checks the config, the source, every node's engine and what the build
 //! needs, and says for each problem how to fix it.
+//!
+//! Its engine checks (each node's connection on its own, the engine's address and version,
+//! the base images there) still use the Docker adapter's node connections directly: the
+//! port has no call that reports a node's connection and engine version yet (issue 8; the
+//! lead's follow-up). It is the one file of the runtime that names the Docker adapter.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -8,6 +13,7 @@ use orchestrator::config::rules::Endpoint;
 use serde::Serialize;
 use targets::build::dockerfile;
 use targets::docker::build;
+use targets::docker::port::nodes;
 
 use crate::cli::GlobalArgs;
 use crate::exit::{ExitStatus, Hinted, Reported};
@@ -105,11 +111,11 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
                 return finish(printer, &checks);
             }
         };
-        let ssh = crate::engines::ssh_options(&fleet, &project.dir);
+        let ssh = nodes::ssh_options(&fleet, &project.dir);
         for node in &fleet.nodes {
             let name = format!("engine {}", node.name);
-            match crate::engines::connect(node, &ssh).await {
-                Err(err) => add(&name, Err((format!("{err:#}"), hint_of(&err)))),
+            match nodes::connect(node, &ssh, &project.dir).await {
+                Err(err) => add(&name, Err((err.message, err.hint))),
                 Ok(link) => {
                     let engine = link.engine;
                     if matches!(node.endpoint, Endpoint::Ssh { .. }) {
