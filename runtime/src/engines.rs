@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use orchestrator::config::rules::{Endpoint, TcpSecurity};
 use orchestrator::fleet::{Fleet, FleetNode};
-use orchestrator::resource::ObservedResource;
 use targets::docker::{self, Engine};
 use targets::probe::Reach;
 use targets::ssh::{self, SshOptions};
@@ -156,26 +155,6 @@ pub async fn control_host(fleet: &Fleet) -> anyhow::Result<Engine> {
     })?;
     warn_if_plain("control-host", &engine);
     Ok(engine)
-}
-
-/// Connects to every node of the fleet.
-pub async fn connect_all(fleet: &Fleet, config_dir: &std::path::Path) -> anyhow::Result<Vec<Link>> {
-    let options = ssh_options(fleet, config_dir);
-    let mut links = Vec::new();
-    for node in &fleet.nodes {
-        links.push(connect(node, &options).await?);
-    }
-    Ok(links)
-}
-
-/// Everything the deployment owns on these engines.
-pub async fn observe_all(engines: &[Engine], deployment: &str) -> anyhow::Result<Vec<ObservedResource>> {
-    let mut observed = Vec::new();
-    for engine in engines {
-        observed.extend(docker::observe(engine, deployment).await?);
-    }
-    observed.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(observed)
 }
 
 #[cfg(test)]

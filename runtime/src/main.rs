@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod confirm;
 mod engines;
+mod execute;
 mod exit;
 mod fleet;
 mod git;

@@ -1,33 +1,28 @@
-//! What the Docker commands share: the loaded project, its images and fleet, and a
-//! connection to every node's engine.
-
-use std::collections::HashMap;
+//! What every command that reaches a target shares: the loaded project, its resolved source
+//! and fleet ([`Context`]), the connected target through `targets`' factory ([`connect`]),
+//! and the deployment's lock ([`lock`]).
+//!
+//! The runtime names no adapter type: [`connect`] hands a [`Visit`]or whichever adapter the
+//! fleet's target needs, and the port's errors ([`TargetError`]) become the runtime's hinted
+//! errors here, in one place.
 
 use orchestrator::config::Target;
-use orchestrator::docker::{self, DockerObject};
 use orchestrator::fleet::Fleet;
-use orchestrator::resource::{ObservedResource, Resource};
-use targets::docker::Engine;
-use targets::docker::gate::GateOptions;
-use targets::probe::Reach;
+use orchestrator::port::{ErrorKind, StateError, TargetError};
+use targets::factory::{self, OpenOptions, Visit};
 
 use crate::cli::GlobalArgs;
-use crate::exit::hinted;
+use crate::exit::{hinted, interrupted};
 use crate::printer::Printer;
 use crate::project::{self, Project};
 use crate::source::{self, Resolved};
-use crate::{engines, fleet, lock, state};
+use crate::{fleet, lock, state};
 
-/// A project with its fleet and engines.
-pub struct Session {
+/// A loaded project with its resolved source and its fleet.
+pub struct Context {
     pub project: Project,
     pub resolved: Resolved,
     pub fleet: Fleet,
-    pub engines: HashMap<String, Engine>,
-    /// How each node's containers are reached for health probes, by node name.
-    pub reaches: HashMap<String, Reach>,
-    /// Held for the session's life by commands that change the deployment.
-    _lock: Option<lock::Lock>,
 }
 
 /// Refuses targets whose apply is not built yet, saying what works instead.
@@ -44,71 +39,59 @@ pub fn require_docker(project: &Project, command: &str) -> anyhow::Result<()> {
     }
 }
 
-impl Session {
-    /// Loads the project (checking its target) and connects to its engines.
-    pub async fn open(printer: &Printer, global: &GlobalArgs, command: &str) -> anyhow::Result<Session> {
-        Session::open_inner(printer, global, command, false).await
-    }
+/// Loads the project (refusing targets that do not apply yet), resolves its source and
+/// builds its fleet. `command` names the command in messages (`infra up`).
+pub async fn load(printer: &Printer, global: &GlobalArgs, command: &str) -> anyhow::Result<Context> {
+    let project = project::load(printer, &global.config)?;
+    require_docker(&project, command)?;
+    let resolved = source::resolve(&project).await?;
+    let fleet = fleet::build(&project, &resolved)?;
+    Ok(Context { project, resolved, fleet })
+}
 
-    /// Like [`Session::open`] for commands that change the deployment: takes its lock and
-    /// refuses while a rollout is unfinished, before connecting to anything.
-    pub async fn open_to_change(printer: &Printer, global: &GlobalArgs, command: &str) -> anyhow::Result<Session> {
-        Session::open_inner(printer, global, command, true).await
-    }
+/// Connects to the fleet's target (every node, or only `nodes` and the primary) and runs
+/// `visitor` with it.
+pub async fn connect<V: Visit>(ctx: &Context, nodes: Option<&[String]>, visitor: V) -> anyhow::Result<V::Output> {
+    let options = OpenOptions { config_dir: &ctx.project.dir, nodes };
+    factory::open(&ctx.fleet, &options, visitor).await.map_err(target_error)
+}
 
-    async fn open_inner(
-        printer: &Printer,
-        global: &GlobalArgs,
-        command: &str,
-        change: bool,
-    ) -> anyhow::Result<Session> {
-        let project = project::load(printer, &global.config)?;
-        require_docker(&project, command)?;
-        let lock = if change {
-            let dir = state::dir(&project);
-            let lock = lock::acquire(&dir.join("locks"), &project.config.name, &format!("rivetctl {command}"))
-                .map_err(crate::commands::lock::explain)?;
-            crate::update::refuse_while_rolling_out(&dir)?;
-            Some(lock)
-        } else {
-            None
-        };
-        let resolved = source::resolve(&project).await?;
-        let fleet = fleet::build(&project, &resolved)?;
-        let connected = engines::connect_all(&fleet, &project.dir).await?;
-        let reaches = connected.iter().map(|link| (link.name.clone(), link.reach.clone())).collect();
-        let engines = connected.into_iter().map(|link| (link.name.clone(), link.engine)).collect();
-        Ok(Session { project, resolved, fleet, engines, reaches, _lock: lock })
-    }
-
-    /// The desired Docker resources.
-    pub fn desired(&self) -> Vec<Resource<DockerObject>> {
-        docker::resources(&self.fleet)
-    }
-
-    /// What the deployment owns on every engine.
-    pub async fn observe(&self) -> anyhow::Result<Vec<ObservedResource>> {
-        let mut engines: Vec<Engine> = self.engines.values().cloned().collect();
-        engines.sort_by(|a, b| a.node.cmp(&b.node));
-        engines::observe_all(&engines, &self.fleet.name).await
-    }
-
-    /// How agent containers pass their health gate on this session's nodes.
-    pub fn gate_options(&self) -> GateOptions {
-        gate_options(&self.fleet, self.reaches.clone())
-    }
-
-    /// Engine API calls made so far.
-    pub fn api_calls(&self) -> usize {
-        self.engines.values().map(Engine::calls).sum()
+/// A port error as the runtime reports it: with its hint when the adapter gave one, and an
+/// interruption as one (exit 130).
+pub fn target_error(err: TargetError) -> anyhow::Error {
+    match (err.kind, err.hint) {
+        (ErrorKind::Interrupted, _) => interrupted(err.message),
+        (_, Some(hint)) => hinted(err.message, hint),
+        (_, None) => anyhow::Error::msg(err.message),
     }
 }
 
-/// The health gate's settings from the config (`deployment.health` for the endpoints,
-/// `deployment.update` for the timing), with how each node is reached.
-pub fn gate_options(fleet: &Fleet, reaches: HashMap<String, Reach>) -> GateOptions {
+/// A state store error as the runtime reports it.
+pub fn state_error(err: StateError) -> anyhow::Error {
+    match err {
+        StateError::Target(err) => target_error(err),
+        conflict => anyhow::Error::new(conflict),
+    }
+}
+
+/// Takes the deployment's lock for `command` (`infra up`), or says who holds it and what to
+/// do. Held until the returned value is dropped.
+///
+/// The one place commands take the lock: today a file under the state directory; the lock on
+/// the target (issue 8, section 5) replaces it here.
+pub fn lock(project: &Project, command: &str) -> anyhow::Result<lock::Lock> {
+    let dir = state::dir(project).join("locks");
+    lock::acquire(&dir, &project.config.name, &format!("rivetctl {command}")).map_err(crate::commands::lock::explain)
+}
+
+/// The health gate's settings for `update/`'s Docker code, until it runs on the port
+/// (helper rt-rollout removes it with that code; nothing in `commands/` uses it).
+pub fn gate_options(
+    fleet: &Fleet,
+    reaches: std::collections::HashMap<String, targets::probe::Reach>,
+) -> targets::docker::gate::GateOptions {
     use std::time::Duration;
-    GateOptions {
+    targets::docker::gate::GateOptions {
         port: fleet.health.port,
         live_path: fleet.health.live_path.clone(),
         health_path: fleet.health.path.clone(),
