@@ -25,7 +25,6 @@ use crate::session::{self, Context, state_error, target_error};
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
     let ctx = session::load(printer, global, "infra destroy").await?;
     let _lock = session::lock(&ctx.project, "infra destroy")?;
-    crate::update::refuse_while_rolling_out(&crate::state::dir(&ctx.project))?;
     session::connect(&ctx, None, Destroy { printer, ctx: &ctx, args }).await?
 }
 
@@ -39,6 +38,7 @@ impl Visit for Destroy<'_> {
     type Output = anyhow::Result<ExitStatus>;
 
     async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        crate::update::refuse_while_rolling_out(target.store()).await?;
         destroy(self.printer, self.ctx, target, self.args).await
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orchestrator::plan::{self, Action, Plan, PlanOptions, RenderOptions, Step, render_text};
-use orchestrator::port::{Port, Provide, Target, Unit};
+use orchestrator::port::{Port, Provide};
 use orchestrator::resource::Component;
 use serde::Serialize;
 use targets::factory::Visit;
@@ -30,6 +30,7 @@ use crate::exit::{ExitStatus, Reported};
 use crate::printer::Printer;
 use crate::progress::Progress;
 use crate::session::{self, Context, target_error};
+use crate::update::journal::Kind;
 use crate::{images, interrupt};
 
 /// The final line of `up` in `--output json`.
@@ -67,7 +68,6 @@ struct FailureDocument {
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<ExitStatus> {
     let ctx = session::load(printer, global, "infra up").await?;
     let _lock = session::lock(&ctx.project, "infra up")?;
-    crate::update::refuse_while_rolling_out(&crate::state::dir(&ctx.project))?;
     session::connect(&ctx, None, Up { printer, ctx: &ctx, args }).await?
 }
 
@@ -81,6 +81,7 @@ impl Visit for Up<'_> {
     type Output = anyhow::Result<ExitStatus>;
 
     async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        crate::update::refuse_while_rolling_out(target.store()).await?;
         up(self.printer, self.ctx, target, self.args).await
     }
 }
@@ -174,14 +175,14 @@ pub async fn up<T: Port>(printer: &Printer, ctx: &Context, target: &T, args: &Up
         *summary.entry(action.as_str()).or_default() += 1;
     }
     if !rolls {
-        return finish(printer, ctx, target, &progress, &report, summary, Vec::new(), interrupted);
+        return finish(printer, ctx, target, &progress, &report, summary, Vec::new(), interrupted).await;
     }
     if rollout.is_empty() {
-        return finish(printer, ctx, target, &progress, &report, summary, Vec::new(), false);
+        return finish(printer, ctx, target, &progress, &report, summary, Vec::new(), false).await;
     }
     let agents: Vec<Arc<_>> = rollout.iter().filter_map(|s| s.desired.clone()).collect();
     let units = target.units(&agents);
-    let status = roll_out(printer, ctx, target, units, false).await?;
+    let status = crate::update::roll_out(printer, ctx, target, units, Kind::Up, false).await?;
     if status != ExitStatus::Success {
         // The rollout printed what failed and what was rolled back.
         return Ok(status);
@@ -189,24 +190,12 @@ pub async fn up<T: Port>(printer: &Printer, ctx: &Context, target: &T, args: &Up
     for step in &rollout {
         *summary.entry(step.action.as_str()).or_default() += 1;
     }
-    finish(printer, ctx, target, &progress, &report, summary, rolled_out, false)
-}
-
-/// Placeholder for `crate::update::roll_out(printer, ctx, target, units, Kind::Up, approve)`
-/// (helper rt-rollout writes it): removed when that branch is merged.
-async fn roll_out<T: Port>(
-    _printer: &Printer,
-    _ctx: &Context,
-    _target: &T,
-    _units: Vec<Unit<<T as Target>::Payload>>,
-    _approve: bool,
-) -> anyhow::Result<ExitStatus> {
-    anyhow::bail!("replacing running agents through the rollout engine is wired at merge (update::roll_out)")
+    finish(printer, ctx, target, &progress, &report, summary, rolled_out, false).await
 }
 
 /// Reports the executed plan and returns the exit status.
 #[allow(clippy::too_many_arguments)]
-fn finish<T: Port>(
+async fn finish<T: Port>(
     printer: &Printer,
     ctx: &Context,
     target: &T,
@@ -249,7 +238,7 @@ fn finish<T: Port>(
         return Err(Reported.into());
     }
     if report.failures.is_empty() {
-        if let Err(err) = record_applied(ctx, target) {
+        if let Err(err) = record_applied(ctx, target).await {
             printer.error(&format!("the deployed image could not be recorded for `rollback`: {err:#}"));
         }
         let done: Vec<String> = summary.iter().map(|(a, n)| format!("{n} {a}d")).collect();
@@ -278,11 +267,12 @@ fn finish<T: Port>(
     Ok(ExitStatus::RolloutFailed)
 }
 
-/// Placeholder for recording what the agents run now for `rollback` (today
-/// `update::record::up`, which reads image labels through Docker Engines; rt-rollout moves
-/// the history onto the state store): wired at merge.
-fn record_applied<T: Port>(_ctx: &Context, _target: &T) -> anyhow::Result<()> {
-    anyhow::bail!("recording the applied image in the rollback history is wired at merge (update::record::up)")
+/// Records what the agents run now for `rollback`: the agent image, current on every node
+/// with agents.
+async fn record_applied<T: Port>(ctx: &Context, target: &T) -> anyhow::Result<()> {
+    let fleet = &ctx.fleet;
+    let nodes: Vec<&str> = fleet.nodes.iter().filter(|n| !n.agents.is_empty()).map(|n| n.name.as_str()).collect();
+    crate::update::record::up(target, &nodes, &fleet.images[0].reference, &fleet.revision).await
 }
 
 /// What an interrupted `up` did and did not do; the exit status.
