@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use orchestrator::config::rules::{Endpoint, TcpSecurity};
+use orchestrator::config::rules::Endpoint;
 use orchestrator::fleet::{Fleet, FleetNode};
 use targets::docker::{self, Engine};
 use targets::probe::Reach;
@@ -12,27 +12,15 @@ use targets::ssh::{self, SshOptions};
 
 use crate::exit::hinted;
 
-/// A connected node.
+/// A connected node. `doctor` reads only the engine; `reach` holds the node's SSH session
+/// open while it is used.
 #[derive(Clone)]
 pub struct Link {
+    #[allow(dead_code)] // see above
     pub name: String,
     pub engine: Engine,
+    #[allow(dead_code)] // see above
     pub reach: Reach,
-}
-
-impl Link {
-    /// Whether the node still answers (an operation failed: was it the node or the
-    /// operation?).
-    pub async fn reachable(&self) -> bool {
-        if let Reach::Ssh(session) = &self.reach
-            && session.is_closed()
-        {
-            return false;
-        }
-        tokio::time::timeout(std::time::Duration::from_secs(5), self.engine.docker.ping())
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
 }
 
 /// The SSH options of a project: paths relative to the config's directory.
@@ -140,21 +128,6 @@ fn warn_if_plain(node: &str, engine: &Engine) {
             engine.address
         );
     }
-}
-
-/// The control host's engine, where images are built once: `DOCKER_HOST` or the local
-/// socket, with `deployment.docker`'s `tls` / `insecure` when that is `tcp://`.
-pub async fn control_host(fleet: &Fleet) -> anyhow::Result<Engine> {
-    let docker_settings = &fleet.config.raw.deployment.docker;
-    let config_dir = std::path::Path::new(&fleet.config_file).parent().unwrap_or(std::path::Path::new("."));
-    let security =
-        crate::fleet::resolve_security(&TcpSecurity::of(&docker_settings.tls, docker_settings.insecure), config_dir);
-    let engine = docker::connect("control-host", &Endpoint::Local, &security).await.map_err(|err| {
-        let hint = format!("updates build images on this machine's Docker Engine; {}", err.hint());
-        hinted(format!("control host: {}", with_causes(&err)), hint)
-    })?;
-    warn_if_plain("control-host", &engine);
-    Ok(engine)
 }
 
 #[cfg(test)]

@@ -37,14 +37,6 @@ impl ShownStep for StepEvent {
     }
 }
 
-/// The Docker adapter's own events, for `update/`'s Docker code until it runs on the port
-/// (helper rt-rollout removes that caller; then this goes).
-impl ShownStep for targets::docker::apply::ApplyEvent {
-    fn shown(&self) -> (&ResourceKey, &'static str, &str) {
-        (&self.key, self.status.as_str(), &self.detail)
-    }
-}
-
 /// Reports events of one command.
 pub struct Progress<'a> {
     printer: &'a Printer,

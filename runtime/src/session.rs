@@ -83,21 +83,3 @@ pub fn lock(project: &Project, command: &str) -> anyhow::Result<lock::Lock> {
     let dir = state::dir(project).join("locks");
     lock::acquire(&dir, &project.config.name, &format!("rivetctl {command}")).map_err(crate::commands::lock::explain)
 }
-
-/// The health gate's settings for `update/`'s Docker code, until it runs on the port
-/// (helper rt-rollout removes it with that code; nothing in `commands/` uses it).
-pub fn gate_options(
-    fleet: &Fleet,
-    reaches: std::collections::HashMap<String, targets::probe::Reach>,
-) -> targets::docker::gate::GateOptions {
-    use std::time::Duration;
-    targets::docker::gate::GateOptions {
-        port: fleet.health.port,
-        live_path: fleet.health.live_path.clone(),
-        health_path: fleet.health.path.clone(),
-        min_healthy_time: Duration::from_millis(fleet.update.min_healthy_time),
-        probe_interval: Duration::from_millis(fleet.update.probe_interval),
-        probe_timeout: Duration::from_millis(fleet.update.probe_timeout),
-        reaches,
-    }
-}
