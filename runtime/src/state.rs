@@ -19,4 +19,3 @@ pub fn dir(project: &Project) -> PathBuf {
 pub fn logs(project: &Project) -> PathBuf {
     dir(project).join("logs")
 }
-
