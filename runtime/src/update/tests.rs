@@ -136,7 +136,9 @@ pub async fn check_a_failing_revision_rolls_back(ctx: &Context, target: &impl Po
 }
 
 /// A rollout interrupted after its canary stopped (the runner died) refuses a new rollout,
-/// and `update --resume` finishes it from the journal on the target alone.
+/// and `update --resume` finishes it from the journal on the target alone. (Journaled as a
+/// rollback to [`NEW`]: an update or `infra up` resumes only while the config still names
+/// the image it rolls out, and the check's config names [`OLD`].)
 pub async fn check_resume_finishes_an_interrupted_rollout(ctx: &Context, target: &impl Port) {
     let printer = quiet_printer();
     let units = units_on(target, ctx, NEW);
@@ -144,7 +146,7 @@ pub async fn check_resume_finishes_an_interrupted_rollout(ctx: &Context, target:
     let policy = super::policy(&ctx.fleet, &Default::default(), planned.specs.len());
     let mut machine = orchestrator::rollout::Rollout::new(planned.specs, policy, super::driver::now_ms());
     let mut journal = Journal::new(
-        Kind::Up,
+        Kind::Rollback,
         &ctx.fleet.name,
         ctx.fleet.revision.clone(),
         vec![units[0].node.clone()],
@@ -162,7 +164,7 @@ pub async fn check_resume_finishes_an_interrupted_rollout(ctx: &Context, target:
     target.stop_old(&planned.units[instance], std::time::Duration::from_millis(grace_ms)).await.unwrap();
 
     let refused = roll_out(&printer, ctx, target, units.clone(), Kind::Update, false).await.unwrap_err();
-    assert!(format!("{refused:#}").contains("an unfinished infra up"), "{refused:#}");
+    assert!(format!("{refused:#}").contains("an unfinished rollback"), "{refused:#}");
 
     // Another runner, with only the config and the target.
     let existing = journal::read(target.store()).await.unwrap();
