@@ -1,5 +1,6 @@
-//! rivetctl's own files for a deployment: locks, journals, the rollback history and build
-//! logs, in `.rivetctl/` next to the config (or `RIVETCTL_STATE_DIR`). Nothing here is
+//! rivetctl's own files for a deployment: the local lock and build logs, in `.rivetctl/`
+//! next to the config (or `RIVETCTL_STATE_DIR`). The rollout journal and the rollback
+//! history are on the target (`update::journal`, `update::history`). Nothing here is
 //! needed to know what is deployed: that is read from the target itself.
 
 use std::path::PathBuf;

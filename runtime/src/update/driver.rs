@@ -75,12 +75,18 @@ pub struct Record<'a, 's, S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
     /// Stop the running (old) instance and keep it for a revert.
-    StopOld { grace: Duration },
+    StopOld {
+        grace: Duration,
+    },
     /// Stop and remove the new instance (it failed, or the rollout is reverting).
-    StopNew { grace: Duration },
+    StopNew {
+        grace: Duration,
+    },
     StartNew,
     /// Put the previous instance back (or start `image` if it is gone).
-    StartPrevious { image: String },
+    StartPrevious {
+        image: String,
+    },
     Probe,
 }
 

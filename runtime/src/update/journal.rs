@@ -173,8 +173,8 @@ fn store_error(location: &str, err: StateError) -> anyhow::Error {
 
 /// Parses the document's body.
 pub fn parse(location: &str, body: &str) -> anyhow::Result<Journal> {
-    let journal: Journal =
-        serde_json::from_str(body).with_context(|| format!("the rollout journal ({location}) is not a rollout journal"))?;
+    let journal: Journal = serde_json::from_str(body)
+        .with_context(|| format!("the rollout journal ({location}) is not a rollout journal"))?;
     anyhow::ensure!(
         journal.version == FILE_VERSION,
         "the rollout journal ({location}) has format version {}, expected {FILE_VERSION}",
@@ -220,8 +220,11 @@ impl<'s, S: StateStore> Writer<'s, S> {
         }
         journal.record(machine);
         let body = serde_json::to_string_pretty(journal).expect("the journal serialises");
-        let generation =
-            self.store.store(DOCUMENT, self.generation, &body).await.map_err(|e| store_error(&self.store.location(), e))?;
+        let generation = self
+            .store
+            .store(DOCUMENT, self.generation, &body)
+            .await
+            .map_err(|e| store_error(&self.store.location(), e))?;
         self.generation = Some(generation);
         self.written = Some(durable);
         Ok(())

@@ -129,7 +129,7 @@ pub async fn run<T: Port>(
     names: &[String],
     history: &History,
 ) -> anyhow::Result<ExitStatus> {
-    let repository = &fleet.config.raw.deployment.image.agent_image;
+    let repository = &prepare::agent_repository(fleet);
     let mut all = Vec::new();
     for node in names {
         let present = target.stored_images(node, repository).await.map_err(target_error)?;

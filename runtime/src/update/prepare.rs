@@ -19,24 +19,35 @@ use crate::session::{Context, target_error};
 
 /// The agents' desired objects on `nodes`, in node order (as given), then by agent id.
 pub fn agent_resources<T: Target>(target: &T, fleet: &Fleet, nodes: &[String]) -> Vec<Arc<Resource<T::Payload>>> {
-    let mut all: Vec<(usize, String, Arc<Resource<T::Payload>>)> = target
+    let mut all: Vec<Resource<T::Payload>> = target
         .lower(fleet)
         .into_iter()
-        .filter_map(|r| match &r.component {
-            Component::Agent(id) => {
-                let at = nodes.iter().position(|n| *n == r.key.node)?;
-                Some((at, id.clone(), Arc::new(r)))
-            }
-            _ => None,
-        })
+        .filter(|r| matches!(r.component, Component::Agent(_)) && nodes.contains(&r.key.node))
         .collect();
-    all.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    all.into_iter().map(|(_, _, r)| r).collect()
+    let order = |r: &Resource<T::Payload>| {
+        let agent = match &r.component {
+            Component::Agent(id) => id.clone(),
+            _ => String::new(),
+        };
+        (nodes.iter().position(|n| *n == r.key.node), agent)
+    };
+    all.sort_by_key(order);
+    all.into_iter().map(Arc::new).collect()
 }
 
 /// The units serving the agents on `nodes`, in that order.
 pub fn agent_units<T: Rollouts>(target: &T, fleet: &Fleet, nodes: &[String]) -> Vec<Unit<T::Payload>> {
     target.units(&agent_resources(target, fleet, nodes))
+}
+
+/// The repository of the fleet's agent image (its reference without the tag: with the
+/// registry for prebuilt images), whose images `rollback` chooses among.
+pub fn agent_repository(fleet: &Fleet) -> String {
+    let agent = fleet.images.iter().find(|i| i.component == orchestrator::fleet::Component::Agent);
+    match agent.and_then(|i| i.reference.rsplit_once(':')) {
+        Some((repository, _)) => repository.to_string(),
+        None => fleet.config.raw.deployment.image.agent_image.clone(),
+    }
 }
 
 /// The name of a unit in the rollout machine and its journal (`InstanceSpec::agent`): its
@@ -52,11 +63,7 @@ pub fn image_of<P>(resource: &Resource<P>) -> String {
 }
 
 /// The one place an instance of the machine is made from a unit (what it moves from and to).
-pub fn instance_spec<P>(
-    unit: &Unit<P>,
-    from: (String, Option<String>),
-    to: (String, Option<String>),
-) -> InstanceSpec {
+pub fn instance_spec<P>(unit: &Unit<P>, from: (String, Option<String>), to: (String, Option<String>)) -> InstanceSpec {
     InstanceSpec {
         node: unit.node.clone(),
         agent: unit_name(unit),

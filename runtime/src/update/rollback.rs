@@ -60,7 +60,7 @@ pub(super) async fn rollback<T: Port>(
     let fleet = &ctx.fleet;
     rollout::refuse_while_rolling_out(target.store()).await?;
     let history = history::read(target.store()).await?;
-    let repository = &fleet.config.raw.deployment.image.agent_image;
+    let repository = &prepare::agent_repository(fleet);
     let mut planned = Planned { specs: Vec::new(), units: Vec::new(), previous: BTreeMap::new(), agents: 0 };
     let mut on_nodes: BTreeMap<String, Vec<Present>> = BTreeMap::new();
     let mut warned: BTreeSet<(String, String)> = BTreeSet::new();

@@ -29,8 +29,7 @@ pub struct Planned<P> {
 /// Works out what each of `units` moves from and to (`unit.desired`); units that already
 /// run exactly that are left out.
 pub async fn plan<T: Rollouts>(target: &T, units: Vec<Unit<T::Payload>>) -> anyhow::Result<Planned<T::Payload>> {
-    let mut planned =
-        Planned { specs: Vec::new(), units: Vec::new(), previous: BTreeMap::new(), agents: 0 };
+    let mut planned = Planned { specs: Vec::new(), units: Vec::new(), previous: BTreeMap::new(), agents: 0 };
     for unit in units {
         planned.agents += unit.agents.len();
         let current = target.current(&unit).await.map_err(target_error)?;
@@ -97,8 +96,7 @@ pub async fn start<T: Port>(
     let mut writer = journal::Writer::new(store, existing.map(|s| s.generation));
     let mut machine = Rollout::new(planned.specs, start.policy, driver::now_ms());
     let previous = planned.previous.into_iter().collect();
-    let mut journal =
-        Journal::new(start.kind, &ctx.fleet.name, start.revision, start.nodes, start.skipped, previous);
+    let mut journal = Journal::new(start.kind, &ctx.fleet.name, start.revision, start.nodes, start.skipped, previous);
     let commands = machine.start(driver::now_ms());
     let drive = Drive { machine: &mut machine, commands, units: &planned.units, approve: start.approve };
     drive_and_report(printer, ctx, target, drive, &mut journal, &mut writer, start.keep_images).await

@@ -3,7 +3,7 @@
 //!
 //! What the target must be: connected, with [`CONFIG`]'s fleet (see [`context`]) applied —
 //! every object of `target.lower(&ctx.fleet)` created and its agents running on the config's
-//! image (`rivetos-agent:0.9.0`, [`OLD`]) — holding the images [`NEW`] (healthy, version
+//! image ([`OLD`]) — holding the images [`NEW`] (healthy, version
 //! `2.0.0`) and [`BROKEN`] (its instances exit at once, so the gate fails on the first
 //! probe), all listed by `stored_images` with [`OLD`] the oldest, and `max_down()` saying
 //! how many agents were down at once at most since the target was set up. The in-memory
@@ -25,11 +25,11 @@ use crate::printer::Printer;
 use crate::session::{self, Context};
 
 /// The image the fleet runs when a check starts.
-pub const OLD: &str = "rivetos-agent:0.9.0";
+pub const OLD: &str = "local/rivetos-agent:0.9.0";
 /// A healthy newer image.
-pub const NEW: &str = "rivetos-agent:2.0.0";
+pub const NEW: &str = "local/rivetos-agent:2.0.0";
 /// An image whose instances fail their gate at once.
-pub const BROKEN: &str = "rivetos-agent:broken";
+pub const BROKEN: &str = "local/rivetos-agent:broken";
 
 /// The fleet of the checks: one node, a datahub, three agents, one at a time behind a
 /// canary, with short gate times.
@@ -37,7 +37,7 @@ pub const CONFIG: &str = r#"
 deployment:
   target: docker
   docker: { project_name: rollout-check, network: rollout-check-net, postgres_port: 0 }
-  image: { build_from_source: false, agent_image: rivetos-agent, tag: "0.9.0" }
+  image: { build_from_source: false, registry: local, agent_image: rivetos-agent, tag: "0.9.0" }
   update: { max_parallel: 1, canary: 1, min_healthy_time: 0s, healthy_deadline: 20s, stop_grace_period: 1s, probe_interval: 10ms }
 agents:
   opus: { provider: anthropic, model: claude-opus-4 }
@@ -136,15 +136,23 @@ pub async fn check_a_failing_revision_rolls_back(ctx: &Context, target: &impl Po
 }
 
 /// A rollout interrupted after its canary stopped (the runner died) refuses a new rollout,
-/// and `update --resume` finishes it from the journal on the target alone.
+/// and `update --resume` finishes it from the journal on the target alone. (Journaled as a
+/// rollback to [`NEW`]: an update or `infra up` resumes only while the config still names
+/// the image it rolls out, and the check's config names [`OLD`].)
 pub async fn check_resume_finishes_an_interrupted_rollout(ctx: &Context, target: &impl Port) {
     let printer = quiet_printer();
     let units = units_on(target, ctx, NEW);
     let planned = rollout::plan(target, units.clone()).await.unwrap();
     let policy = super::policy(&ctx.fleet, &Default::default(), planned.specs.len());
     let mut machine = orchestrator::rollout::Rollout::new(planned.specs, policy, super::driver::now_ms());
-    let mut journal =
-        Journal::new(Kind::Up, &ctx.fleet.name, ctx.fleet.revision.clone(), vec![units[0].node.clone()], vec![], vec![]);
+    let mut journal = Journal::new(
+        Kind::Rollback,
+        &ctx.fleet.name,
+        ctx.fleet.revision.clone(),
+        vec![units[0].node.clone()],
+        vec![],
+        vec![],
+    );
     let existing = journal::read(target.store()).await.unwrap().map(|s| s.generation);
     let mut writer = journal::Writer::new(target.store(), existing);
     // The first runner: the canary's stop is journaled, then carried out, then it dies.
@@ -156,7 +164,7 @@ pub async fn check_resume_finishes_an_interrupted_rollout(ctx: &Context, target:
     target.stop_old(&planned.units[instance], std::time::Duration::from_millis(grace_ms)).await.unwrap();
 
     let refused = roll_out(&printer, ctx, target, units.clone(), Kind::Update, false).await.unwrap_err();
-    assert!(format!("{refused:#}").contains("an unfinished infra up"), "{refused:#}");
+    assert!(format!("{refused:#}").contains("an unfinished rollback"), "{refused:#}");
 
     // Another runner, with only the config and the target.
     let existing = journal::read(target.store()).await.unwrap();
@@ -181,4 +189,20 @@ pub async fn check_rollback_returns_to_the_previous_image(ctx: &Context, target:
     assert_eq!(running(target, &units).await, vec![(OLD.to_string(), true); 3]);
     let journal = stored_journal(target).await;
     assert_eq!((journal.kind, journal.machine().unwrap().status()), (Kind::Rollback, Status::Succeeded));
+}
+
+#[tokio::test]
+async fn the_checks_config_loads_with_three_agents_behind_a_canary_one_at_a_time() {
+    let (_dir, ctx) = context().await;
+    assert_eq!(ctx.fleet.agents.len(), 3);
+    assert_eq!(ctx.fleet.nodes.len(), 1);
+    assert!(ctx.fleet.datahub.is_some());
+    assert_eq!(ctx.fleet.images[0].reference, OLD);
+    assert_eq!(
+        prepare::agent_repository(&ctx.fleet),
+        "local/rivetos-agent",
+        "rollback's candidates carry the registry"
+    );
+    let policy = super::policy(&ctx.fleet, &Default::default(), 3);
+    assert_eq!((policy.max_parallel, policy.canary, policy.min_healthy_time_ms), (1, 1, 0));
 }
