@@ -5,21 +5,18 @@ mod artifacts;
 mod cli;
 mod commands;
 mod confirm;
-mod engines;
+mod execute;
 mod exit;
 mod fleet;
 mod git;
 mod images;
 mod interrupt;
-mod lock;
 mod printer;
 mod progress;
 mod project;
 mod session;
 mod source;
 mod state;
-// Wired into the commands by the target-port work; until then only its tests use it.
-#[allow(dead_code)]
 mod store;
 mod update;
 
@@ -39,7 +36,7 @@ async fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Rollback(args) => update::rollback(printer, &cli.global, args).await,
         Command::Status => commands::status::run(printer, &cli.global).await,
         Command::Doctor => commands::doctor::run(printer, &cli.global).await,
-        Command::Lock(command) => commands::lock::run(printer, &cli.global, command),
+        Command::Lock(command) => commands::lock::run(printer, &cli.global, command).await,
         Command::Config(ConfigCommand::Validate) => commands::config::validate(printer, &cli.global),
         Command::Config(ConfigCommand::Schema) => commands::config::schema(printer),
         Command::Completions { shell } => {

@@ -1,4 +1,4 @@
-//! Progress of long work: a line per container on a terminal (indicatif), one line per
+//! Progress of long work: a line per object on a terminal (indicatif), one line per
 //! event elsewhere (CI logs), JSON Lines on stdout with `--output json`.
 
 use std::collections::HashMap;
@@ -6,23 +6,35 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use orchestrator::port::ImageEvent;
 use orchestrator::resource::ResourceKey;
 use serde::Serialize;
-use targets::docker::apply::ApplyEvent;
 
+use crate::execute::StepEvent;
 use crate::printer::Printer;
 
 /// One event in `--output json` (docs/output.md).
 #[derive(Serialize)]
 struct EventDocument<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
+    kind: &'a str,
     elapsed_ms: u128,
     node: &'a str,
     object: &'a str,
     name: &'a str,
     status: &'a str,
     detail: &'a str,
+}
+
+/// A step event as progress shows it: its object, status word and detail.
+pub trait ShownStep {
+    fn shown(&self) -> (&ResourceKey, &'static str, &str);
+}
+
+impl ShownStep for StepEvent {
+    fn shown(&self) -> (&ResourceKey, &'static str, &str) {
+        (&self.key, self.status.as_str(), &self.detail)
+    }
 }
 
 /// Reports events of one command.
@@ -60,7 +72,7 @@ impl<'a> Progress<'a> {
         )
     }
 
-    fn emit(&self, kind: &'static str, key: &ResourceKey, status: &str, detail: &str) {
+    fn emit(&self, kind: &str, key: &ResourceKey, status: &str, detail: &str) {
         if self.printer.json() {
             let _ = self.printer.json_line(&EventDocument {
                 kind,
@@ -91,9 +103,21 @@ impl<'a> Progress<'a> {
         }
     }
 
-    /// An apply event.
-    pub fn step(&self, event: &ApplyEvent) {
-        self.emit("step", &event.key, event.status.as_str(), &event.detail);
+    /// An event of a plan step.
+    pub fn step(&self, event: &impl ShownStep) {
+        let (key, status, detail) = event.shown();
+        self.emit("step", key, status, detail);
+    }
+
+    /// An event of providing images (a build or ship step, a line of build output).
+    pub fn image(&self, event: &ImageEvent<'_>) {
+        match *event {
+            ImageEvent::Note { step, node, image, status, detail } => {
+                let key = ResourceKey { node: node.to_string(), kind: "image".into(), name: image.to_string() };
+                self.note(step, &key, status, detail);
+            }
+            ImageEvent::BuildLine { image, line } => self.build_line(image, line),
+        }
     }
 
     /// A line of build output: steps are shown, the rest only with -v.
@@ -110,7 +134,7 @@ impl<'a> Progress<'a> {
     }
 
     /// A one-off event about an object.
-    pub fn note(&self, kind: &'static str, key: &ResourceKey, status: &str, detail: &str) {
+    pub fn note(&self, kind: &str, key: &ResourceKey, status: &str, detail: &str) {
         self.emit(kind, key, status, detail);
     }
 

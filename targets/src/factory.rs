@@ -8,6 +8,8 @@ use orchestrator::config::Target as TargetKind;
 use orchestrator::fleet::Fleet;
 use orchestrator::port::{Port, TargetError};
 
+use crate::docker::port::DockerTarget;
+
 /// What the runtime does with a connected target: called once with the adapter.
 #[allow(async_fn_in_trait)] // driven on one thread (see `orchestrator::port`)
 pub trait Visit {
@@ -31,10 +33,47 @@ pub struct OpenOptions<'a> {
 pub async fn open<V: Visit>(fleet: &Fleet, options: &OpenOptions<'_>, visitor: V) -> Result<V::Output, TargetError> {
     match fleet.target {
         TargetKind::Docker => {
-            let _ = (options, visitor);
-            Err(TargetError::failed("the Docker adapter is being wired to the port (issue 8)"))
+            let target = DockerTarget::open(fleet, options.config_dir, options.nodes).await?;
+            Ok(visitor.visit(&target).await)
         }
         other => Err(TargetError::failed(format!("applying to the {} target is not implemented yet", other.as_str()))
             .with_hint("`rivetctl infra preview --out DIR` renders its manifests/parameters for you to apply")),
+    }
+}
+
+/// One line of `rivetctl doctor` about the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked (`engine n1`, `base image rivetos-base:busybox`).
+    pub name: String,
+    /// What was found, or `Err((what is wrong, how to fix it))`.
+    pub result: Result<String, (String, Option<String>)>,
+}
+
+impl Check {
+    pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check { name: name.into(), result: Ok(detail.into()) }
+    }
+
+    pub fn failed(name: impl Into<String>, detail: impl Into<String>, fix: Option<String>) -> Check {
+        Check { name: name.into(), result: Err((detail.into(), fix)) }
+    }
+}
+
+/// What `doctor` checks of the fleet's target, node by node (a node that does not answer
+/// is one failed check, not the end): empty for targets with no apply yet.
+/// `source_root` is the checkout images build from; `base_image_hint(image, node)` says
+/// how to get a missing base image onto a node.
+pub async fn checks(
+    fleet: &Fleet,
+    options: &OpenOptions<'_>,
+    source_root: Option<&Path>,
+    base_image_hint: &dyn Fn(&str, &str) -> String,
+) -> Vec<Check> {
+    match fleet.target {
+        TargetKind::Docker => {
+            crate::docker::port::doctor::checks(fleet, options.config_dir, source_root, base_image_hint).await
+        }
+        _ => Vec::new(),
     }
 }

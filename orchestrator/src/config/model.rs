@@ -81,6 +81,7 @@ pub struct Deployment {
     pub agents: BTreeMap<String, AgentDeployment>,
     pub health: HealthSettings,
     pub update: UpdateSettings,
+    pub apply: ApplySettings,
     pub ssh: SshSettings,
 }
 
@@ -253,6 +254,13 @@ pub struct UpdateSettings {
     pub failure_action: FailureAction,
     pub max_failure_ratio: f64,
     pub keep_images: u32,
+}
+
+/// How `infra up` and `infra destroy` execute a plan.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApplySettings {
+    /// Steps of one wave that run at once.
+    pub max_parallel: u32,
 }
 
 /// What a rollout does when an instance fails its health gate.

@@ -474,6 +474,16 @@ const UPDATE: Object = Object {
     ],
 };
 
+const APPLY: Object = Object {
+    unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
+    fields: &[Field::new(
+        "max_parallel",
+        &Ty::Int { min: 1, max: 1000 },
+        "Plan steps `infra up` and `infra destroy` run at once within a wave (creating, removing, waiting for health).",
+    )
+    .default(I(16))],
+};
+
 const SSH: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
@@ -519,6 +529,7 @@ const DEPLOYMENT: Object = Object {
         ),
         Field::new("health", &Ty::Object(&HEALTH), "rivetctl: agent health checks."),
         Field::new("update", &Ty::Object(&UPDATE), "rivetctl: rollout policy of `rivetctl update`."),
+        Field::new("apply", &Ty::Object(&APPLY), "rivetctl: how `infra up` and `infra destroy` execute a plan."),
         Field::new("ssh", &Ty::Object(&SSH), "rivetctl: SSH connections to nodes."),
     ],
 };

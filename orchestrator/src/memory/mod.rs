@@ -2,8 +2,9 @@
 //!
 //! - [`apply`] applies a whole plan to a list of observed objects exactly as a real target
 //!   records it (the planner's property tests and the golden tests use it).
-//! - [`MemoryTarget`] implements the target port ([`crate::port::Target`] and
-//!   [`crate::port::Rollouts`]) on that same record, plus each agent unit's instances, so
+//! - [`MemoryTarget`] implements the whole target port ([`crate::port::Port`]: observing
+//!   and applying, the rollout operations, images, and a [`crate::state::MemoryStore`]) on
+//!   that same record, plus each agent unit's instances, so
 //!   the runtime's command-level tests run against it as they run against Docker. A test
 //!   can break an image, set the version an image reports, make a node unreachable, read
 //!   the event log, and check the availability figures: the most agents down at once and
@@ -13,6 +14,7 @@
 //! first polled.
 
 mod apply;
+mod artifacts;
 mod rollouts;
 mod state;
 mod target;
@@ -20,5 +22,6 @@ mod target;
 mod tests;
 
 pub use apply::apply;
+pub use artifacts::KeptImage;
 pub use state::{Entry, Op};
 pub use target::{InstanceView, MemoryTarget, UnitView};

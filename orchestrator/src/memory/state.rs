@@ -82,6 +82,8 @@ pub struct State {
     pub broken: BTreeSet<String>,
     pub versions: BTreeMap<String, String>,
     pub unreachable: BTreeSet<String>,
+    /// The images each node keeps, oldest first.
+    pub images: BTreeMap<String, Vec<super::KeptImage>>,
     pub log: Vec<Entry>,
     pub calls: usize,
     /// The most agents that had no running instance at once.

@@ -37,6 +37,8 @@ pub struct MemoryTarget<P> {
     state: Mutex<State>,
     /// The lowering `Target::lower` applies (none: the fleet lowers to nothing).
     lowering: Option<Lowering<P>>,
+    /// The deployment's documents (lock, journal, history).
+    pub(super) store: crate::state::MemoryStore,
     payload: PhantomData<fn() -> P>,
 }
 
@@ -74,7 +76,13 @@ impl<P> MemoryTarget<P> {
 
     /// An empty target that calls itself `kind` (a test standing in for `docker`).
     pub fn with_kind(kind: &'static str) -> Self {
-        MemoryTarget { kind, state: Mutex::new(State::default()), lowering: None, payload: PhantomData }
+        MemoryTarget {
+            kind,
+            state: Mutex::new(State::default()),
+            lowering: None,
+            store: crate::state::MemoryStore::new(),
+            payload: PhantomData,
+        }
     }
 
     /// A target that already holds `observed` (as [`super::apply`] recorded it); every agent

@@ -1,13 +1,15 @@
 //! `rivetctl build`: build the images from source (content-addressed) and print their tags.
 
+use orchestrator::port::{Port, Provide};
 use serde::Serialize;
+use targets::factory::Visit;
 
 use crate::cli::GlobalArgs;
 use crate::exit::ExitStatus;
 use crate::images;
 use crate::printer::Printer;
 use crate::progress::Progress;
-use crate::session::Session;
+use crate::session::{self, Context};
 
 #[derive(Serialize)]
 struct ImageDocument<'a> {
@@ -18,12 +20,30 @@ struct ImageDocument<'a> {
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let session = Session::open(printer, global, "build").await?;
+    let ctx = session::load(printer, global, "build").await?;
+    session::connect(&ctx, None, Build { printer, ctx: &ctx }).await?
+}
+
+struct Build<'a> {
+    printer: &'a Printer,
+    ctx: &'a Context,
+}
+
+impl Visit for Build<'_> {
+    type Output = anyhow::Result<ExitStatus>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        build(self.printer, self.ctx, target).await
+    }
+}
+
+/// `build` on a connected target: the images, where the nodes run them.
+pub async fn build<T: Port>(printer: &Printer, ctx: &Context, target: &T) -> anyhow::Result<ExitStatus> {
     let progress = Progress::new(printer);
-    let prepared = images::prepare(&session, &progress).await?;
+    let provided = images::provide(ctx, target, &Provide::OnEachNode, &progress).await?;
     progress.finish();
-    for image in &session.fleet.images {
-        let built = prepared.built.contains(&image.reference);
+    for image in &ctx.fleet.images {
+        let built = provided.built.contains(&image.reference);
         if printer.json() {
             printer.json_line(&ImageDocument {
                 component: image.component.as_str(),

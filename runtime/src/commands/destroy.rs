@@ -1,57 +1,90 @@
 //! `rivetctl infra destroy`: remove what the deployment owns; keep data unless --volumes.
 //!
-//! Every step that can run runs: an object the engine refuses to remove does not keep the
-//! others (the data volumes asked for with `--volumes` included) from being removed; what is
-//! left is listed with the engine's reason and a remedy, and the command exits 1. Ctrl-C
-//! stops after the removals in flight.
+//! Every step that can run runs: an object the target refuses to remove does not keep the
+//! others (the data asked for with `--volumes` included) from being removed; what is left is
+//! listed with the target's reason and a remedy, and the command exits 1. With `--volumes`
+//! the deployment's state on the target (lock, journal, history) is data too and goes.
+//! Ctrl-C stops after the removals in flight.
 
-use std::time::Duration;
-
-use orchestrator::plan;
-use targets::docker::apply::{self, ApplyOptions};
+use orchestrator::plan::{self, PlanOptions};
+use orchestrator::port::{Port, Target};
+use targets::factory::Visit;
 
 use crate::cli::{DestroyArgs, GlobalArgs};
 use crate::commands::leftover;
 use crate::confirm::confirm;
+use crate::execute::execute;
 use crate::exit::{ExitStatus, Reported};
 use crate::interrupt;
 use crate::printer::Printer;
 use crate::progress::Progress;
-use crate::session::Session;
+use crate::session::{self, Context, Held, state_error, target_error};
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &DestroyArgs) -> anyhow::Result<ExitStatus> {
-    let session = Session::open_to_change(printer, global, "infra destroy").await?;
-    let observed = session.observe().await?;
-    let plan = plan::plan_destroy(&session.fleet.name, "docker", &observed, args.volumes);
+    let ctx = session::load(printer, global, "infra destroy").await?;
+    session::connect(&ctx, None, Destroy { printer, ctx: &ctx, args }).await?
+}
+
+struct Destroy<'a> {
+    printer: &'a Printer,
+    ctx: &'a Context,
+    args: &'a DestroyArgs,
+}
+
+impl Visit for Destroy<'_> {
+    type Output = anyhow::Result<ExitStatus>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        let held = session::hold(self.printer, self.ctx, target.store(), "infra destroy").await?;
+        let result = destroy(self.printer, self.ctx, target, &held, self.args).await;
+        held.release(self.printer, result).await
+    }
+}
+
+/// `infra destroy` on a connected target.
+pub async fn destroy<T: Port>(
+    printer: &Printer,
+    ctx: &Context,
+    target: &T,
+    held: &Held<'_, T::Store>,
+    args: &DestroyArgs,
+) -> anyhow::Result<ExitStatus> {
+    let name = &ctx.fleet.name;
+    crate::update::refuse_while_rolling_out(held)?;
+    let observed = target.observe().await.map_err(target_error)?;
+    let options = PlanOptions { delete_data: args.volumes, ..ctx.plan_options() };
+    let plan = plan::plan_destroy_with::<<T as Target>::Payload>(name, target.kind(), &observed, options);
     let kept: Vec<String> = plan.kept.iter().map(|k| format!("{} {}", k.key.kind, k.key.name)).collect();
     if plan.is_empty() {
-        printer.data(&format!(
-            "Nothing to destroy: deployment \"{}\" owns no containers or networks.\n",
-            session.fleet.name
-        ))?;
+        if args.volumes {
+            held.destroy_state().await.map_err(state_error)?;
+        }
+        printer.data(&format!("Nothing to destroy: deployment \"{name}\" owns no containers or networks.\n"))?;
         if !kept.is_empty() {
             printer.data(&format!("Kept (data; remove with --volumes): {}\n", kept.join(", ")))?;
         }
         return Ok(ExitStatus::Success);
     }
     let items: Vec<String> = plan.steps.iter().map(|s| format!("delete {} {}", s.key.kind, s.key.name)).collect();
-    confirm(args.yes, &format!("destroy deployment \"{}\"", session.fleet.name), &items)?;
+    confirm(args.yes, &format!("destroy deployment \"{name}\""), &items)?;
     let progress = Progress::new(printer);
-    let options = ApplyOptions { health_deadline: Duration::from_secs(60), gate: None };
+    let options = ctx.execute_options();
     let cancel = interrupt::token();
     let report = {
         let _graceful = interrupt::graceful();
-        apply::apply(&session.engines, &plan, &options, &cancel, &|event| progress.step(&event)).await?
+        execute(target, &plan, &options, held, &cancel, &|event| progress.step(&event)).await.map_err(target_error)?
     };
     progress.finish();
     let command = if args.volumes { "infra destroy --volumes" } else { "infra destroy" };
-    printer.data(&format!("Destroyed {} object(s) of \"{}\".\n", report.done.len(), session.fleet.name))?;
+    printer.data(&format!("Destroyed {} object(s) of \"{name}\".\n", report.done.len()))?;
+    if args.volumes && !cancel.is_cancelled() {
+        // The deployment's own documents (lock, journal, history) are data too.
+        held.destroy_state().await.map_err(state_error)?;
+    }
+    let data_left = report.left.iter().any(|l| plan.steps.iter().any(|s| s.key == l.key && s.stateful));
     if !kept.is_empty() {
         printer.data(&format!("Kept (data; remove with --volumes): {}\n", kept.join(", ")))?;
-    } else if args.volumes
-        && report.not_started.is_empty()
-        && report.left.iter().all(|l| l.key.kind != orchestrator::docker::KIND_VOLUME)
-    {
+    } else if args.volumes && report.not_started.is_empty() && !data_left {
         printer.data("Data volumes were deleted (--volumes).\n")?;
     }
     leftover::print(printer, &report.left, command);

@@ -1,18 +1,22 @@
 //! `rivetctl doctor`: checks the config, the source, every node's engine and what the build
 //! needs, and says for each problem how to fix it.
+//!
+//! The target's checks (each node's connection on its own, the engine's version, the base
+//! images there) come from `targets`' factory ([`factory::checks`]); the lock is read from
+//! the target's state store.
 
 use std::os::unix::fs::PermissionsExt;
 
 use orchestrator::config::Target;
-use orchestrator::config::rules::Endpoint;
+use orchestrator::port::Port;
 use serde::Serialize;
-use targets::build::dockerfile;
-use targets::docker::build;
+use targets::factory::{self, OpenOptions, Visit};
 
 use crate::cli::GlobalArgs;
 use crate::exit::{ExitStatus, Hinted, Reported};
 use crate::printer::Printer;
-use crate::{fleet, lock, project, source, state};
+use crate::store::lease::{self, Runner};
+use crate::{fleet, project, source};
 
 #[derive(Debug, Serialize)]
 struct Check {
@@ -88,74 +92,25 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
             None
         }
     };
-    let lock_dir = state::dir(&project).join("locks");
-    match lock::status(&lock_dir, &project.config.name) {
-        Ok(Some((holder, true))) => add("lock", Ok(format!("held by {holder}"))),
-        Ok(Some((holder, false))) => add("lock", Ok(format!("stale lock from {holder} (taken over by the next run)"))),
-        Ok(None) => add("lock", Ok("free".into())),
-        Err(err) => add("lock", Err((format!("{err:#}"), None))),
+    let Some(resolved) = &resolved else { return finish(printer, &checks) };
+    let fleet = match fleet::build(&project, resolved) {
+        Ok(fleet) => fleet,
+        Err(err) => {
+            add("fleet", Err((format!("{err:#}"), hint_of(&err))));
+            return finish(printer, &checks);
+        }
+    };
+    let options = OpenOptions { config_dir: &project.dir, nodes: None };
+    let root = resolved.source.as_ref().map(|s| s.root.as_path());
+    for check in factory::checks(&fleet, &options, root, &crate::images::base_image_hint).await {
+        add(&check.name, check.result);
     }
-    if raw.deployment.target == Target::Docker
-        && let Some(resolved) = &resolved
-    {
-        let fleet = match fleet::build(&project, resolved) {
-            Ok(fleet) => fleet,
-            Err(err) => {
-                add("fleet", Err((format!("{err:#}"), hint_of(&err))));
-                return finish(printer, &checks);
-            }
-        };
-        let ssh = crate::engines::ssh_options(&fleet, &project.dir);
-        for node in &fleet.nodes {
-            let name = format!("engine {}", node.name);
-            match crate::engines::connect(node, &ssh).await {
-                Err(err) => add(&name, Err((format!("{err:#}"), hint_of(&err)))),
-                Ok(link) => {
-                    let engine = link.engine;
-                    if matches!(node.endpoint, Endpoint::Ssh { .. }) {
-                        add(
-                            &format!("ssh {}", node.name),
-                            Ok(format!("{} (host key known, login by key)", node.endpoint)),
-                        );
-                    }
-                    let version = engine.call().version().await.ok();
-                    let detail = version
-                        .map(|v| {
-                            format!(
-                                "{} (Docker {}, API {})",
-                                engine.address,
-                                v.version.unwrap_or_default(),
-                                v.api_version.unwrap_or_default()
-                            )
-                        })
-                        .unwrap_or_else(|| engine.address.clone());
-                    add(&name, Ok(detail));
-                    if let Some(src) = &resolved.source {
-                        for image in fleet.images.iter().filter_map(|i| i.build.as_ref()) {
-                            let text = std::fs::read_to_string(src.root.join(&image.dockerfile)).unwrap_or_default();
-                            for base in dockerfile::base_images(&text, &image.build_args) {
-                                if build::has_image(&engine, &base).await {
-                                    add(&format!("base image {base}"), Ok(format!("present on {}", node.name)));
-                                } else {
-                                    add(
-                                        &format!("base image {base}"),
-                                        Err((
-                                            format!(
-                                                "{} needs {base}, which is not on node {}",
-                                                image.dockerfile, node.name
-                                            ),
-                                            Some(format!(
-                                                "{}; builds pull it only when a registry is reachable",
-                                                crate::images::base_image_hint(&base, &node.name)
-                                            )),
-                                        )),
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+    if raw.deployment.target == Target::Docker {
+        let lock = factory::open(&fleet, &OpenOptions { nodes: Some(&[]), ..options }, LockCheck(&fleet.name)).await;
+        match lock {
+            Ok(Ok(detail)) => add("lock", Ok(detail)),
+            Ok(Err(err)) => add("lock", Err((format!("{err:#}"), hint_of(&err)))),
+            Err(err) => add("lock", Err((err.message, err.hint))),
         }
     }
     finish(printer, &checks)
@@ -178,4 +133,29 @@ fn finish(printer: &Printer, checks: &[Check]) -> anyhow::Result<ExitStatus> {
         printer.data(&out)?;
     }
     if checks.iter().all(|c| c.ok) { Ok(ExitStatus::Success) } else { Err(Reported.into()) }
+}
+
+/// Reads the deployment's lock on the connected target.
+struct LockCheck<'a>(&'a str);
+
+impl Visit for LockCheck<'_> {
+    type Output = anyhow::Result<String>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        let runner = Runner::this_process();
+        let deployment = self.0;
+        Ok(match lease::status(target.store(), deployment, &runner).await? {
+            None => "free".into(),
+            Some(status) => {
+                let h = &status.holder;
+                let holder =
+                    format!("`{}` on {} (pid {}), for {}", h.command, h.host, h.pid, lease::age(status.age_ms));
+                if status.live() {
+                    format!("held by {holder}")
+                } else {
+                    format!("stale lock from {holder} (taken over by the next run)")
+                }
+            }
+        })
+    }
 }

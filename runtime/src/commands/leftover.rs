@@ -1,13 +1,12 @@
-//! Objects a delete could not remove: what is left, the engine's reason, and what to do.
+//! Objects a delete could not remove: what is left, the target's reason, and what to do.
 //!
 //! `infra destroy` (and the delete steps of `infra up`) run every step they can; what the
-//! engine refused is listed at the end with a remedy for its kind, and the command exits 1.
-
-use orchestrator::docker::{KIND_CONTAINER, KIND_NETWORK};
-use targets::docker::apply::Leftover;
+//! target refused is listed at the end with its remedy (the target's hint, which knows its
+//! own tools: `docker network disconnect …`), and the command exits 1.
 
 use serde::Serialize;
 
+use crate::execute::Leftover;
 use crate::printer::Printer;
 
 /// A leftover in `--output json` (docs/output.md).
@@ -22,24 +21,10 @@ pub struct LeftDocument {
 
 /// What to do about one object that is still there; `command` is what to run again.
 pub fn remedy(left: &Leftover, command: &str) -> String {
-    let name = &left.key.name;
-    let reason = left.reason.to_lowercase();
     let again = format!("then `rivetctl {command}` again");
-    match left.key.kind.as_str() {
-        KIND_NETWORK if !left.attached.is_empty() => {
-            let disconnect: Vec<String> =
-                left.attached.iter().map(|c| format!("`docker network disconnect -f {name} {c}`")).collect();
-            format!("containers rivetctl does not own are attached: {}, {again}", disconnect.join(", "))
-        }
-        KIND_NETWORK if reason.contains("active endpoints") => format!(
-            "`docker network inspect {name}` shows the endpoints; `docker network disconnect -f {name} <endpoint>` for each, {again}"
-        ),
-        KIND_NETWORK => format!("`docker network inspect {name}` shows what holds it; {again}"),
-        KIND_CONTAINER => format!("`docker inspect {name}` shows its state; `docker rm -f {name}`, {again}"),
-        _ if reason.contains("in use") => {
-            format!("`docker ps -a --filter volume={name}` shows the containers using it; remove them, {again}")
-        }
-        _ => format!("`docker volume inspect {name}`; fix the cause, {again}"),
+    match &left.hint {
+        Some(hint) => format!("{hint}, {again}"),
+        None => format!("fix the cause ({} {} on node {}), {again}", left.key.kind, left.key.name, left.key.node),
     }
 }
 
@@ -72,32 +57,27 @@ mod tests {
 
     use super::*;
 
-    fn left(kind: &str, name: &str, reason: &str) -> Leftover {
+    fn left(hint: Option<&str>) -> Leftover {
         Leftover {
-            key: ResourceKey { node: "local".into(), kind: kind.into(), name: name.into() },
-            reason: reason.into(),
-            attached: Vec::new(),
+            key: ResourceKey { node: "local".into(), kind: "network".into(), name: "n1".into() },
+            reason: "network n1 id abc has active endpoints".into(),
+            hint: hint.map(str::to_string),
         }
     }
 
     #[test]
-    fn each_kind_gets_a_remedy_naming_the_object_and_the_command() {
-        let network = left("network", "n1", "error while removing network: network n1 id abc has active endpoints");
+    fn the_remedy_is_the_targets_hint_then_the_command_again() {
         assert_eq!(
-            remedy(&network, "infra destroy"),
-            "`docker network inspect n1` shows the endpoints; `docker network disconnect -f n1 <endpoint>` for each, \
-             then `rivetctl infra destroy` again"
-        );
-        let busy = Leftover { attached: vec!["web".into()], ..network.clone() };
-        assert_eq!(
-            remedy(&busy, "infra destroy"),
+            remedy(
+                &left(Some("containers rivetctl does not own are attached: `docker network disconnect -f n1 web`")),
+                "infra destroy"
+            ),
             "containers rivetctl does not own are attached: `docker network disconnect -f n1 web`, \
              then `rivetctl infra destroy` again"
         );
-        let volume = left("volume", "v1", "remove v1: volume is in use - [abc]");
-        assert!(remedy(&volume, "infra destroy --volumes").contains("docker ps -a --filter volume=v1"));
-        assert!(remedy(&volume, "infra destroy --volumes").ends_with("`rivetctl infra destroy --volumes` again"));
-        let container = left("container", "c1", "removal of container c1 is already in progress");
-        assert!(remedy(&container, "infra up").contains("docker rm -f c1"));
+        assert_eq!(
+            remedy(&left(None), "infra destroy --volumes"),
+            "fix the cause (network n1 on node local), then `rivetctl infra destroy --volumes` again"
+        );
     }
 }

@@ -1,38 +1,29 @@
-//! `rivetctl lock status|release`, and the message when a lock is held: over the local lock
-//! file ([`run`], until the commands are wired to the target) and over the target's state
-//! store ([`status_on`], [`release_on`]).
+//! `rivetctl lock status|release` over the target's state store, and the message when a
+//! lock is held.
+
+use orchestrator::port::{Port, StateStore};
+use targets::factory::Visit;
 
 use crate::cli::{GlobalArgs, LockCommand};
 use crate::exit::{ExitStatus, hinted};
-use crate::lock::{self, Held};
 use crate::printer::Printer;
+use crate::session;
 use crate::store::lease::{self as lease, LockStatus, Runner};
-use crate::{project, state};
-use orchestrator::port::StateStore;
 
 /// Turns a held lock into an error that names the holder and says what to do.
 pub fn explain(err: anyhow::Error) -> anyhow::Error {
-    match err.downcast::<Held>() {
-        Ok(held) => hinted(
-            format!("{held}; another run is changing this deployment"),
-            format!(
-                "wait for it to finish; if it is gone, `rivetctl lock release` (the lock expires by itself at {})",
-                held.holder.expires
-            ),
-        ),
-        Err(other) => match other.downcast::<crate::store::lease::LeaseError>() {
-            Ok(crate::store::lease::LeaseError::Held(held)) => {
-                let lapses = timestamp(held.holder.expires);
-                hinted(
-                    format!("{held}; another run is changing this deployment"),
-                    format!(
-                        "wait for it to finish; if it is gone, `rivetctl lock release` (the lock lapses by itself at {lapses})"
-                    ),
-                )
-            }
-            Ok(other) => anyhow::Error::new(other),
-            Err(other) => other,
-        },
+    match err.downcast::<lease::LeaseError>() {
+        Ok(lease::LeaseError::Held(held)) => {
+            let lapses = timestamp(held.holder.expires);
+            hinted(
+                format!("{held}; another run is changing this deployment"),
+                format!(
+                    "wait for it to finish; if it is gone, `rivetctl lock release --force` (the lock lapses by itself at {lapses}; on the same host a dead holder's lock is taken over at once)"
+                ),
+            )
+        }
+        Ok(other) => anyhow::Error::new(other),
+        Err(other) => other,
     }
 }
 
@@ -44,7 +35,6 @@ fn timestamp(ms: u64) -> String {
 }
 
 /// `lock status` as text.
-#[allow(dead_code)] // the lead wires it into `lock status|release`
 fn status_text(deployment: &str, status: Option<&LockStatus>, now: u64) -> String {
     let Some(status) = status else {
         return format!("Deployment \"{deployment}\" is not locked.\n");
@@ -62,7 +52,6 @@ fn status_text(deployment: &str, status: Option<&LockStatus>, now: u64) -> Strin
 
 /// `lock status` as JSON: as for the local lock, plus `age_seconds`, `expired` and `alive`
 /// (`null` when the holder is on another host).
-#[allow(dead_code)] // the lead wires it into `lock status|release`
 fn status_json(status: Option<&LockStatus>) -> serde_json::Value {
     let Some(status) = status else { return serde_json::json!({"locked": false}) };
     let h = &status.holder;
@@ -82,7 +71,6 @@ fn status_json(status: Option<&LockStatus>) -> serde_json::Value {
 }
 
 /// `rivetctl lock status` over the target's state store.
-#[allow(dead_code)] // the lead wires it into `lock status|release`
 pub async fn status_on(printer: &Printer, deployment: &str, store: &impl StateStore) -> anyhow::Result<ExitStatus> {
     let runner = Runner::this_process();
     let status = lease::status(store, deployment, &runner).await?;
@@ -95,7 +83,6 @@ pub async fn status_on(printer: &Printer, deployment: &str, store: &impl StateSt
 }
 
 /// `rivetctl lock release [--force]` over the target's state store.
-#[allow(dead_code)] // the lead wires it into `lock status|release`
 pub async fn release_on(
     printer: &Printer,
     deployment: &str,
@@ -109,41 +96,25 @@ pub async fn release_on(
     Ok(ExitStatus::Success)
 }
 
-pub fn run(printer: &Printer, global: &GlobalArgs, command: &LockCommand) -> anyhow::Result<ExitStatus> {
-    let project = project::load(printer, &global.config)?;
-    let dir = state::dir(&project).join("locks");
-    let deployment = &project.config.name;
-    match command {
-        LockCommand::Status => {
-            let status = lock::status(&dir, deployment)?;
-            if printer.json() {
-                let value = match &status {
-                    None => serde_json::json!({"locked": false}),
-                    Some((holder, alive)) => serde_json::json!({"locked": alive, "holder": holder}),
-                };
-                printer.json_line(&value)?;
-            } else {
-                let text = match status {
-                    None => format!("Deployment \"{deployment}\" is not locked.\n"),
-                    Some((holder, true)) => {
-                        format!("Deployment \"{deployment}\" is locked by {holder} (expires {}).\n", holder.expires)
-                    }
-                    Some((holder, false)) => {
-                        format!(
-                            "Deployment \"{deployment}\" has a stale lock from {holder}; the next run takes it over.\n"
-                        )
-                    }
-                };
-                printer.data(&text)?;
-            }
-            Ok(ExitStatus::Success)
-        }
-        LockCommand::Release { force } => {
-            match lock::release(&dir, deployment, *force)? {
-                None => printer.info(&format!("Deployment \"{deployment}\" was not locked.")),
-                Some(holder) => printer.info(&format!("Released the lock held by {holder}.")),
-            }
-            Ok(ExitStatus::Success)
+/// `rivetctl lock status|release`: reaches the primary node (where the state is) only.
+pub async fn run(printer: &Printer, global: &GlobalArgs, command: &LockCommand) -> anyhow::Result<ExitStatus> {
+    let ctx = session::load(printer, global, "lock").await?;
+    session::connect(&ctx, Some(&[]), Lock { printer, deployment: &ctx.fleet.name, command }).await?
+}
+
+struct Lock<'a> {
+    printer: &'a Printer,
+    deployment: &'a str,
+    command: &'a LockCommand,
+}
+
+impl Visit for Lock<'_> {
+    type Output = anyhow::Result<ExitStatus>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        match self.command {
+            LockCommand::Status => status_on(self.printer, self.deployment, target.store()).await,
+            LockCommand::Release { force } => release_on(self.printer, self.deployment, target.store(), *force).await,
         }
     }
 }

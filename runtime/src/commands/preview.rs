@@ -1,10 +1,16 @@
 //! `rivetctl infra preview`: observe, plan, print; optionally write the artifacts.
+//!
+//! A live preview observes the target through the port. Two paths still lower the Docker
+//! resources themselves (`orchestrator::docker`), because no target is connected there:
+//! `--offline`, and `--out`'s compose file (the renderer prints Docker resources). They
+//! go when the factory offers an unconnected lowering (see the lead's notes, issue 8).
 
 use orchestrator::config::Target;
 use orchestrator::docker::{self, DockerResource};
 use orchestrator::fleet::Fleet;
 use orchestrator::plan::{self, Plan, PlanOptions, RenderOptions, plan_document, render_text};
-use orchestrator::resource::ObservedResource;
+use orchestrator::port::Port;
+use targets::factory::Visit;
 use targets::render::compose::Sink as _;
 use targets::render::{self, Artifact};
 
@@ -12,7 +18,8 @@ use crate::cli::{GlobalArgs, PreviewArgs};
 use crate::exit::ExitStatus;
 use crate::printer::Printer;
 use crate::project::{self, Project};
-use crate::{artifacts, engines, fleet, source};
+use crate::session::{self, Context, target_error};
+use crate::{artifacts, fleet, source};
 
 /// What `target: manual` means for infra commands.
 pub const MANUAL: &str = "target \"manual\": rivetctl does not create infrastructure for this deployment. \
@@ -72,24 +79,40 @@ fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// What the Docker engines hold for the deployment (empty with `--offline`), and how it
-/// was observed (`live` or `offline`).
-async fn observe_docker(
-    printer: &Printer,
-    fleet: &Fleet,
-    config_dir: &std::path::Path,
-    offline: bool,
-) -> anyhow::Result<(Vec<ObservedResource>, &'static str)> {
-    if offline {
-        printer.info("Observed: nothing (--offline); planning against an empty engine.");
-        return Ok((Vec::new(), "offline"));
+/// Plans the fleet against what its target holds, through the port: the visitor of a live
+/// `infra preview`.
+struct Live<'a> {
+    printer: &'a Printer,
+    fleet: &'a Fleet,
+}
+
+impl Visit for Live<'_> {
+    type Output = anyhow::Result<bool>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        plan_live(self.printer, self.fleet, target).await
     }
-    let links = engines::connect_all(fleet, config_dir).await?;
-    let engines: Vec<_> = links.into_iter().map(|link| link.engine).collect();
-    let found = engines::observe_all(&engines, &fleet.name).await?;
-    let addresses: Vec<String> = engines.iter().map(|e| format!("{} ({})", e.node, e.address)).collect();
-    printer.info(&format!("Observed: {} object(s) of \"{}\" on {}.", found.len(), fleet.name, addresses.join(", ")));
-    Ok((found, "live"))
+}
+
+/// Observes the target, plans the fleet against it and shows the plan; whether it changes
+/// anything.
+pub async fn plan_live<T: Port>(printer: &Printer, fleet: &Fleet, target: &T) -> anyhow::Result<bool> {
+    let found = target.observe().await.map_err(target_error)?;
+    let nodes: Vec<&str> = fleet.nodes.iter().map(|n| n.name.as_str()).collect();
+    let nodes = if nodes.len() == 1 { format!("node {}", nodes[0]) } else { format!("nodes {}", nodes.join(", ")) };
+    printer.info(&format!("Observed: {} object(s) of \"{}\" on {nodes}.", found.len(), fleet.name));
+    let desired = target.lower(fleet);
+    let plan = plan::plan(&fleet.name, target.kind(), desired, &found, PlanOptions::default());
+    show(printer, &plan, "live")?;
+    Ok(!plan.is_empty())
+}
+
+/// Plans the Docker resources against an empty engine (`--offline`: nothing is connected).
+fn plan_offline_docker(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
+    printer.info("Observed: nothing (--offline); planning against an empty engine.");
+    let plan = plan::plan(&fleet.name, "docker", docker::resources(fleet), &[], PlanOptions::default());
+    show(printer, &plan, "offline")?;
+    Ok(!plan.is_empty())
 }
 
 /// Plans Kubernetes or Proxmox resources against an empty target (observing them is not
@@ -113,25 +136,30 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project).await?;
     let fleet = fleet::build(&project, &resolved)?;
-    let desired = if fleet.target == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
-    let observed = match fleet.target {
-        Target::Docker => Some(observe_docker(printer, &fleet, &project.dir, args.offline).await?),
-        _ => None,
-    };
-    // Artifacts are rendered before planning: the plan takes the resources over.
+    // Artifacts are rendered first, and their resources dropped before planning.
     let written = match &args.out {
-        Some(dir) => Some((write_artifacts(&project, &fleet, &desired, dir)?, dir)),
+        Some(dir) => {
+            let docker = if fleet.target == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
+            Some((write_artifacts(&project, &fleet, &docker, dir)?, dir))
+        }
         None => None,
     };
-    let changed = match (fleet.target, observed) {
-        (Target::Manual, _) => {
+    let changed = match fleet.target {
+        Target::Manual => {
             printer.info(MANUAL);
             false
         }
-        (Target::Docker, Some((observed, mode))) => {
-            let plan = plan::plan(&fleet.name, "docker", desired, &observed, PlanOptions::default());
-            show(printer, &plan, mode)?;
-            !plan.is_empty()
+        Target::Docker if args.offline => plan_offline_docker(printer, &fleet)?,
+        Target::Docker => {
+            let ctx = Context { project, resolved, fleet };
+            let changed = session::connect(&ctx, None, Live { printer, fleet: &ctx.fleet }).await??;
+            if let Some(((count, secret), dir)) = written {
+                printer.info(&format!(
+                    "Wrote {count} file(s) to {} ({secret} holding secrets, mode 0600).",
+                    dir.display()
+                ));
+            }
+            return Ok(if args.detailed_exitcode && changed { ExitStatus::Changes } else { ExitStatus::Success });
         }
         _ => plan_offline_target(printer, &fleet)?,
     };

@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use orchestrator::docker::{KIND_CONTAINER, labels};
 use orchestrator::plan::{self, Action, PlanOptions};
+use orchestrator::port::Port;
+use orchestrator::resource::ObservedState;
 use serde::Serialize;
+use targets::factory::Visit;
 
 use crate::cli::GlobalArgs;
 use crate::exit::ExitStatus;
 use crate::printer::Printer;
-use crate::session::Session;
+use crate::session::{self, Context, target_error};
 
 /// One service in `status --output json` (docs/output.md).
 #[derive(Debug, Serialize)]
@@ -43,10 +45,29 @@ fn human(seconds: i64) -> String {
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitStatus> {
-    let session = Session::open(printer, global, "status").await?;
-    let desired = session.desired();
-    let observed = session.observe().await?;
-    let plan = plan::plan(&session.fleet.name, "docker", desired, &observed, PlanOptions::default());
+    let ctx = session::load(printer, global, "status").await?;
+    session::connect(&ctx, None, Status { printer, ctx: &ctx }).await?
+}
+
+struct Status<'a> {
+    printer: &'a Printer,
+    ctx: &'a Context,
+}
+
+impl Visit for Status<'_> {
+    type Output = anyhow::Result<ExitStatus>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        status(self.printer, self.ctx, target).await
+    }
+}
+
+/// `status` on a connected target: every object that runs (a container, a workload, an
+/// LXC container: what has a run state), and every one that should and is missing.
+pub async fn status<T: Port>(printer: &Printer, ctx: &Context, target: &T) -> anyhow::Result<ExitStatus> {
+    let desired = target.lower(&ctx.fleet);
+    let observed = target.observe().await.map_err(target_error)?;
+    let plan = plan::plan(&ctx.fleet.name, target.kind(), desired, &observed, PlanOptions::default());
     let mut drift: BTreeMap<(String, String), String> = BTreeMap::new();
     for step in &plan.steps {
         let what = match (step.action, &step.drift) {
@@ -61,26 +82,23 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
         drift.insert((step.key.node.clone(), step.key.name.clone()), what);
     }
     let mut services = Vec::new();
-    for found in observed.iter().filter(|o| o.key.kind == KIND_CONTAINER) {
-        let engine = &session.engines[&found.key.node];
-        let info = engine.call().inspect_container(&found.key.name, None).await?;
-        let state = info.state.unwrap_or_default();
-        let config_labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
-        let running = state.running == Some(true);
+    for found in observed.iter().filter(|o| o.state != ObservedState::Present) {
+        let details = target.details(found).await.map_err(target_error)?;
+        let running = found.state == ObservedState::Running;
         services.push(ServiceDocument {
             node: found.key.node.clone(),
             name: found.key.name.clone(),
-            component: config_labels.get(labels::COMPONENT).cloned().unwrap_or_default(),
-            image: info.config.and_then(|c| c.image).unwrap_or_default(),
-            revision: config_labels.get(labels::REVISION).cloned().unwrap_or_default(),
-            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: state.health.and_then(|h| h.status).map_or_else(|| "-".to_string(), |h| h.to_string()),
-            uptime_seconds: if running { state.started_at.as_deref().and_then(uptime) } else { None },
+            component: details.component,
+            image: details.image,
+            revision: details.revision,
+            state: details.state,
+            health: details.health,
+            uptime_seconds: if running { details.started_at.as_deref().and_then(uptime) } else { None },
             drift: drift.remove(&(found.key.node.clone(), found.key.name.clone())).unwrap_or_else(|| "in sync".into()),
         });
     }
     for ((node, name), what) in drift {
-        if what == "missing" && plan.resources.iter().any(|d| d.key.name == name && d.key.kind == KIND_CONTAINER) {
+        if what == "missing" && plan.resources.iter().any(|d| d.key.name == name && d.run_state.is_some()) {
             services.push(ServiceDocument {
                 node,
                 name,
@@ -119,7 +137,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
         ));
     }
     if services.is_empty() {
-        out = format!("Deployment \"{}\" has no containers. Run `rivetctl infra up`.\n", session.fleet.name);
+        out = format!("Deployment \"{}\" has no containers. Run `rivetctl infra up`.\n", ctx.fleet.name);
     }
     printer.data(&out)?;
     Ok(ExitStatus::Success)

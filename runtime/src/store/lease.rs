@@ -233,6 +233,7 @@ impl Lease {
     }
 
     /// The lock it holds.
+    #[cfg(test)]
     pub fn record(&self) -> &LockRecord {
         &self.record
     }
@@ -242,13 +243,8 @@ impl Lease {
         self.took_over.as_ref()
     }
 
-    /// The other documents as the acquiring load read them (journal, history): read them
-    /// from here instead of loading again.
-    pub fn documents(&self) -> &BTreeMap<String, Document> {
-        &self.documents
-    }
-
-    /// Takes the documents out (for [`super::migrate`] and [`super::documents`]).
+    /// Takes the documents out: the journal and history as the acquiring load read them
+    /// (the caller reads them from there instead of loading again).
     pub fn take_documents(&mut self) -> BTreeMap<String, Document> {
         std::mem::take(&mut self.documents)
     }

@@ -13,8 +13,42 @@ use anyhow::Context as _;
 use orchestrator::port::{Document, StateStore};
 use orchestrator::state::{HISTORY, JOURNAL};
 
-use super::documents::{HistoryDocument, JournalDocument};
 use crate::update::{history, journal};
+
+/// The rollout journal's file in an earlier rivetctl's state directory.
+pub fn journal_file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("rollout.json")
+}
+
+/// The rollback history's file in an earlier rivetctl's state directory.
+pub fn history_file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("images.json")
+}
+
+/// A local file's text, `None` when there is none.
+fn read_local(path: &Path) -> anyhow::Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+    }
+}
+
+/// Writes `body` as document `name` over the generation `documents` holds (or as the first).
+async fn write<S: StateStore>(
+    store: &S,
+    documents: &BTreeMap<String, Document>,
+    name: &str,
+    body: &str,
+) -> anyhow::Result<()> {
+    let expected = documents.get(name).map(|d| d.generation);
+    store.store(name, expected, body).await.map(|_| ()).map_err(|e| {
+        crate::exit::hinted(
+            format!("cannot write the {name} document in {}: {e}", store.location()),
+            "another rivetctl may be working on this deployment: `rivetctl lock status` names it",
+        )
+    })
+}
 
 /// What a migration did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -71,30 +105,38 @@ pub async fn migrate<S: StateStore>(
     }
     let location = store.location();
 
-    let path = journal::path(state_dir);
-    if let Some(local) = journal::read(&path)? {
-        let mut stored = JournalDocument::read(documents, &location)?;
-        let newer = stored.journal().is_some_and(|s| timestamp(&s.started) >= timestamp(&local.started));
+    let path = journal_file(state_dir);
+    if let Some(text) = read_local(&path)? {
+        let local = journal::parse(&path.display().to_string(), &text)?;
+        let stored = match documents.get(JOURNAL) {
+            Some(document) => Some(journal::parse(&format!("the journal document in {location}"), &document.body)?),
+            None => None,
+        };
+        let newer = stored.is_some_and(|s| timestamp(&s.started) >= timestamp(&local.started));
         if newer {
             set_aside(&path)?;
             migration.kept.push("rollout journal");
         } else {
-            stored.write(store, &local).await?;
+            let body = serde_json::to_string_pretty(&local).expect("the journal serialises");
+            write(store, documents, JOURNAL, &body).await?;
             fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
             migration.moved.push("rollout journal");
         }
     }
 
-    let path = history::path(state_dir);
-    if path.exists() {
-        let local = history::read(state_dir)?;
-        let mut stored = HistoryDocument::read(documents, &location)?;
-        let newer = documents.contains_key(HISTORY) && newest(stored.history()) >= newest(&local);
+    let path = history_file(state_dir);
+    if let Some(text) = read_local(&path)? {
+        let local = history::parse(&path.display().to_string(), &text)?;
+        let stored = match documents.get(HISTORY) {
+            Some(document) => Some(history::parse(&format!("the history document in {location}"), &document.body)?),
+            None => None,
+        };
+        let newer = stored.is_some_and(|stored| newest(&stored) >= newest(&local));
         if newer {
             set_aside(&path)?;
             migration.kept.push("rollback history");
         } else {
-            stored.write(store, &local).await?;
+            write(store, documents, HISTORY, &history::render(&local)).await?;
             fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
             migration.moved.push("rollback history");
         }
@@ -166,6 +208,22 @@ mod tests {
         journal
     }
 
+    fn write_journal(dir: &Path, journal: &Journal) -> std::io::Result<()> {
+        fs::write(journal_file(dir), serde_json::to_string_pretty(journal).unwrap())
+    }
+
+    fn write_history(dir: &Path, history: &History) -> std::io::Result<()> {
+        fs::write(history_file(dir), history::render(history))
+    }
+
+    fn stored_journal(documents: &BTreeMap<String, Document>) -> Journal {
+        journal::parse("test", &documents[JOURNAL].body).unwrap()
+    }
+
+    fn stored_history(documents: &BTreeMap<String, Document>) -> History {
+        history::parse("test", &documents[HISTORY].body).unwrap()
+    }
+
     fn history_at(at: &str, image: &str) -> History {
         let mut history = History { version: history::FILE_VERSION, ..History::default() };
         let mut record = ImageRecord::now(image, None, None, "update", "passed its health gate");
@@ -177,8 +235,8 @@ mod tests {
     #[tokio::test]
     async fn local_state_is_moved_once_and_the_local_files_removed() {
         let dir = tempfile::tempdir().unwrap();
-        journal::write(&journal::path(dir.path()), &journal_started("2026-01-01T00:00:00Z", "r1")).unwrap();
-        history::write(dir.path(), &history_at("2026-01-01T00:00:00Z", "agent:one")).unwrap();
+        write_journal(dir.path(), &journal_started("2026-01-01T00:00:00Z", "r1")).unwrap();
+        write_history(dir.path(), &history_at("2026-01-01T00:00:00Z", "agent:one")).unwrap();
         fs::create_dir_all(dir.path().join("locks")).unwrap();
         fs::write(dir.path().join("locks/demo.lock"), "{}").unwrap();
         fs::create_dir_all(dir.path().join("logs")).unwrap();
@@ -193,15 +251,12 @@ mod tests {
             message,
             "Moved rollout journal and rollback history from .rivetctl/demo to the store; removed the stale local lock in .rivetctl/demo/locks."
         );
-        assert!(!journal::path(dir.path()).exists() && !history::path(dir.path()).exists());
+        assert!(!journal_file(dir.path()).exists() && !history_file(dir.path()).exists());
         assert!(!dir.path().join("locks").exists());
         assert!(dir.path().join("logs").exists(), "build logs stay local");
 
-        let location = store.location();
-        let journal = JournalDocument::read(&documents, &location).unwrap();
-        assert_eq!(journal.journal().unwrap().revision, "r1");
-        let history = HistoryDocument::read(&documents, &location).unwrap();
-        assert_eq!(history.history().node("n1").deployed[0].image, "agent:one");
+        assert_eq!(stored_journal(&documents).revision, "r1");
+        assert_eq!(stored_history(&documents).node("n1").deployed[0].image, "agent:one");
         assert_eq!(documents, store.load().await.unwrap(), "the caller's documents are the stored ones");
 
         // The next run finds nothing to move.
@@ -214,29 +269,21 @@ mod tests {
     async fn a_newer_document_on_the_store_is_kept_an_older_one_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let store = MemoryStore::new();
-        let location = store.location();
+        let on_target =
+            serde_json::to_string_pretty(&journal_started("2026-06-01T00:00:00Z", "on the target")).unwrap();
+        store.store(JOURNAL, None, &on_target).await.unwrap();
+        let old = history::render(&history_at("2026-01-01T00:00:00Z", "agent:old"));
+        store.store(HISTORY, None, &old).await.unwrap();
         let mut documents = store.load().await.unwrap();
-        JournalDocument::read(&documents, &location)
-            .unwrap()
-            .write(&store, &journal_started("2026-06-01T00:00:00Z", "on the target"))
-            .await
-            .unwrap();
-        HistoryDocument::read(&documents, &location)
-            .unwrap()
-            .write(&store, &history_at("2026-01-01T00:00:00Z", "agent:old"))
-            .await
-            .unwrap();
-        documents = store.load().await.unwrap();
-        journal::write(&journal::path(dir.path()), &journal_started("2026-02-01T00:00:00Z", "local")).unwrap();
-        history::write(dir.path(), &history_at("2026-03-01T00:00:00Z", "agent:new")).unwrap();
+        write_journal(dir.path(), &journal_started("2026-02-01T00:00:00Z", "local")).unwrap();
+        write_history(dir.path(), &history_at("2026-03-01T00:00:00Z", "agent:new")).unwrap();
 
         let migration = migrate(&store, &mut documents, dir.path(), "demo").await.unwrap();
         assert_eq!((migration.moved, migration.kept), (vec!["rollback history"], vec!["rollout journal"]));
-        let journal = JournalDocument::read(&documents, &location).unwrap();
-        assert_eq!(journal.journal().unwrap().revision, "on the target");
-        assert!(dir.path().join("rollout.json.superseded").exists() && !journal::path(dir.path()).exists());
-        let history = HistoryDocument::read(&store.load().await.unwrap(), &location).unwrap();
-        assert_eq!(history.history().node("n1").deployed.last().unwrap().image, "agent:new");
+        assert_eq!(stored_journal(&documents).revision, "on the target");
+        assert!(dir.path().join("rollout.json.superseded").exists() && !journal_file(dir.path()).exists());
+        let history = stored_history(&store.load().await.unwrap());
+        assert_eq!(history.node("n1").deployed.last().unwrap().image, "agent:new");
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The deployment's state on its target, through the [`StateStore`] port: the lock as a
 //! lease renewed by the work's own progress ([`lease`]), the rollout journal and the
-//! rollback history as compare-and-swap documents ([`documents`]), and the move of what an
+//! rollback history as compare-and-swap documents (`update::journal`, `update::history`), and the move of what an
 //! earlier rivetctl kept in `.rivetctl/<deployment>/` to the target ([`migrate`]).
 //!
 //! Nothing here names a target: the runtime gets a store from the target factory, or the
@@ -8,7 +8,6 @@
 //!
 //! [`StateStore`]: orchestrator::port::StateStore
 
-pub mod documents;
 pub mod lease;
 pub mod migrate;
 

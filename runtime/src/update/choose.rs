@@ -9,16 +9,9 @@
 
 use super::history::NodeHistory;
 
-/// One image of the agent repository on a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Present {
-    pub id: String,
-    pub reference: String,
-    pub revision: Option<String>,
-    pub version: Option<String>,
-    /// Creation time, seconds since the epoch.
-    pub created: i64,
-}
+/// One image of the agent repository on a node, as the target keeps it
+/// (`Artifacts::stored_images`).
+pub use orchestrator::port::StoredImage as Present;
 
 /// The image chosen, and why it may need a warning.
 #[derive(Debug, Clone, PartialEq, Eq)]

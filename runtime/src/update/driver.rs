@@ -1,19 +1,29 @@
-//! The driver of the rollout state machine: executes its commands (one worker per
-//! instance, so one instance's commands run in order and instances run concurrently),
-//! feeds the answers back, writes the journal after every step, sends ticks, and stops on
-//! Ctrl-C or when a node stops answering (the rollout is then interrupted, not failed:
-//! `update --resume` finishes it).
+//! The driver of the rollout state machine over the port: executes its commands through
+//! [`Rollouts`] (`Stop` → `stop_old` or `stop_new`, `Start` → `start_new` or
+//! `start_previous`, `Probe` → `probe`), feeds the answers back, writes the journal when
+//! the machine's durable state changed (`journal::Writer`), sends ticks, settles every unit
+//! once the machine finished, and stops on Ctrl-C or when a target stops answering (the
+//! rollout is then interrupted, not failed: `update --resume` finishes it).
+//!
+//! One task does it all: the port's futures are not `Send`, so there is no worker task per
+//! instance. Each instance has a queue; at most one of its operations is in flight (so its
+//! commands run in the order issued, as the protocol requires), and the operations of
+//! different instances run concurrently in one [`FuturesUnordered`]. Probes of one instance
+//! are at least `probe_interval` apart. After Ctrl-C or an unreachable target, no new
+//! operation starts and those in flight run to their end (each is bounded by its grace
+//! period or the adapter's timeouts), so no unit is left cut in the middle of one.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use orchestrator::rollout::{Command, Event, InstanceState, Rollout, Status};
-use tokio::sync::mpsc;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use orchestrator::port::{ErrorKind, Rollouts, StateStore, TargetError, Unit};
+use orchestrator::rollout::{Command, Event, InstanceState, ProbeReport, Rollout, Status};
 
-use super::journal::{self, Journal};
-use super::ops::{self, Op, OpError, Target};
-use crate::engines::Link;
+use super::journal::{Journal, Writer};
 
 /// Milliseconds since the Unix epoch: the machine's clock.
 pub fn now_ms() -> u64 {
@@ -25,7 +35,7 @@ pub fn now_ms() -> u64 {
 pub enum Outcome {
     /// The machine finished with this status (final, paused, or awaiting approval).
     Finished(Status),
-    /// Ctrl-C, or a node that stopped answering: resume later.
+    /// Ctrl-C, or a target that stopped answering: resume later.
     Interrupted(String),
 }
 
@@ -38,54 +48,129 @@ pub struct Change {
     pub detail: Option<String>,
 }
 
-/// Settings of a drive. The probe interval and timeout are each target's
-/// (`deployment.update.probe_interval`, `probe_timeout`).
+/// Settings of a drive.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Approve the canary batch without stopping.
     pub approve: bool,
     /// How often time advances for the machine.
     pub tick: Duration,
+    /// Least time between two probes of one instance (`deployment.update.probe_interval`).
+    pub probe_interval: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { approve: false, tick: Duration::from_millis(500) }
+        Options { approve: false, tick: Duration::from_millis(500), probe_interval: Duration::from_millis(500) }
     }
 }
 
-type Answer = (usize, Op, Result<Option<orchestrator::rollout::ProbeReport>, OpError>);
-
-fn spawn_worker(
-    link: Link,
-    target: Target,
-    instance: usize,
-    answers: mpsc::UnboundedSender<Answer>,
-) -> mpsc::UnboundedSender<Op> {
-    let interval = target.probe_interval;
-    let (sender, mut ops_rx) = mpsc::unbounded_channel::<Op>();
-    tokio::spawn(async move {
-        let mut last_probe: Option<Instant> = None;
-        while let Some(op) = ops_rx.recv().await {
-            if op == Op::Probe {
-                if let Some(at) = last_probe {
-                    tokio::time::sleep_until((at + interval).into()).await;
-                }
-                last_probe = Some(Instant::now());
-            }
-            let result = ops::run(&link, &target, &op).await;
-            if answers.send((instance, op, result)).is_err() {
-                break;
-            }
-        }
-    });
-    sender
+/// The journal and where it is written.
+pub struct Record<'a, 's, S: StateStore> {
+    pub journal: &'a mut Journal,
+    pub writer: &'a mut Writer<'s, S>,
 }
 
-/// The journal, with the machine's state recorded, on disk.
-fn persist(journal: &mut Journal, path: &Path, machine: &Rollout) -> anyhow::Result<()> {
-    journal.record(machine);
-    journal::write(path, journal)
+/// What to do, decided when the machine issued the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    /// Stop the running (old) instance and keep it for a revert.
+    StopOld {
+        grace: Duration,
+    },
+    /// Stop and remove the new instance (it failed, or the rollout is reverting).
+    StopNew {
+        grace: Duration,
+    },
+    StartNew,
+    /// Put the previous instance back (or start `image` if it is gone).
+    StartPrevious {
+        image: String,
+    },
+    Probe,
+}
+
+/// How many units settle at once after a rollout (a few API calls each).
+const SETTLE_PARALLEL: usize = 8;
+
+type Answer = (usize, Op, Result<Option<ProbeReport>, TargetError>);
+type InFlight<'a> = Pin<Box<dyn Future<Output = Answer> + 'a>>;
+
+/// The operations of every instance: queued, and at most one in flight per instance.
+struct Lanes<'a, T: Rollouts> {
+    target: &'a T,
+    units: &'a [Unit<T::Payload>],
+    queues: Vec<VecDeque<Op>>,
+    busy: Vec<bool>,
+    last_probe: Vec<Option<Instant>>,
+    probe_interval: Duration,
+    in_flight: FuturesUnordered<InFlight<'a>>,
+}
+
+impl<'a, T: Rollouts> Lanes<'a, T> {
+    fn new(target: &'a T, units: &'a [Unit<T::Payload>], probe_interval: Duration) -> Self {
+        Lanes {
+            target,
+            units,
+            queues: vec![VecDeque::new(); units.len()],
+            busy: vec![false; units.len()],
+            last_probe: vec![None; units.len()],
+            probe_interval,
+            in_flight: FuturesUnordered::new(),
+        }
+    }
+
+    /// Queues `op` for `instance`, starting it when nothing of that instance is in flight.
+    fn push(&mut self, instance: usize, op: Op) {
+        if self.busy[instance] {
+            self.queues[instance].push_back(op);
+        } else {
+            self.start(instance, op);
+        }
+    }
+
+    /// `instance`'s operation was answered: its next one starts.
+    fn answered(&mut self, instance: usize) {
+        self.busy[instance] = false;
+        if let Some(op) = self.queues[instance].pop_front() {
+            self.start(instance, op);
+        }
+    }
+
+    fn start(&mut self, instance: usize, op: Op) {
+        self.busy[instance] = true;
+        let (target, unit) = (self.target, &self.units[instance]);
+        let not_before = match op {
+            Op::Probe => {
+                let now = Instant::now();
+                let at = self.last_probe[instance].map_or(now, |last| (last + self.probe_interval).max(now));
+                self.last_probe[instance] = Some(at);
+                Some(at)
+            }
+            _ => None,
+        };
+        self.in_flight.push(Box::pin(async move {
+            let result = match &op {
+                Op::StopOld { grace } => target.stop_old(unit, *grace).await.map(|()| None),
+                Op::StopNew { grace } => target.stop_new(unit, *grace).await.map(|()| None),
+                Op::StartNew => target.start_new(unit).await.map(|()| None),
+                Op::StartPrevious { image } => target.start_previous(unit, image).await.map(|()| None),
+                Op::Probe => {
+                    if let Some(at) = not_before {
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    target.probe(unit).await.map(Some)
+                }
+            };
+            (instance, op, result)
+        }));
+    }
+
+    /// Drops what is queued and lets what is in flight run to its end, ignoring the answers.
+    async fn drain(&mut self) {
+        self.queues.iter_mut().for_each(VecDeque::clear);
+        while self.in_flight.next().await.is_some() {}
+    }
 }
 
 fn changes(machine: &Rollout, before: &mut Vec<InstanceState>) -> Vec<Change> {
@@ -104,38 +189,42 @@ fn changes(machine: &Rollout, before: &mut Vec<InstanceState>) -> Vec<Change> {
     out
 }
 
-/// Where the work happens: the connected nodes, and each instance's container.
-#[derive(Clone, Copy)]
-pub struct Work<'a> {
-    pub links: &'a BTreeMap<String, Link>,
-    pub targets: &'a [Target],
+/// The machine's event for an answer, or the reason the rollout is interrupted.
+fn event(instance: usize, op: Op, result: Result<Option<ProbeReport>, TargetError>) -> Result<Event, String> {
+    let failed = |err: TargetError| match err.kind {
+        ErrorKind::Unreachable | ErrorKind::Interrupted => Err(err.message),
+        ErrorKind::Failed => Ok(err.message),
+    };
+    Ok(match (op, result) {
+        (Op::StopOld { .. } | Op::StopNew { .. }, Ok(_)) => Event::Stopped { instance },
+        (Op::StopOld { .. } | Op::StopNew { .. }, Err(err)) => Event::StopFailed { instance, reason: failed(err)? },
+        (Op::StartNew | Op::StartPrevious { .. }, Ok(_)) => Event::Started { instance },
+        (Op::StartNew | Op::StartPrevious { .. }, Err(err)) => Event::StartFailed { instance, reason: failed(err)? },
+        (Op::Probe, Ok(report)) => Event::Probed { instance, now_ms: now_ms(), report: report.unwrap_or_default() },
+        // A probe that fails on a target that answers is a bad probe, not the end.
+        (Op::Probe, Err(err)) => {
+            failed(err)?;
+            Event::Probed { instance, now_ms: now_ms(), report: ProbeReport::default() }
+        }
+    })
 }
 
-/// The journal and where it is written.
-pub struct Record<'a> {
-    pub journal: &'a mut Journal,
-    pub path: &'a Path,
-}
-
-/// Runs the machine from `initial` commands until it finishes or is interrupted.
-pub async fn drive(
+/// Runs the machine from `initial` commands until it finishes or is interrupted. `units`
+/// are the machine's instances, index for index.
+pub async fn drive<T: Rollouts, S: StateStore>(
     machine: &mut Rollout,
     initial: Vec<Command>,
-    work: Work<'_>,
-    record: Record<'_>,
+    target: &T,
+    units: &[Unit<T::Payload>],
+    record: Record<'_, '_, S>,
     options: Options,
-    report: &(dyn Fn(&[Change]) + Sync),
+    report: &dyn Fn(&[Change]),
 ) -> anyhow::Result<Outcome> {
-    let Work { links, targets } = work;
-    let Record { journal, path: journal_path } = record;
-    let (answers_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
-    let mut workers: HashMap<usize, mpsc::UnboundedSender<Op>> = HashMap::new();
-    for (i, target) in targets.iter().enumerate() {
-        let link = links.get(&target.node).expect("a link for every node of the rollout").clone();
-        workers.insert(i, spawn_worker(link, target.clone(), i, answers_tx.clone()));
-    }
+    assert_eq!(units.len(), machine.instances().len(), "one unit per instance of the rollout");
+    let Record { journal, writer } = record;
+    let mut lanes = Lanes::new(target, units, options.probe_interval);
     let mut states: Vec<InstanceState> = Vec::new();
-    persist(journal, journal_path, machine)?;
+    writer.persist(journal, machine).await?;
     report(&changes(machine, &mut states));
     let mut queue: VecDeque<Command> = initial.into();
     let mut ticker = tokio::time::interval(options.tick);
@@ -146,16 +235,17 @@ pub async fn drive(
     let interrupt = stop.cancelled();
     tokio::pin!(interrupt);
     loop {
-        // Dispatch everything the machine asked for.
+        // Dispatch everything the machine asked for (the journal recording it is written).
         while let Some(command) = queue.pop_front() {
             match command {
                 Command::Stop { instance, grace_ms } => {
+                    let grace = Duration::from_millis(grace_ms);
                     let op = if machine.instances()[instance].state == InstanceState::Draining {
-                        Op::StopOld { grace_ms }
+                        Op::StopOld { grace }
                     } else {
-                        Op::StopNew { grace_ms }
+                        Op::StopNew { grace }
                     };
-                    let _ = workers[&instance].send(op);
+                    lanes.push(instance, op);
                 }
                 Command::Start { instance, image } => {
                     let op = if machine.instances()[instance].state == InstanceState::RevertStarting {
@@ -163,67 +253,62 @@ pub async fn drive(
                     } else {
                         Op::StartNew
                     };
-                    let _ = workers[&instance].send(op);
+                    lanes.push(instance, op);
                 }
-                Command::Probe { instance } => {
-                    let _ = workers[&instance].send(Op::Probe);
-                }
+                Command::Probe { instance } => lanes.push(instance, Op::Probe),
                 Command::AwaitApproval if options.approve => {
                     queue.extend(machine.step(Event::Approved));
-                    persist(journal, journal_path, machine)?;
+                    writer.persist(journal, machine).await?;
                     report(&changes(machine, &mut states));
                 }
                 Command::AwaitApproval => {
                     // The canary batch has settled; nothing is in flight.
-                    persist(journal, journal_path, machine)?;
+                    writer.persist(journal, machine).await?;
                     return Ok(Outcome::Finished(Status::AwaitingApproval));
                 }
                 Command::Finish { status } => {
-                    persist(journal, journal_path, machine)?;
-                    cleanup(machine, links, targets).await;
+                    writer.persist(journal, machine).await?;
+                    lanes.drain().await;
+                    settle(machine, target, units).await;
                     return Ok(Outcome::Finished(status));
                 }
             }
         }
         let commands = tokio::select! {
             _ = &mut interrupt => {
-                let commands = machine.step(Event::Abort);
-                persist(journal, journal_path, machine)?;
-                drop(commands);
+                let _ = machine.step(Event::Abort);
+                writer.persist(journal, machine).await?;
+                lanes.drain().await;
                 return Ok(Outcome::Interrupted("interrupted (Ctrl-C)".into()));
             }
-            Some((instance, op, result)) = answers.recv() => {
-                let event = match (op, result) {
-                    (_, Err(OpError::Unreachable(reason))) => {
+            Some((instance, op, result)) = lanes.in_flight.next(), if !lanes.in_flight.is_empty() => {
+                lanes.answered(instance);
+                match event(instance, op, result) {
+                    Ok(event) => machine.step(event),
+                    Err(reason) => {
                         let _ = machine.step(Event::Abort);
-                        persist(journal, journal_path, machine)?;
+                        writer.persist(journal, machine).await?;
+                        lanes.drain().await;
                         return Ok(Outcome::Interrupted(reason));
                     }
-                    (Op::StopOld { .. } | Op::StopNew { .. }, Ok(_)) => Event::Stopped { instance },
-                    (Op::StopOld { .. } | Op::StopNew { .. }, Err(OpError::Failed(reason))) => Event::StopFailed { instance, reason },
-                    (Op::StartNew | Op::StartPrevious { .. }, Ok(_)) => Event::Started { instance },
-                    (Op::StartNew | Op::StartPrevious { .. }, Err(OpError::Failed(reason))) => Event::StartFailed { instance, reason },
-                    (Op::Probe, Ok(report)) => Event::Probed { instance, now_ms: now_ms(), report: report.unwrap_or_default() },
-                    (Op::Probe, Err(OpError::Failed(_))) => Event::Probed { instance, now_ms: now_ms(), report: Default::default() },
-                };
-                machine.step(event)
+                }
             }
             _ = ticker.tick() => machine.step(Event::Tick { now_ms: now_ms() }),
         };
-        persist(journal, journal_path, machine)?;
+        writer.persist(journal, machine).await?;
         report(&changes(machine, &mut states));
         queue.extend(commands);
     }
 }
 
-/// After the machine finished: instances on the new revision no longer need their
-/// previous container.
-async fn cleanup(machine: &Rollout, links: &BTreeMap<String, Link>, targets: &[Target]) {
-    for (i, instance) in machine.instances().iter().enumerate() {
-        let Some(link) = links.get(&targets[i].node) else { continue };
-        let _ = ops::forget_next(link, &targets[i]).await;
-        if instance.state == InstanceState::Done {
-            let _ = ops::forget_previous(link, &targets[i]).await;
-        }
-    }
+/// After the machine finished: units on the new revision no longer need what the rollout
+/// kept for them; the others drop a prepared instance that never started. Best effort: a
+/// unit that cannot be settled now is settled by the next rollout's operations.
+async fn settle<T: Rollouts>(machine: &Rollout, target: &T, units: &[Unit<T::Payload>]) {
+    let settles = machine
+        .instances()
+        .iter()
+        .zip(units)
+        .map(|(instance, unit)| target.settle(unit, instance.state == InstanceState::Done));
+    futures_util::stream::iter(settles).buffer_unordered(SETTLE_PARALLEL).for_each(|_| async {}).await;
 }

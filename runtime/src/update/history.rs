@@ -1,21 +1,27 @@
-//! The rollback history (`images.json` in the deployment's state directory): per node, the
-//! images this deployment ran in the order they became current, and the images that were
-//! rejected there (failed a health gate, or were rolled back by their rollout). `rollback`
-//! reads it to find "the previous revision"; pruning reads it so that only this
-//! deployment's images are ever removed from a shared engine.
+//! The rollback history (the document `history` in the deployment's state store on the
+//! target, `Port::store`): per node, the images this deployment ran in the order they
+//! became current, and the images that were rejected there (failed a health gate, or were
+//! rolled back by their rollout). `rollback` reads it to find "the previous revision";
+//! pruning reads it so that only this deployment's images are ever removed from a shared
+//! engine.
 //!
-//! The file is written atomically (temporary file, fsync, rename) and read strictly: a file
-//! that cannot be read or parsed is an error naming it, never an empty history. Files of
-//! the first format (a bare list of images per node) are read and rewritten in this one.
+//! Every write is a compare-and-swap on the generation read (another run's change is an
+//! error, never overwritten), and it is read strictly: a document that cannot be parsed is
+//! an error naming it, never an empty history. Documents of the first format (a bare list
+//! of images per node, as `images.json` had) are read and rewritten in this one. All of the
+//! history's store calls are here.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
+use orchestrator::port::{Document, StateError, StateStore};
 use serde::{Deserialize, Serialize};
 
 use crate::exit::hinted;
 
-/// Version of this file's format. Version 1 had no version field: `{"node": ["image", …]}`.
+/// The document's name in the state store.
+pub const DOCUMENT: &str = "history";
+
+/// Version of this document's format. Version 1 had no version field: `{"node": ["image", …]}`.
 pub const FILE_VERSION: u32 = 2;
 
 /// One image on one node, and what happened to it there.
@@ -135,43 +141,22 @@ impl History {
     }
 }
 
-/// Where a deployment's history lives.
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("images.json")
-}
-
-/// Where a history was read from, for its errors: the place, and how to set it aside.
-pub struct Origin<'a> {
-    /// `/x/.rivetctl/demo/images.json`, or the state store's document.
-    pub location: &'a str,
-    /// What the hint tells to do: `move it aside (`mv … ….broken`)`.
-    pub set_aside: &'a str,
-}
-
-fn unreadable(origin: &Origin, why: impl std::fmt::Display) -> anyhow::Error {
+fn unreadable(location: &str, why: impl std::fmt::Display) -> anyhow::Error {
     hinted(
-        format!("the rollback history {} is unreadable: {why}", origin.location),
+        format!("the rollback history ({location}) is unreadable: {why}"),
         format!(
-            "{}: `rollback` then picks the newest older image on each node, and the next rollout starts a new history",
-            origin.set_aside
+            "it is the document \"{DOCUMENT}\" there: remove it (`rollback` then picks the newest older image on each node, and the next rollout starts a new history)"
         ),
     )
 }
 
-/// Parses the file's text (either format).
-pub fn parse(path: &Path, text: &str) -> anyhow::Result<History> {
-    let location = path.display().to_string();
-    let set_aside = format!("move it aside (`mv {location} {location}.broken`)");
-    parse_from(&Origin { location: &location, set_aside: &set_aside }, text)
-}
-
-/// Parses a history's text (either format), read from `origin`.
-pub fn parse_from(origin: &Origin, text: &str) -> anyhow::Result<History> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| unreadable(origin, e))?;
+/// Parses the document's body (either format).
+pub fn parse(location: &str, text: &str) -> anyhow::Result<History> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| unreadable(location, e))?;
     let Some(version) = value.get("version") else {
         // The first format: node → images, oldest first, no outcomes.
         let old: BTreeMap<String, Vec<String>> = serde_json::from_value(value)
-            .map_err(|e| unreadable(origin, format!("not a history of either format: {e}")))?;
+            .map_err(|e| unreadable(location, format!("not a history of either format: {e}")))?;
         let nodes = old
             .into_iter()
             .map(|(node, images)| {
@@ -193,41 +178,66 @@ pub fn parse_from(origin: &Origin, text: &str) -> anyhow::Result<History> {
     };
     if version.as_u64() != Some(u64::from(FILE_VERSION)) {
         return Err(hinted(
-            format!("the rollback history {} has format version {version}, expected {FILE_VERSION}", origin.location),
-            format!("it was written by another version of rivetctl: use that one, or {}", origin.set_aside),
+            format!("the rollback history ({location}) has format version {version}, expected {FILE_VERSION}"),
+            "it was written by another version of rivetctl: use that one, or remove the document",
         ));
     }
-    serde_json::from_value(value).map_err(|e| unreadable(origin, e))
+    serde_json::from_value(value).map_err(|e| unreadable(location, e))
 }
 
-/// Reads the history: empty when there is no file, an error when it cannot be read.
-pub fn read(state_dir: &Path) -> anyhow::Result<History> {
-    let path = path(state_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&path, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(History { version: FILE_VERSION, ..History::default() })
-        }
-        Err(e) => {
-            let location = path.display().to_string();
-            let set_aside = format!("move it aside (`mv {location} {location}.broken`)");
-            Err(unreadable(&Origin { location: &location, set_aside: &set_aside }, e))
+/// The document's body: always the current format.
+pub fn render(history: &History) -> String {
+    let history = History { version: FILE_VERSION, nodes: history.nodes.clone() };
+    serde_json::to_string_pretty(&history).expect("the history serialises")
+}
+
+fn store_error(location: &str, err: StateError) -> anyhow::Error {
+    match err {
+        StateError::Conflict { .. } => hinted(
+            format!("another run changed the rollback history ({location}) while this one updated it"),
+            "`rivetctl lock status` names who holds the deployment; run the command again when it is done",
+        ),
+        StateError::Target(err) => {
+            let message = format!("the rollback history ({location}) cannot be reached: {}", err.message);
+            match err.hint {
+                Some(hint) => hinted(message, hint),
+                None => anyhow::anyhow!(message),
+            }
         }
     }
 }
 
-/// Writes the history atomically.
-pub fn write(state_dir: &Path, history: &History) -> anyhow::Result<()> {
-    let history = History { version: FILE_VERSION, nodes: history.nodes.clone() };
-    let text = serde_json::to_string_pretty(&history).expect("the history serialises");
-    crate::state::write_atomic(&path(state_dir), text.as_bytes())
+/// Reads the history and its generation: empty (generation `None`) when there is none, an
+/// error when it cannot be read.
+pub async fn read_stored<S: StateStore>(store: &S) -> anyhow::Result<(History, Option<u64>)> {
+    let location = store.location();
+    let documents = store.load().await.map_err(|e| store_error(&location, e))?;
+    from_documents(&documents, &location)
 }
 
-/// Reads, changes and writes the history.
-pub fn update(state_dir: &Path, change: impl FnOnce(&mut History)) -> anyhow::Result<()> {
-    let mut history = read(state_dir)?;
+/// The history among documents already loaded (the lock's acquiring load), and its
+/// generation.
+pub fn from_documents(
+    documents: &BTreeMap<String, Document>,
+    location: &str,
+) -> anyhow::Result<(History, Option<u64>)> {
+    match documents.get(DOCUMENT) {
+        Some(document) => Ok((parse(location, &document.body)?, Some(document.generation))),
+        None => Ok((History { version: FILE_VERSION, ..History::default() }, None)),
+    }
+}
+
+/// Reads the history: empty when there is none, an error when it cannot be read.
+pub async fn read<S: StateStore>(store: &S) -> anyhow::Result<History> {
+    Ok(read_stored(store).await?.0)
+}
+
+/// Reads, changes and writes the history, comparing against the generation it read.
+pub async fn update<S: StateStore>(store: &S, change: impl FnOnce(&mut History)) -> anyhow::Result<()> {
+    let (mut history, generation) = read_stored(store).await?;
     change(&mut history);
-    write(state_dir, &history)
+    store.store(DOCUMENT, generation, &render(&history)).await.map_err(|e| store_error(&store.location(), e))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! The rollback history's file: migration of the first format, strict reading, atomic
-//! writing, and how records move between the lists.
+//! The rollback history's document: migration of the first format, strict reading,
+//! compare-and-swap writing, and how records move between the lists.
 
 use super::*;
+use crate::update::test_store::TestStore;
 
 fn record(image: &str, at: &str, outcome: &str) -> ImageRecord {
     ImageRecord {
@@ -18,12 +19,11 @@ fn images(records: &[ImageRecord]) -> Vec<&str> {
     records.iter().map(|r| r.image.as_str()).collect()
 }
 
-#[test]
-fn the_first_format_is_read_as_deployed_images_in_order() {
-    let dir = tempfile::tempdir().unwrap();
+#[tokio::test]
+async fn the_first_format_is_read_as_deployed_images_in_order() {
     let old = r#"{"n1": ["agent:aaa", "agent:bbb"], "n2": ["agent:bbb"]}"#;
-    std::fs::write(path(dir.path()), old).unwrap();
-    let history = read(dir.path()).unwrap();
+    let store = TestStore::with(DOCUMENT, old);
+    let history = read(&store).await.unwrap();
     assert_eq!(history.version, FILE_VERSION);
     assert_eq!(images(&history.node("n1").deployed), ["agent:aaa", "agent:bbb"]);
     assert_eq!(images(&history.node("n2").deployed), ["agent:bbb"]);
@@ -31,57 +31,58 @@ fn the_first_format_is_read_as_deployed_images_in_order() {
     assert_eq!(history.node("n1").deployed[0].at, None);
 
     // Written back, it is the new format, and reads the same.
-    write(dir.path(), &history).unwrap();
-    let text = std::fs::read_to_string(path(dir.path())).unwrap();
+    update(&store, |_| {}).await.unwrap();
+    let text = store.body(DOCUMENT).unwrap();
     assert!(text.contains("\"version\": 2"), "{text}");
-    assert_eq!(read(dir.path()).unwrap(), history);
+    assert_eq!(read(&store).await.unwrap(), history);
 }
 
-#[test]
-fn a_missing_file_is_an_empty_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = read(dir.path()).unwrap();
+#[tokio::test]
+async fn a_missing_document_is_an_empty_history() {
+    let history = read(&TestStore::default()).await.unwrap();
     assert!(history.nodes.is_empty());
 }
 
-#[test]
-fn a_corrupt_file_is_an_error_naming_it_with_a_hint() {
+#[tokio::test]
+async fn a_corrupt_document_is_an_error_naming_it_with_a_hint() {
     for text in ["{\"version\": 2, \"nodes\": {\"n1\": {\"deployed\": [", "[1, 2]", "{\"n1\": \"agent:aaa\"}", ""] {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(path(dir.path()), text).unwrap();
-        let err = read(dir.path()).unwrap_err();
+        let store = TestStore::with(DOCUMENT, text);
+        let err = read(&store).await.unwrap_err();
         let hint = err.downcast_ref::<crate::exit::Hinted>().unwrap_or_else(|| panic!("{text:?}: {err:#}"));
-        assert!(hint.message.contains(&path(dir.path()).display().to_string()), "{text:?}: {}", hint.message);
+        assert!(hint.message.contains("the test store"), "{text:?}: {}", hint.message);
         assert!(hint.message.contains("unreadable"), "{}", hint.message);
-        assert!(hint.hint.contains("move it aside"), "{}", hint.hint);
+        assert!(hint.hint.contains("document \"history\""), "{}", hint.hint);
     }
 }
 
-#[test]
-fn a_newer_format_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(path(dir.path()), r#"{"version": 3, "nodes": {}}"#).unwrap();
-    let err = format!("{:#}", read(dir.path()).unwrap_err());
+#[tokio::test]
+async fn a_newer_format_is_refused() {
+    let store = TestStore::with(DOCUMENT, r#"{"version": 3, "nodes": {}}"#);
+    let err = format!("{:#}", read(&store).await.unwrap_err());
     assert!(err.contains("format version 3, expected 2"), "{err}");
 }
 
-#[test]
-fn a_directory_in_the_way_is_an_error_not_an_empty_history() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(path(dir.path())).unwrap();
-    let err = format!("{:#}", read(dir.path()).unwrap_err());
-    assert!(err.contains("images.json is unreadable"), "{err}");
+#[tokio::test]
+async fn each_update_is_one_write_and_builds_on_the_last() {
+    let store = TestStore::default();
+    update(&store, |h| h.node_mut("n1").made_current(record("agent:aaa", "2026-01-01T00:00:00Z", "ok"))).await.unwrap();
+    update(&store, |h| h.node_mut("n1").made_current(record("agent:bbb", "2026-01-02T00:00:00Z", "ok"))).await.unwrap();
+    assert_eq!(store.writes(), 2);
+    assert_eq!(images(&read(&store).await.unwrap().node("n1").deployed), ["agent:aaa", "agent:bbb"]);
 }
 
-#[test]
-fn writes_are_atomic_and_leave_no_temporary_file() {
-    let dir = tempfile::tempdir().unwrap();
-    update(dir.path(), |h| h.node_mut("n1").made_current(record("agent:aaa", "2026-01-01T00:00:00Z", "ok"))).unwrap();
-    update(dir.path(), |h| h.node_mut("n1").made_current(record("agent:bbb", "2026-01-02T00:00:00Z", "ok"))).unwrap();
-    let names: Vec<String> =
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["images.json"]);
-    assert_eq!(images(&read(dir.path()).unwrap().node("n1").deployed), ["agent:aaa", "agent:bbb"]);
+#[tokio::test]
+async fn a_change_by_another_run_between_read_and_write_is_refused_not_overwritten() {
+    let store = TestStore::with(DOCUMENT, &render(&History::default()));
+    let err = update(&store, |h| {
+        h.node_mut("n1").made_current(record("agent:aaa", "2026-01-01T00:00:00Z", "ok"));
+        // Another runner writes the history meanwhile.
+        store.overwrite(DOCUMENT, &render(&History::default()));
+    })
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("another run changed the rollback history"), "{err:#}");
+    assert!(read(&store).await.unwrap().nodes.is_empty(), "the other run's history stands");
 }
 
 #[test]

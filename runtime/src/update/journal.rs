@@ -1,16 +1,41 @@
-//! The rollout journal: what an update is doing, written atomically (temporary file, fsync,
-//! rename) after every step of the state machine, so `update --resume` can finish after
-//! Ctrl-C, kill -9 or a lost connection.
-
-use std::fs;
-use std::path::{Path, PathBuf};
+//! The rollout journal: what a rollout (`update`, `rollback`, or `infra up` replacing running
+//! agents) is doing, kept as the document `journal` in the deployment's state store on the
+//! target (`Port::store`), so `update --resume` can finish it after Ctrl-C, `kill -9` or a
+//! lost connection — from this working directory or from another runner with the same
+//! config.
+//!
+//! Every write is a compare-and-swap on the generation this run read or wrote last: a run
+//! that finds the document changed by someone else stops with "another run changed the
+//! rollout journal" instead of overwriting it. All of the journal's store calls are here.
+//!
+//! When it is written: not after every step of the machine (on the target a write is an
+//! API call), but whenever the machine's durable state changed ([`Durable`]: instance
+//! states, their failure and revert marks and errors, the status, the batch, the failure
+//! count, the halt, the deadline). That is enough for `--resume` and keeps the protocol's
+//! rule (`orchestrator::rollout::protocol`: the journal is written before the commands a
+//! step returned are executed): every `Stop` and `Start` the machine issues comes with a
+//! state change of its instance (`Pending → Draining`, `Draining → Starting`, …), so the
+//! journal that records it is written before the command runs. What is not written — a
+//! probe's result, a tick, the gate's clock — is what a resume starts afresh anyway: a
+//! resumed instance that was gating is probed again from a new gate. The one thing a
+//! resume after `kill -9` can under-count is the running time since the last state change,
+//! which the progress deadline then does not see.
 
 use anyhow::Context as _;
-use orchestrator::rollout::Rollout;
+use std::collections::BTreeMap;
+
+use orchestrator::port::{Document, StateError, StateStore};
+use orchestrator::rollout::{Halt, InstanceState, Rollout, Status};
 use serde::{Deserialize, Serialize};
 
-/// Version of this file's format.
+use crate::exit::hinted;
+use crate::session::Held;
+
+/// Version of this document's format.
 pub const FILE_VERSION: u32 = 1;
+
+/// The document's name in the state store.
+pub const DOCUMENT: &str = "journal";
 
 /// What kind of rollout a journal records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,18 +43,29 @@ pub const FILE_VERSION: u32 = 1;
 pub enum Kind {
     Update,
     Rollback,
+    /// `infra up` replacing agents that ran before (`update --resume` resumes it like an
+    /// update).
+    Up,
 }
 
 impl Kind {
+    /// The command's name, in messages and in the rollback history's `by`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Update => "update",
             Kind::Rollback => "rollback",
+            Kind::Up => "infra up",
         }
+    }
+
+    /// Whether the rollout moves agents to the config's desired revision (an update, an
+    /// `infra up`), rather than to an image chosen when it started (a rollback).
+    pub fn follows_config(self) -> bool {
+        matches!(self, Kind::Update | Kind::Up)
     }
 }
 
-/// The journal file: who, what, and the state machine's own journal.
+/// The journal document: who, what, and the state machine's own journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Journal {
     pub version: u32,
@@ -83,34 +119,139 @@ impl Journal {
     }
 }
 
-/// Where a deployment's journal lives.
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("rollout.json")
+/// The part of a machine's state whose change must be journaled (module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    instances: Vec<(InstanceState, bool, bool, Option<String>)>,
+    status: Status,
+    batch: usize,
+    failures: usize,
+    halt: Option<Halt>,
+    deadline_exceeded: bool,
 }
 
-/// Reads the journal, if there is one.
-pub fn read(path: &Path) -> anyhow::Result<Option<Journal>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
-    };
-    parse(&path.display().to_string(), &text).map(Some)
+impl Durable {
+    pub fn of(machine: &Rollout) -> Durable {
+        Durable {
+            instances: machine
+                .instances()
+                .iter()
+                .map(|i| (i.state, i.failed, i.revert, i.last_error.clone()))
+                .collect(),
+            status: machine.status(),
+            batch: machine.current_batch(),
+            failures: machine.failures(),
+            halt: machine.halt(),
+            deadline_exceeded: machine.deadline_exceeded(),
+        }
+    }
 }
 
-/// Parses a journal's text; errors name `location` (a file, or the state store's document).
-pub fn parse(location: &str, text: &str) -> anyhow::Result<Journal> {
-    let journal: Journal =
-        serde_json::from_str(text).with_context(|| format!("{location} is not a rollout journal"))?;
+/// A journal read from the store, with the generation a write must compare against.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub journal: Journal,
+    pub generation: u64,
+}
+
+fn conflict(location: &str) -> anyhow::Error {
+    hinted(
+        format!("another run changed the rollout journal ({location}) while this one used it"),
+        "`rivetctl lock status` names who holds the deployment; let that run finish, then `rivetctl update --resume`",
+    )
+}
+
+fn store_error(location: &str, err: StateError) -> anyhow::Error {
+    match err {
+        StateError::Conflict { .. } => conflict(location),
+        StateError::Target(err) => {
+            let message = format!("the rollout journal ({location}) cannot be reached: {}", err.message);
+            match err.hint {
+                Some(hint) => hinted(message, hint),
+                None => anyhow::anyhow!(message),
+            }
+        }
+    }
+}
+
+/// Parses the document's body.
+pub fn parse(location: &str, body: &str) -> anyhow::Result<Journal> {
+    let journal: Journal = serde_json::from_str(body)
+        .with_context(|| format!("the rollout journal ({location}) is not a rollout journal"))?;
     anyhow::ensure!(
         journal.version == FILE_VERSION,
-        "{location} has format version {}, expected {FILE_VERSION}",
+        "the rollout journal ({location}) has format version {}, expected {FILE_VERSION}",
         journal.version
     );
     Ok(journal)
 }
 
-/// Writes the journal atomically: a reader (or a crash) sees the old or the new one.
-pub fn write(path: &Path, journal: &Journal) -> anyhow::Result<()> {
-    crate::state::write_atomic(path, serde_json::to_string_pretty(journal).expect("journal serialises").as_bytes())
+/// Reads the journal, if there is one.
+pub async fn read<S: StateStore>(store: &S) -> anyhow::Result<Option<Stored>> {
+    let location = store.location();
+    let documents = store.load().await.map_err(|e| store_error(&location, e))?;
+    from_documents(&documents, &location)
 }
+
+/// The journal among documents already loaded (the lock's acquiring load), if there is one.
+pub fn from_documents(documents: &BTreeMap<String, Document>, location: &str) -> anyhow::Result<Option<Stored>> {
+    let Some(document) = documents.get(DOCUMENT) else { return Ok(None) };
+    Ok(Some(Stored { journal: parse(location, &document.body)?, generation: document.generation }))
+}
+
+/// Removes the journal read at `generation` (`update --abandon`).
+pub async fn remove<S: StateStore>(store: &S, generation: u64) -> anyhow::Result<()> {
+    store.remove(DOCUMENT, generation).await.map_err(|e| store_error(&store.location(), e))
+}
+
+/// Writes one rollout's journal: each write compares against the generation of the
+/// previous one (or of the journal found when the rollout started), and only a change of
+/// the machine's [`Durable`] state is written.
+pub struct Writer<'s, S: StateStore> {
+    store: &'s S,
+    generation: Option<u64>,
+    written: Option<Durable>,
+    /// The deployment's lock, renewed after each write (the rollout's progress).
+    held: Option<&'s Held<'s, S>>,
+}
+
+impl<'s, S: StateStore> Writer<'s, S> {
+    /// A writer over `store`, where the journal is now at `generation` (`None`: there is none),
+    /// renewing no lock (tests).
+    #[cfg(test)]
+    pub fn new(store: &'s S, generation: Option<u64>) -> Self {
+        Writer { store, generation, written: None, held: None }
+    }
+
+    /// A writer that renews the deployment's lock after each write: a run that lost it stops
+    /// there, before the next step.
+    pub fn renewing(held: &'s Held<'s, S>, generation: Option<u64>) -> Self {
+        Writer { store: held.store(), generation, written: None, held: Some(held) }
+    }
+
+    /// Records `machine` in `journal` and writes it, if its durable state changed since the
+    /// last write (always on the first).
+    pub async fn persist(&mut self, journal: &mut Journal, machine: &Rollout) -> anyhow::Result<()> {
+        let durable = Durable::of(machine);
+        if self.written.as_ref() == Some(&durable) {
+            return Ok(());
+        }
+        journal.record(machine);
+        let body = serde_json::to_string_pretty(journal).expect("the journal serialises");
+        let generation = self
+            .store
+            .store(DOCUMENT, self.generation, &body)
+            .await
+            .map_err(|e| store_error(&self.store.location(), e))?;
+        self.generation = Some(generation);
+        self.written = Some(durable);
+        if let Some(held) = self.held {
+            held.renew().await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "journal_tests.rs"]
+mod tests;

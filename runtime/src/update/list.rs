@@ -3,17 +3,17 @@
 //! current (or was rejected), and markers for what runs now, what was rejected and what a
 //! plain `rollback` would pick. One JSON line per image with `--output json`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
 use orchestrator::fleet::Fleet;
+use orchestrator::port::Port;
 use serde::Serialize;
 
 use super::history::{History, ImageRecord};
-use super::{choose, kept, prepare};
-use crate::engines::Link;
+use super::{choose, prepare};
 use crate::exit::ExitStatus;
 use crate::printer::Printer;
+use crate::session::target_error;
 
 /// One line of `rollback --list --output json` (docs/output.md).
 #[derive(Debug, Serialize)]
@@ -122,24 +122,22 @@ fn render(candidates: &[Candidate]) -> String {
 }
 
 /// Prints the candidates of every node in `names`.
-pub async fn run(
+pub async fn run<T: Port>(
     printer: &Printer,
     fleet: &Fleet,
-    links: &BTreeMap<String, Link>,
+    target: &T,
     names: &[String],
     history: &History,
 ) -> anyhow::Result<ExitStatus> {
-    let repository = &fleet.config.raw.deployment.image.agent_image;
+    let repository = &prepare::agent_repository(fleet);
     let mut all = Vec::new();
     for node in names {
-        let link = &links[node];
-        let present = kept::present(link, repository).await?;
+        let present = target.stored_images(node, repository).await.map_err(target_error)?;
         let mut running = BTreeSet::new();
         let mut targets = BTreeSet::new();
-        for (_, _, resource) in prepare::agent_resources(fleet, std::slice::from_ref(node)) {
-            let container = prepare::target(fleet, node, Arc::clone(&resource)).container;
-            let Some(current) = prepare::current(link, &container).await? else { continue };
-            let id = link.engine.call().inspect_image(&current.image).await.ok().and_then(|i| i.id);
+        for unit in prepare::agent_units(target, fleet, std::slice::from_ref(node)) {
+            let Some(current) = target.current(&unit).await.map_err(target_error)? else { continue };
+            let id = target.image_facts(node, &current.image).await.and_then(|f| f.id);
             if let Some(chosen) = choose::choose(&history.node(node), &current.image, id.as_deref(), &present, None) {
                 targets.insert(chosen.image);
             }
@@ -182,7 +180,7 @@ mod tests {
         node.made_current(record("agent:bbb", "2.0.0", "2026-12-01T21:01:00Z", "passed its health gate"));
         node.rejected(record("agent:ccc", "3.0.0", "2026-12-01T21:02:00Z", "a1: health gate expired"));
         node.made_current(record("agent:ddd", "4.0.0", "2026-12-01T21:03:00Z", "passed its health gate"));
-        let history = History { version: 2, nodes: BTreeMap::from([("n1".to_string(), node)]) };
+        let history = History { version: 2, nodes: std::collections::BTreeMap::from([("n1".to_string(), node)]) };
         let present: Vec<choose::Present> = ["agent:aaa", "agent:bbb", "agent:ccc", "agent:ddd", "agent:other"]
             .iter()
             .map(|r| choose::Present {

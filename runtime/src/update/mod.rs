@@ -1,10 +1,13 @@
-//! `rivetctl update` and `rivetctl rollback`: rolling source updates across the mesh.
+//! `rivetctl update` and `rivetctl rollback`: rolling source updates across the mesh, and
+//! the rollout that `infra up` uses to replace running agents ([`roll_out`]).
 //!
-//! Order of work: take the deployment lock; refuse while an unfinished rollout exists
-//! (unless resuming); resolve the revision; connect every node (SSH for remote ones); build
-//! once on the control host; ship and verify the images on every node; bring the datahub
-//! and the migrate step up to date; then drive the rollout state machine over the agents,
-//! writing the journal after every step.
+//! Order of work: load the project and its fleet; take the deployment lock; connect to the
+//! target through `targets`' factory (the runtime names no adapter: every step below goes
+//! through the port, [`orchestrator::port`]); refuse while an unfinished rollout exists
+//! (unless resuming); build once and ship the images to every node in scope
+//! (`Provide::OnceThenShip`); bring the datahub and the migrate step up to date through the
+//! plan executor; then drive the rollout state machine over the agents' units, writing the
+//! journal on the target whenever its durable state changes (`journal`).
 
 mod choose;
 mod driver;
@@ -13,33 +16,33 @@ pub mod history;
 pub mod journal;
 mod kept;
 mod list;
-mod ops;
 mod prepare;
 pub mod record;
 mod report;
+mod resume;
 pub mod rollback;
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod rollout;
+#[cfg(test)]
+mod test_store;
+#[cfg(test)]
+mod tests;
 
 use orchestrator::fleet::Fleet;
 use orchestrator::mesh;
-use orchestrator::rollout::{InstanceSpec, Observed, Policy, Rollout, Status};
+use orchestrator::port::{Port, StateStore, Unit};
+use orchestrator::rollout::Policy;
+use targets::factory::Visit;
 
 pub use rollback::run as rollback;
+pub use rollout::refuse_while_rolling_out;
 
 use crate::cli::{GlobalArgs, UpdateArgs};
-use crate::engines::Link;
 use crate::exit::{ExitStatus, hinted};
 use crate::printer::Printer;
 use crate::progress::Progress;
-use crate::project::{self, Project};
-use crate::{lock, session, source, state};
-use driver::{Options, Outcome};
-use journal::{Journal, Kind};
-use ops::Target;
+use crate::session::{self, Context, Held};
+use journal::Kind;
 
-/// The nodes an update reaches, and those it skips with the reason.
 /// Nodes an update reaches, and nodes it skips (with the reason).
 type Scope = (Vec<String>, Vec<(String, String)>);
 
@@ -75,16 +78,6 @@ fn scope(
     Ok((reachable, skipped.into_iter().map(|s| (s.node, s.reason)).collect()))
 }
 
-async fn connect_links(fleet: &Fleet, project: &Project, names: &[String]) -> anyhow::Result<BTreeMap<String, Link>> {
-    let options = crate::engines::ssh_options(fleet, &project.dir);
-    let mut links = BTreeMap::new();
-    for name in names {
-        let node = fleet.node(name).expect("scope holds configured nodes");
-        links.insert(name.clone(), crate::engines::connect(node, &options).await?);
-    }
-    Ok(links)
-}
-
 fn policy(fleet: &Fleet, args: &UpdateArgs, total: usize) -> Policy {
     let mut settings = fleet.update.clone();
     if let Some(value) = &args.max_parallel {
@@ -99,288 +92,174 @@ fn policy(fleet: &Fleet, args: &UpdateArgs, total: usize) -> Policy {
     Policy::from_settings(&settings, total)
 }
 
-/// Refuses to change the deployment while a rollout is unfinished (its journal and the
-/// previous containers it keeps are what `--resume` needs).
-pub fn refuse_while_rolling_out(state_dir: &std::path::Path) -> anyhow::Result<()> {
-    refuse_unfinished(&journal::read(&journal::path(state_dir))?)
-}
-
-/// Refuses to start a rollout while another one is unfinished.
-fn refuse_unfinished(existing: &Option<Journal>) -> anyhow::Result<()> {
-    if let Some(journal) = existing {
-        let machine = journal.machine()?;
-        if !machine.status().is_final() {
-            let done = machine.instances().iter().filter(|i| i.state.is_settled()).count();
-            return Err(hinted(
-                format!(
-                    "an unfinished {} of revision {} started {} is {} ({done} of {} agents settled)",
-                    journal.kind.as_str(),
-                    journal.revision,
-                    journal.started,
-                    report::status_word(machine.status()),
-                    machine.instances().len()
-                ),
-                "finish it with `rivetctl update --resume` (add --approve to approve a waiting canary), or drop it with `rivetctl update --abandon` (containers stay as they are)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The exit status of a finished drive, after printing the outcome.
-fn conclude(printer: &Printer, outcome: &Outcome) -> ExitStatus {
-    match outcome {
-        Outcome::Finished(Status::Succeeded) => {
-            printer.info("Every node runs the new revision and is healthy.");
-            ExitStatus::Success
-        }
-        Outcome::Finished(Status::AwaitingApproval) => {
-            printer.info("The canary batch is healthy. Continue with `rivetctl update --resume --approve`.");
-            ExitStatus::Success
-        }
-        Outcome::Finished(Status::Paused) => {
-            printer.error(
-                "the rollout is paused after a failure (failed agents were returned to their previous revision)",
-            );
-            printer.hint("fix the cause and `rivetctl update --resume`, or `rivetctl update --abandon`");
-            ExitStatus::RolloutFailed
-        }
-        Outcome::Finished(status) => {
-            let status = report::status_word(*status);
-            if printer.json() {
-                printer.error(&format!(
-                    "the rollout {status}: the per-node results are in the `\"type\":\"result\"` line on stdout (`nodes[].result`), each agent's states in the `\"type\":\"instance\"` lines"
-                ));
-            } else {
-                printer.error(&format!("the rollout {status}: see the table above"));
-            }
-            ExitStatus::RolloutFailed
-        }
-        Outcome::Interrupted(reason) => {
-            printer.error(&format!("the rollout was interrupted: {reason}"));
-            printer.hint("the journal is intact; run `rivetctl update --resume` to finish it");
-            ExitStatus::RolloutFailed
-        }
-    }
-}
-
-/// Drives a machine with output, records what it finished on in the rollback history (on
-/// every path: update, resume, rollback), and concludes. After a successful update the
-/// images beyond the newest `keep_images` are pruned.
-async fn drive_and_report(
+/// Rolls `units` (agents that ran before and whose desired object changed) out through the
+/// rollout engine, as `update` does after its preparation: canary, `max_parallel`, the
+/// health gate, rollback on failure, the journal on the target (`kind` in it; `update
+/// --resume` resumes it), the report, the rollback history, exit 3 on failure. The caller
+/// holds the deployment's lock and has provided the images and brought the rest of the
+/// deployment (datahub, migrate step) up to date.
+pub async fn roll_out<T: Port>(
     printer: &Printer,
-    machine: &mut Rollout,
-    commands: Vec<orchestrator::rollout::Command>,
-    work: driver::Work<'_>,
-    record: driver::Record<'_>,
+    ctx: &Context,
+    target: &T,
+    held: &Held<'_, T::Store>,
+    units: Vec<Unit<T::Payload>>,
+    kind: Kind,
     approve: bool,
-    keep_images: Option<usize>,
 ) -> anyhow::Result<ExitStatus> {
-    let live = report::Live::new(printer);
-    let options = Options { approve, ..Options::default() };
-    let outcome = driver::drive(
-        machine,
-        commands,
-        work,
-        driver::Record { journal: &mut *record.journal, path: record.path },
-        options,
-        &|c| live.changes(c),
-    )
-    .await?;
-    let status = match &outcome {
-        Outcome::Finished(status) => report::status_word(*status),
-        Outcome::Interrupted(_) => "interrupted",
+    let fleet = &ctx.fleet;
+    let planned = rollout::plan(target, units).await?;
+    if planned.specs.is_empty() {
+        return Ok(ExitStatus::Success);
+    }
+    let mut nodes: Vec<String> = Vec::new();
+    for unit in &planned.units {
+        if !nodes.contains(&unit.node) {
+            nodes.push(unit.node.clone());
+        }
+    }
+    let start = rollout::Start {
+        kind,
+        revision: fleet.revision.clone(),
+        nodes,
+        skipped: Vec::new(),
+        policy: policy(fleet, &UpdateArgs::default(), planned.specs.len()),
+        approve,
+        keep_images: (kind == Kind::Update).then_some(fleet.update.keep_images as usize),
     };
-    let journal = &*record.journal;
-    failures::print(printer, machine)?;
-    report::finish(printer, &live, machine, status, &journal.revision, &journal.previous, &journal.skipped)?;
-    let exit = conclude(printer, &outcome);
-    let state_dir = record.path.parent().expect("the journal lives in the state directory");
-    self::record::finished(printer, state_dir, work.links, machine, journal, keep_images).await;
-    Ok(exit)
+    rollout::start(printer, ctx, target, held, planned, start).await
 }
 
+/// For `infra up`, before it plans: an unfinished rollout that an earlier `infra up`
+/// journaled (it was interrupted, or its runner died) is finished first, as `update
+/// --resume` would; any other unfinished rollout refuses the `up`. `Some(status)` when the
+/// earlier rollout did not succeed (the `up` ends there), `None` to go on.
+pub async fn finish_earlier_up<T: Port>(
+    printer: &Printer,
+    ctx: &Context,
+    target: &T,
+    held: &Held<'_, T::Store>,
+) -> anyhow::Result<Option<ExitStatus>> {
+    let existing = journal::from_documents(held.documents(), &target.store().location())?;
+    let Some(stored) = existing else { return Ok(None) };
+    if stored.journal.kind != Kind::Up || stored.journal.machine()?.status().is_final() {
+        rollout::refuse_unfinished(Some(&stored.journal))?;
+        return Ok(None);
+    }
+    printer.info("An earlier `infra up` left its rollout unfinished: finishing it first.");
+    match resume::run(printer, ctx, target, held, Some(stored), false).await? {
+        ExitStatus::Success => Ok(None),
+        failed => Ok(Some(failed)),
+    }
+}
+
+/// `rivetctl update`.
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<ExitStatus> {
-    let project = project::load(printer, &global.config)?;
-    session::require_docker(&project, "update")?;
-    let state_dir = state::dir(&project);
-    let _lock = lock::acquire(&state_dir.join("locks"), &project.config.name, "rivetctl update")
-        .map_err(crate::commands::lock::explain)?;
-    let journal_path = journal::path(&state_dir);
-    let existing = journal::read(&journal_path)?;
+    let ctx = session::load(printer, global, "update").await?;
+    // Resuming or abandoning reaches every node: the journal (on the target) says which
+    // were in the rollout.
+    let scope = if args.resume || args.abandon {
+        None
+    } else {
+        Some(scope(&ctx.fleet, &args.node, args.mesh, args.mesh_file.as_deref())?)
+    };
+    let nodes = scope.as_ref().map(|(names, _)| names.as_slice());
+    session::connect(&ctx, nodes, Update { printer, ctx: &ctx, args, scope: scope.clone() }).await?
+}
+
+/// `update` with the connected target.
+struct Update<'a> {
+    printer: &'a Printer,
+    ctx: &'a Context,
+    args: &'a UpdateArgs,
+    scope: Option<Scope>,
+}
+
+impl Visit for Update<'_> {
+    type Output = anyhow::Result<ExitStatus>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        let held = session::hold(self.printer, self.ctx, target.store(), "update").await?;
+        let result = update(self.printer, self.ctx, target, &held, self.args, self.scope).await;
+        held.release(self.printer, result).await
+    }
+}
+
+async fn update<T: Port>(
+    printer: &Printer,
+    ctx: &Context,
+    target: &T,
+    held: &Held<'_, T::Store>,
+    args: &UpdateArgs,
+    scope: Option<Scope>,
+) -> anyhow::Result<ExitStatus> {
+    let fleet = &ctx.fleet;
+    let store = target.store();
+    let existing = journal::from_documents(held.documents(), &store.location())?;
     if args.abandon {
-        return abandon(printer, &journal_path, existing);
+        return abandon(printer, store, existing).await;
     }
     // A corrupt rollback history stops the rollout before anything changes.
-    history::read(&state_dir)?;
+    history::from_documents(held.documents(), &store.location())?;
     if args.resume {
-        return resume(printer, &project, &journal_path, existing, args.approve).await;
+        return resume::run(printer, ctx, target, held, existing, args.approve).await;
     }
-    refuse_unfinished(&existing)?;
-
-    let resolved = source::resolve(&project).await?;
-    let fleet = crate::fleet::build(&project, &resolved)?;
-    let (names, skipped) = scope(&fleet, &args.node, args.mesh, args.mesh_file.as_deref())?;
-    let links = connect_links(&fleet, &project, &names).await?;
-    let agents = prepare::agent_resources(&fleet, &names);
+    rollout::refuse_unfinished(existing.as_ref().map(|s| &s.journal))?;
+    let (names, skipped) = scope.expect("an update that does not resume has its scope");
+    let units = prepare::agent_units(target, fleet, &names);
     let progress = Progress::new(printer);
     if !args.dry_run {
-        let control = crate::engines::control_host(&fleet).await?;
-        crate::images::build_on(
-            &control,
-            "control-host",
-            &fleet,
-            resolved.source.as_ref(),
-            &state::logs(&project),
-            &progress,
-        )
-        .await?;
-        prepare::ship_all(&control, &fleet, &links, &progress).await?;
+        prepare::provide(target, ctx, &names, &progress).await?;
     }
-    let mut specs: Vec<InstanceSpec> = Vec::new();
-    let mut targets: Vec<Target> = Vec::new();
-    let mut previous: BTreeMap<String, String> = BTreeMap::new();
-    for (node, agent, resource) in &agents {
-        let link = &links[node];
-        if let Some(current) = prepare::current(link, &target_name(resource)).await?
-            && let Some(revision) = current.revision
-        {
-            previous.entry(node.clone()).or_insert(revision);
-        }
-        if let Some(spec) = prepare::instance(link, node, agent, resource).await? {
-            specs.push(spec);
-            targets.push(prepare::target(&fleet, node, Arc::clone(resource)));
-        }
-    }
-    let policy = policy(&fleet, args, specs.len());
+    let planned = rollout::plan(target, units).await?;
+    let policy = policy(fleet, args, planned.specs.len());
     if args.dry_run {
         let hub = fleet
             .datahub
             .as_ref()
             .filter(|h| names.contains(&h.node))
             .map(|_| "the datahub and the migrate step, if their spec changed");
-        printer.data(&report::dry_run(&specs, &policy, agents.len(), &skipped, hub))?;
+        printer.data(&report::dry_run(&planned.specs, &policy, planned.agents, &skipped, hub))?;
         return Ok(ExitStatus::Success);
     }
-    if !prepare::datahub_first(&fleet, &links, &progress).await? {
+    if !prepare::datahub_first(target, held, fleet, &names, &progress).await? {
         progress.finish();
         printer.error("the datahub or the migrate step did not become healthy; no agent was touched");
         return Ok(ExitStatus::RolloutFailed);
     }
     progress.finish();
-    if specs.is_empty() {
+    if planned.specs.is_empty() {
         printer.data(&format!("Nothing to update: every agent in scope runs revision {}.\n", fleet.revision))?;
         return Ok(ExitStatus::Success);
     }
-    let mut machine = Rollout::new(specs, policy, driver::now_ms());
-    let mut journal =
-        Journal::new(Kind::Update, &fleet.name, fleet.revision.clone(), names, skipped, previous.into_iter().collect());
-    let commands = machine.start(driver::now_ms());
-    drive_and_report(
-        printer,
-        &mut machine,
-        commands,
-        driver::Work { links: &links, targets: &targets },
-        driver::Record { journal: &mut journal, path: &journal_path },
-        args.approve,
-        Some(fleet.update.keep_images as usize),
-    )
-    .await
+    let start = rollout::Start {
+        kind: Kind::Update,
+        revision: fleet.revision.clone(),
+        nodes: names,
+        skipped,
+        policy,
+        approve: args.approve,
+        keep_images: Some(fleet.update.keep_images as usize),
+    };
+    rollout::start(printer, ctx, target, held, planned, start).await
 }
 
-fn target_name(resource: &orchestrator::docker::DockerResource) -> String {
-    match &resource.payload {
-        orchestrator::docker::DockerObject::Container(spec) => spec.name.clone(),
-        _ => resource.key.name.clone(),
-    }
-}
-
-fn abandon(printer: &Printer, path: &std::path::Path, existing: Option<Journal>) -> anyhow::Result<ExitStatus> {
-    let Some(journal) = existing else {
+async fn abandon<S: orchestrator::port::StateStore>(
+    printer: &Printer,
+    store: &S,
+    existing: Option<journal::Stored>,
+) -> anyhow::Result<ExitStatus> {
+    let Some(stored) = existing else {
         printer.info("There is no rollout to abandon.");
         return Ok(ExitStatus::Success);
     };
-    let machine = journal.machine()?;
-    std::fs::remove_file(path)?;
+    let machine = stored.journal.machine()?;
+    journal::remove(store, stored.generation).await?;
     printer.info(&format!(
         "Abandoned the {} of revision {} ({}); containers stay as they are — `rivetctl status` shows them.",
-        journal.kind.as_str(),
-        journal.revision,
+        stored.journal.kind.as_str(),
+        stored.journal.revision,
         report::status_word(machine.status())
     ));
     Ok(ExitStatus::Success)
-}
-
-/// Continues the rollout in the journal.
-async fn resume(
-    printer: &Printer,
-    project: &Project,
-    path: &std::path::Path,
-    existing: Option<Journal>,
-    approve: bool,
-) -> anyhow::Result<ExitStatus> {
-    let Some(mut journal) = existing else {
-        return Err(hinted("there is no rollout to resume", "start one with `rivetctl update`"));
-    };
-    let mut machine = journal.machine()?;
-    if machine.status().is_final() {
-        printer.info(&format!(
-            "The {} of revision {} already {}.",
-            journal.kind.as_str(),
-            journal.revision,
-            report::status_word(machine.status())
-        ));
-        return Ok(if machine.status() == Status::Succeeded { ExitStatus::Success } else { ExitStatus::RolloutFailed });
-    }
-    let resolved = source::resolve(project).await?;
-    let fleet = crate::fleet::build(project, &resolved)?;
-    let links = connect_links(&fleet, project, &journal.nodes).await?;
-    let agents = prepare::agent_resources(&fleet, &journal.nodes);
-    let mut targets = Vec::new();
-    let mut observed = Vec::new();
-    for (i, instance) in machine.instances().iter().enumerate() {
-        let spec = &instance.spec;
-        let Some((_, _, resource)) = agents.iter().find(|(node, agent, _)| *node == spec.node && *agent == spec.agent)
-        else {
-            return Err(hinted(
-                format!("agent {} on node {} is in the rollout but no longer in the config", spec.agent, spec.node),
-                "restore the config, or `rivetctl update --abandon`",
-            ));
-        };
-        let resource = if prepare::with_image(resource, &spec.to_image).spec_hash() == resource.spec_hash() {
-            Arc::clone(resource)
-        } else if journal.kind == Kind::Update {
-            return Err(hinted(
-                format!(
-                    "the config or source changed since this update started: {} would now run {}",
-                    spec.agent,
-                    image_of(resource)
-                ),
-                "restore them to finish it, or `rivetctl update --abandon` and start a new update",
-            ));
-        } else {
-            Arc::new(prepare::with_image(resource, &spec.to_image))
-        };
-        let target = prepare::target(&fleet, &spec.node, resource);
-        let (image, running) = match links[&spec.node].engine.call().inspect_container(&target.container, None).await {
-            Ok(info) => (info.config.and_then(|c| c.image), info.state.and_then(|s| s.running).unwrap_or(false)),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => (None, false),
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read node {}", spec.node))),
-        };
-        observed.push(Observed { instance: i, image, running });
-        targets.push(target);
-    }
-    printer.info(&format!("Resuming the {} of revision {}.", journal.kind.as_str(), journal.revision));
-    let commands = machine.resume(&observed, driver::now_ms());
-    let work = driver::Work { links: &links, targets: &targets };
-    let record = driver::Record { journal: &mut journal, path };
-    drive_and_report(printer, &mut machine, commands, work, record, approve, Some(fleet.update.keep_images as usize))
-        .await
-}
-
-fn image_of(resource: &orchestrator::docker::DockerResource) -> String {
-    match &resource.payload {
-        orchestrator::docker::DockerObject::Container(spec) => spec.image.clone(),
-        _ => String::new(),
-    }
 }

@@ -5,16 +5,14 @@
 //! by a rollout that was rolled back → the new image is rejected there. Pruning old images
 //! follows a successful update.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::BTreeMap;
 
+use orchestrator::port::{Artifacts, Port};
 use orchestrator::rollout::{Instance, InstanceState, Rollout, Status};
-use targets::docker::Engine;
 
 use super::history::{self, ImageRecord};
 use super::journal::{Journal, Kind};
 use super::kept;
-use crate::engines::Link;
 use crate::printer::Printer;
 
 /// What one image became on one node.
@@ -67,27 +65,19 @@ pub fn outcomes(machine: &Rollout) -> Vec<NodeOutcome> {
 }
 
 /// The revision and version labels of an image on a node.
-pub async fn labels(engine: &Engine, image: &str) -> (Option<String>, Option<String>) {
-    let Ok(info) = engine.call().inspect_image(image).await else { return (None, None) };
-    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
-    (labels.get("org.opencontainers.image.revision").cloned(), labels.get("org.opencontainers.image.version").cloned())
+pub async fn labels<T: Artifacts>(target: &T, node: &str, image: &str) -> (Option<String>, Option<String>) {
+    match target.image_facts(node, image).await {
+        Some(facts) => (facts.revision, facts.version),
+        None => (None, None),
+    }
 }
 
 /// Records what `machine` finished on (`by`: the command; `revision`: the source revision
 /// of the new images when it is known, as for an update).
-pub async fn rollout(
-    state_dir: &Path,
-    links: &BTreeMap<String, Link>,
-    machine: &Rollout,
-    by: &str,
-    revision: Option<&str>,
-) -> anyhow::Result<()> {
+pub async fn rollout<T: Port>(target: &T, machine: &Rollout, by: &str, revision: Option<&str>) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for outcome in outcomes(machine) {
-        let (label, version) = match links.get(&outcome.node) {
-            Some(link) => labels(&link.engine, &outcome.image).await,
-            None => (None, None),
-        };
+        let (label, version) = labels(target, &outcome.node, &outcome.image).await;
         // The rollout's own revision, else the image's label (`unknown` is the example
         // Dockerfile's default, not a revision); else what an earlier record of the image knew.
         let revision = revision.map(str::to_string).or(label.filter(|l| l != "unknown"));
@@ -102,7 +92,7 @@ pub async fn rollout(
     if records.is_empty() {
         return Ok(());
     }
-    history::update(state_dir, |history| {
+    history::update(target.store(), |history| {
         for (node, current, rejected) in records {
             let node = history.node_mut(&node);
             if let Some(record) = current {
@@ -113,22 +103,23 @@ pub async fn rollout(
             }
         }
     })
+    .await
 }
 
 /// After a drive ended (finished, paused, awaiting approval or interrupted): records what
 /// its instances finished on, and after a successful update removes the images beyond the
 /// newest `keep_images`. Problems are printed; the rollout's own result stands.
-pub async fn finished(
+pub async fn finished<T: Port>(
     printer: &Printer,
-    state_dir: &Path,
-    links: &BTreeMap<String, Link>,
+    target: &T,
     machine: &Rollout,
     journal: &Journal,
     keep_images: Option<usize>,
 ) {
-    // An update's images are of the revision it resolved; a rollback's, of whatever built them.
-    let known = (journal.kind == Kind::Update).then_some(journal.revision.as_str());
-    if let Err(err) = rollout(state_dir, links, machine, journal.kind.as_str(), known).await {
+    // An update's (or an `infra up`'s) images are of the revision it resolved; a
+    // rollback's, of whatever built them.
+    let known = journal.kind.follows_config().then_some(journal.revision.as_str());
+    if let Err(err) = rollout(target, machine, journal.kind.as_str(), known).await {
         printer.error(&format!("the rollout's result could not be recorded for `rollback`: {err:#}"));
         printer.hint("`rollback` may not know what ran before: `rivetctl rollback --to REV` names a revision");
         return;
@@ -138,36 +129,27 @@ pub async fn finished(
         return;
     };
     // The previous revisions' images stay for rollbacks: the newest `keep_images`.
-    for link in links.values() {
-        match kept::prune(state_dir, link, keep).await {
+    for node in &journal.nodes {
+        match kept::prune(target.store(), target, node, keep).await {
             Ok(removed) if !removed.is_empty() => {
-                printer.info(&format!("node {}: removed old images {}", link.name, removed.join(", ")))
+                printer.info(&format!("node {node}: removed old images {}", removed.join(", ")))
             }
             Ok(_) => {}
-            Err(err) => printer.info(&format!("node {}: could not prune old images: {err:#}", link.name)),
+            Err(err) => printer.info(&format!("node {node}: could not prune old images: {err:#}")),
         }
     }
 }
 
 /// Records `image` (of source `revision`) as current on `nodes` after `infra up` applied
 /// it and it is healthy.
-pub async fn up(
-    state_dir: &Path,
-    engines: &HashMap<String, Engine>,
-    nodes: &[&str],
-    image: &str,
-    revision: &str,
-) -> anyhow::Result<()> {
+pub async fn up<T: Port>(target: &T, nodes: &[&str], image: &str, revision: &str) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for node in nodes {
-        let version = match engines.get(*node) {
-            Some(engine) => labels(engine, image).await.1,
-            None => None,
-        };
+        let version = labels(target, node, image).await.1;
         let record = ImageRecord::now(image, Some(revision.to_string()), version, "infra up", "applied and healthy");
         records.push((node.to_string(), record));
     }
-    history::update(state_dir, |history| {
+    history::update(target.store(), |history| {
         for (node, record) in records {
             let node = history.node_mut(&node);
             // A repeated `infra up` of the running image keeps its place and first record.
@@ -177,6 +159,7 @@ pub async fn up(
             }
         }
     })
+    .await
 }
 
 #[cfg(test)]

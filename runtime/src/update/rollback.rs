@@ -1,56 +1,82 @@
 //! `rivetctl rollback [--to REV] [--node NAME] [--list]`: return agents to the previous
 //! revision (or a named one) whose image is still on the node, through the same batches and
-//! health gates as an update. The choice reads the rollback history (`choose`); what the
-//! rollback finished on is recorded like any rollout's.
+//! health gates as an update. The choice reads the rollback history (`choose`) and the
+//! images the target keeps (`Artifacts::stored_images`); what the rollback finished on is
+//! recorded like any rollout's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use orchestrator::rollout::{InstanceSpec, Rollout};
+use orchestrator::port::{Port, Unit};
+use targets::factory::Visit;
 
 use super::choose::{self, Present};
-use super::journal::{self, Journal, Kind};
-use super::{Target, connect_links, drive_and_report, driver, history, kept, list, prepare, refuse_unfinished};
+use super::journal::Kind;
+use super::rollout::{self, Planned};
+use super::{Scope, history, list, prepare};
 use crate::cli::{GlobalArgs, RollbackArgs, UpdateArgs};
 use crate::exit::{ExitStatus, hinted};
 use crate::printer::Printer;
-use crate::{lock, project, session, source, state};
+use crate::session::{self, Context, Held, target_error};
 
+/// `rivetctl rollback`.
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) -> anyhow::Result<ExitStatus> {
-    let project = project::load(printer, &global.config)?;
-    session::require_docker(&project, "rollback")?;
-    let state_dir = state::dir(&project);
-    let resolved = source::resolve(&project).await?;
-    let fleet = crate::fleet::build(&project, &resolved)?;
-    let (names, skipped) = super::scope(&fleet, &args.node, args.node.is_empty(), None)?;
-    if args.list {
-        let history = history::read(&state_dir)?;
-        let links = connect_links(&fleet, &project, &names).await?;
-        return list::run(printer, &fleet, &links, &names, &history).await;
+    let ctx = session::load(printer, global, "rollback").await?;
+    let scope = super::scope(&ctx.fleet, &args.node, args.node.is_empty(), None)?;
+    let nodes = scope.0.clone();
+    session::connect(&ctx, Some(&nodes), Rollback { printer, ctx: &ctx, args, scope }).await?
+}
+
+struct Rollback<'a> {
+    printer: &'a Printer,
+    ctx: &'a Context,
+    args: &'a RollbackArgs,
+    scope: Scope,
+}
+
+impl Visit for Rollback<'_> {
+    type Output = anyhow::Result<ExitStatus>;
+
+    async fn visit<T: Port>(self, target: &T) -> Self::Output {
+        let (names, skipped) = self.scope;
+        if self.args.list {
+            let history = history::read(target.store()).await?;
+            return list::run(self.printer, &self.ctx.fleet, target, &names, &history).await;
+        }
+        // `--list` changes nothing: it takes no lock.
+        let held = session::hold(self.printer, self.ctx, target.store(), "rollback").await?;
+        let result = rollback(self.printer, self.ctx, target, &held, self.args, names, skipped).await;
+        held.release(self.printer, result).await
     }
-    let _lock = lock::acquire(&state_dir.join("locks"), &project.config.name, "rivetctl rollback")
-        .map_err(crate::commands::lock::explain)?;
-    let journal_path = journal::path(&state_dir);
-    refuse_unfinished(&journal::read(&journal_path)?)?;
-    let history = history::read(&state_dir)?;
-    let links = connect_links(&fleet, &project, &names).await?;
-    let repository = &fleet.config.raw.deployment.image.agent_image;
-    let mut specs = Vec::new();
-    let mut targets: Vec<Target> = Vec::new();
-    let mut previous: BTreeMap<String, String> = BTreeMap::new();
+}
+
+pub(super) async fn rollback<T: Port>(
+    printer: &Printer,
+    ctx: &Context,
+    target: &T,
+    held: &Held<'_, T::Store>,
+    args: &RollbackArgs,
+    names: Vec<String>,
+    skipped: Vec<(String, String)>,
+) -> anyhow::Result<ExitStatus> {
+    let fleet = &ctx.fleet;
+    rollout::refuse_while_rolling_out(held)?;
+    let history = history::read(target.store()).await?;
+    let repository = &prepare::agent_repository(fleet);
+    let mut planned = Planned { specs: Vec::new(), units: Vec::new(), previous: BTreeMap::new(), agents: 0 };
     let mut on_nodes: BTreeMap<String, Vec<Present>> = BTreeMap::new();
     let mut warned: BTreeSet<(String, String)> = BTreeSet::new();
-    for (node, agent, resource) in prepare::agent_resources(&fleet, &names) {
-        let link = &links[&node];
-        let container = prepare::target(&fleet, &node, Arc::clone(&resource)).container;
-        let Some(current) = prepare::current(link, &container).await? else { continue };
+    for unit in prepare::agent_units(target, fleet, &names) {
+        let node = unit.node.clone();
+        let Some(current) = target.current(&unit).await.map_err(target_error)? else { continue };
         if let Some(revision) = &current.revision {
-            previous.entry(node.clone()).or_insert(revision.clone());
+            planned.previous.entry(node.clone()).or_insert(revision.clone());
         }
         if !on_nodes.contains_key(&node) {
-            on_nodes.insert(node.clone(), kept::present(link, repository).await?);
+            let present = target.stored_images(&node, repository).await.map_err(target_error)?;
+            on_nodes.insert(node.clone(), present);
         }
-        let current_id = link.engine.call().inspect_image(&current.image).await.ok().and_then(|i| i.id);
+        let current_id = target.image_facts(&node, &current.image).await.and_then(|f| f.id);
         let chosen = choose::choose(
             &history.node(&node),
             &current.image,
@@ -60,7 +86,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) ->
         );
         let Some(chosen) = chosen else {
             return Err(hinted(
-                format!("no earlier image of {repository} on node {node} to roll {agent} back to"),
+                format!("no earlier image of {repository} on node {node} to roll {} back to", prepare::unit_name(&unit)),
                 match &args.to {
                     Some(to) => format!("no image there has revision or tag {to}; `rivetctl rollback --list` shows the candidates"),
                     None => "rivetctl keeps the last deployment.update.keep_images revisions and never returns to one that was rejected; `rivetctl rollback --list` shows them, `--to` names one".into(),
@@ -78,30 +104,31 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &RollbackArgs) ->
                 chosen.image
             ));
         }
-        specs.push(InstanceSpec {
-            node: node.clone(),
-            agent: agent.clone(),
-            agents: Vec::new(),
-            from_version: prepare::image_version(&link.engine, &current.image).await,
-            to_version: prepare::image_version(&link.engine, &chosen.image).await,
-            from_image: current.image.clone(),
-            to_image: chosen.image.clone(),
-        });
-        targets.push(prepare::target(&fleet, &node, Arc::new(prepare::with_image(&resource, &chosen.image))));
+        let from_version = target.version(&node, &current.image).await;
+        let to_version = target.version(&node, &chosen.image).await;
+        let desired = Arc::new(target.with_image(&unit.desired, &chosen.image));
+        let unit = Unit { desired, ..unit };
+        let spec = prepare::instance_spec(&unit, (current.image.clone(), from_version), (chosen.image, to_version));
+        planned.agents += unit.agents.len();
+        planned.specs.push(spec);
+        planned.units.push(unit);
     }
-    if specs.is_empty() {
+    if planned.specs.is_empty() {
         printer.data("Nothing to roll back.\n")?;
         return Ok(ExitStatus::Success);
     }
-    let first = &links[&specs[0].node];
-    let (label, _) = super::record::labels(&first.engine, &specs[0].to_image).await;
-    let revision = label.unwrap_or_else(|| specs[0].to_image.clone());
-    let policy = super::policy(&fleet, &UpdateArgs::default(), specs.len());
-    let mut machine = Rollout::new(specs, policy, driver::now_ms());
-    let mut journal =
-        Journal::new(Kind::Rollback, &fleet.name, revision, names, skipped, previous.into_iter().collect());
-    let commands = machine.start(driver::now_ms());
-    let work = driver::Work { links: &links, targets: &targets };
-    let record = driver::Record { journal: &mut journal, path: &journal_path };
-    drive_and_report(printer, &mut machine, commands, work, record, true, None).await
+    let first = &planned.specs[0];
+    let label = target.image_facts(&first.node, &first.to_image).await.and_then(|f| f.revision);
+    let revision = label.unwrap_or_else(|| first.to_image.clone());
+    let policy = super::policy(fleet, &UpdateArgs::default(), planned.specs.len());
+    let start = rollout::Start {
+        kind: Kind::Rollback,
+        revision,
+        nodes: names,
+        skipped,
+        policy,
+        approve: true,
+        keep_images: None,
+    };
+    rollout::start(printer, ctx, target, held, planned, start).await
 }

@@ -6,6 +6,7 @@
 //! What the runtime did with bollard before the port lives here now; the runtime sees only
 //! the traits.
 
+pub mod doctor;
 mod images;
 pub mod nodes;
 mod steps;
@@ -17,13 +18,14 @@ use std::time::Duration;
 
 use orchestrator::docker::{ContainerSpec, DockerObject};
 use orchestrator::fleet::Fleet;
-use orchestrator::port::TargetError;
+use orchestrator::port::{Port, TargetError};
 use orchestrator::resource::Resource;
 
 pub use nodes::Link;
 
 use super::Engine;
 use super::gate::GateOptions;
+use super::state::DockerStore;
 
 /// Suffix of an agent's previous container while its instance is in a rollout.
 pub const PREV_SUFFIX: &str = "-rivetctl-prev";
@@ -41,19 +43,31 @@ pub struct DockerTarget {
     gate: GateOptions,
     /// The control host's engine, connected on first use (`update` builds there once).
     control: tokio::sync::OnceCell<Engine>,
+    /// The deployment's state, on the primary node's engine.
+    store: DockerStore,
+}
+
+/// The node holding the deployment's state: the one running the datahub, else the first.
+pub fn primary_node(fleet: &Fleet) -> Option<&str> {
+    fleet.nodes.iter().find(|n| n.role.runs_datahub()).or(fleet.nodes.first()).map(|n| n.name.as_str())
 }
 
 impl DockerTarget {
-    /// Connects to `nodes` of the fleet (all when `None`), in config order.
+    /// Connects to `nodes` of the fleet (all when `None`) and always to the primary node
+    /// (where the state is), in config order.
     pub async fn open(fleet: &Fleet, config_dir: &Path, nodes: Option<&[String]>) -> Result<DockerTarget, TargetError> {
+        let primary = primary_node(fleet)
+            .ok_or_else(|| TargetError::failed(format!("deployment {} has no nodes", fleet.name)))?
+            .to_string();
         let options = nodes::ssh_options(fleet, config_dir);
         let mut links = BTreeMap::new();
         for node in &fleet.nodes {
-            if nodes.is_some_and(|wanted| !wanted.contains(&node.name)) {
+            if node.name != primary && nodes.is_some_and(|wanted| !wanted.contains(&node.name)) {
                 continue;
             }
             links.insert(node.name.clone(), nodes::connect(node, &options, config_dir).await?);
         }
+        let store = DockerStore::new(links[&primary].engine.clone(), fleet.name.clone());
         let reaches = links.values().map(|link| (link.name.clone(), link.reach.clone())).collect();
         let gate = GateOptions {
             port: fleet.health.port,
@@ -70,6 +84,7 @@ impl DockerTarget {
             links,
             gate,
             control: tokio::sync::OnceCell::new(),
+            store,
         })
     }
 
@@ -81,6 +96,14 @@ impl DockerTarget {
     /// The control host's engine.
     async fn control(&self) -> Result<&Engine, TargetError> {
         self.control.get_or_try_init(|| nodes::control_host(&self.fleet, &self.config_dir)).await
+    }
+}
+
+impl Port for DockerTarget {
+    type Store = DockerStore;
+
+    fn store(&self) -> &DockerStore {
+        &self.store
     }
 }
 

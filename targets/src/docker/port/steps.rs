@@ -99,11 +99,12 @@ impl Target for DockerTarget {
                 Ok(()) => Ok(()),
                 Err(err) => {
                     let mut error = failure(link, &format!("cannot remove {}", key.kind), key, err).await;
-                    if key.kind == KIND_NETWORK {
-                        let names = attached(link, &key.name).await;
-                        if !names.is_empty() {
-                            error.message.push_str(&format!(" (attached: {})", names.join(", ")));
-                        }
+                    let attached = if key.kind == KIND_NETWORK { attached(link, &key.name).await } else { Vec::new() };
+                    if !attached.is_empty() {
+                        error.message.push_str(&format!(" (attached: {})", attached.join(", ")));
+                    }
+                    if error.hint.is_none() {
+                        error.hint = Some(delete_remedy(&key.kind, &key.name, &error.message, &attached));
                     }
                     Err(error)
                 }
@@ -205,5 +206,44 @@ impl From<health::Readiness> for Readiness {
             health::Readiness::Ready => Readiness::Ready,
             health::Readiness::Failed { reason, logs } => Readiness::Failed { reason, logs },
         }
+    }
+}
+
+/// What to do about an object a delete could not remove, with Docker's own tools (the
+/// runtime adds "then run the command again").
+fn delete_remedy(kind: &str, name: &str, reason: &str, attached: &[String]) -> String {
+    let reason = reason.to_lowercase();
+    match kind {
+        KIND_NETWORK if !attached.is_empty() => {
+            let disconnect: Vec<String> =
+                attached.iter().map(|c| format!("`docker network disconnect -f {name} {c}`")).collect();
+            format!("containers rivetctl does not own are attached: {}", disconnect.join(", "))
+        }
+        KIND_NETWORK if reason.contains("active endpoints") => format!(
+            "`docker network inspect {name}` shows the endpoints; `docker network disconnect -f {name} <endpoint>` for each"
+        ),
+        KIND_NETWORK => format!("`docker network inspect {name}` shows what holds it"),
+        KIND_CONTAINER => format!("`docker inspect {name}` shows its state; `docker rm -f {name}`"),
+        _ if reason.contains("in use") => {
+            format!("`docker ps -a --filter volume={name}` shows the containers using it; remove them")
+        }
+        _ => format!("`docker volume inspect {name}` shows it; fix the cause"),
+    }
+}
+
+#[cfg(test)]
+mod remedy_tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_leftover_gets_a_remedy_naming_the_object() {
+        let busy = delete_remedy(KIND_NETWORK, "n1", "has active endpoints", &["web".into()]);
+        assert_eq!(busy, "containers rivetctl does not own are attached: `docker network disconnect -f n1 web`");
+        let endpoints = delete_remedy(KIND_NETWORK, "n1", "network n1 id abc has active endpoints", &[]);
+        assert!(endpoints.contains("docker network disconnect -f n1 <endpoint>"), "{endpoints}");
+        assert!(
+            delete_remedy("volume", "v1", "volume is in use - [abc]", &[]).contains("docker ps -a --filter volume=v1")
+        );
+        assert!(delete_remedy(KIND_CONTAINER, "c1", "removal in progress", &[]).contains("docker rm -f c1"));
     }
 }
