@@ -110,15 +110,31 @@ fn names_an_age(text: &str) -> bool {
     })
 }
 
-/// The journal's rollout, once it satisfies `ready`, while `child` runs.
-fn wait_journal(fleet: &TestFleet, child: &mut Child, what: &str, ready: impl Fn(&serde_json::Value) -> bool) {
+/// Waits until the journal on the target satisfies `ready`, while `child` runs; a failure
+/// says which state documents the target held and shows the child's stderr (`log`).
+fn wait_journal(
+    fleet: &TestFleet,
+    child: &mut Child,
+    log: &std::path::Path,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) {
     let start = Instant::now();
     loop {
         if state::json(&fleet.name, "journal").is_some_and(|j| ready(&j["rollout"])) {
             return;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the first update ended before {what}");
-        assert!(start.elapsed() < Duration::from_secs(180), "timed out waiting for {what}");
+        let ended = child.try_wait().unwrap();
+        let timed_out = start.elapsed() > Duration::from_secs(180);
+        if ended.is_some() || timed_out {
+            let _ = child.kill();
+            panic!(
+                "the journal on the target never showed {what} while the first update ran ({}); state documents on the target: {:?}; its stderr:\n{}",
+                ended.map_or("timed out".to_string(), |status| format!("it ended: {status}")),
+                state::documents(&fleet.name).keys().collect::<Vec<_>>(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -152,14 +168,12 @@ fn a_rollout_killed_in_one_directory_is_refused_then_resumed_from_another() {
     fleet.assert_healthy(AGENTS);
     bump_both(&fleet, &second, "2.0.0");
 
-    let mut first = fleet
-        .command(&["update"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // The first runner's stderr goes to a file outside both directories, for messages.
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut first =
+        fleet.command(&["update"]).stdout(std::process::Stdio::null()).stderr(log.reopen().unwrap()).spawn().unwrap();
     let pid = first.id();
-    wait_journal(&fleet, &mut first, "the canary gating", |r| states(r).iter().any(|s| s == "gating"));
+    wait_journal(&fleet, &mut first, log.path(), "the canary gating", |r| states(r).iter().any(|s| s == "gating"));
     assert!(state::document(&fleet.name, "lock").is_some(), "the running update holds a lock document on the target");
 
     // The second runner is refused by the same lock, which names its holder.
