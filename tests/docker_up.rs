@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use support::describe;
 use support::docker::{TestFleet, docker};
+use support::state;
 
 const AGENTS: &[&str] = &["grok", "opus"];
 
@@ -127,17 +128,18 @@ fn destroy_keeps_data_unless_volumes_is_given() {
     fleet.expect(&["infra", "destroy", "--volumes", "--yes"], 0);
     assert!(fleet.list("volume").is_empty());
     assert!(fleet.containers().is_empty());
+    let state = state::volume_names(&fleet.name);
+    assert!(state.is_empty(), "destroy --volumes removes rivetctl's state on the target too: {state:?}");
 }
 
 #[test]
 fn a_second_concurrent_up_fails_on_the_lock() {
     let fleet = TestFleet::new("lock");
     let mut first = fleet.command(&["infra", "up", "--yes"]).spawn().expect("spawn rivetctl");
-    let lock = fleet.dir.path().join(format!(".rivetctl/{0}/locks/{0}.lock", fleet.name));
     let started = Instant::now();
-    while !lock.exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the first run never took the lock");
-        assert!(first.try_wait().unwrap().is_none(), "the first run ended before taking the lock");
+    while state::document(&fleet.name, "lock").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first run never wrote a lock on the target");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended before a lock showed on the target");
         std::thread::sleep(Duration::from_millis(20));
     }
     let second = fleet.expect(&["infra", "up", "--yes"], 1);
@@ -145,7 +147,7 @@ fn a_second_concurrent_up_fails_on_the_lock() {
     assert!(stderr.contains("is locked by `rivetctl infra up`"), "{stderr}");
     assert!(stderr.contains(&format!("pid {}", first.id())), "{stderr}");
     assert!(first.wait().unwrap().success());
-    assert!(!lock.exists(), "the lock is released");
+    assert_eq!(state::document(&fleet.name, "lock"), None, "the lock is released");
     fleet.assert_healthy(AGENTS);
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use support::describe;
 use support::docker::{TestFleet, docker, docker_status};
 use support::mesh::{self, sshd};
+use support::state;
 
 /// One agent per node, in node order.
 const NODES: &[mesh::Node<'static>] = &[("n1", "both", &["a1"]), ("n2", "agents", &["b1"]), ("n3", "agents", &["c1"])];
@@ -117,9 +118,9 @@ impl Mesh {
         }
     }
 
+    /// The rollout journal, as kept on the target.
     fn journal(&self) -> Option<serde_json::Value> {
-        let path = self.fleet.dir.path().join(format!(".rivetctl/{}/rollout.json", self.fleet.name));
-        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok())
+        state::json(&self.fleet.name, "journal")
     }
 }
 
@@ -162,8 +163,7 @@ fn rollback_after_a_rejected_canary_and_a_resumed_update_returns_to_the_last_goo
     assert_eq!(result["nodes"][0]["previous_image"], good.as_str(), "{result}");
     assert_eq!(result["nodes"][0]["new_image"], serde_json::Value::Null, "{result}");
     assert_eq!(mesh.image(), good, "the canary went back");
-    let history_path = mesh.fleet.dir.path().join(format!(".rivetctl/{}/images.json", mesh.fleet.name));
-    let history: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&history_path).unwrap()).unwrap();
+    let history = state::json(&mesh.fleet.name, "history").expect("the history is on the target");
     let bad = history["nodes"]["n1"]["rejected"][0]["image"].as_str().unwrap().to_string();
     assert_eq!(version_of(&bad), "3.0.0");
 
@@ -177,7 +177,10 @@ fn rollback_after_a_rejected_canary_and_a_resumed_update_returns_to_the_last_goo
             all.iter().any(|i| i["spec"]["node"] == "n1" && i["state"] == "done" && i["spec"]["to_version"] == "4.0.0")
         })
     }) {
-        assert!(update.try_wait().unwrap().is_none(), "the update ended before n1 was done");
+        assert!(
+            update.try_wait().unwrap().is_none(),
+            "the update ended before the journal on the target showed n1 done"
+        );
         assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for n1");
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -233,11 +236,12 @@ fn rollback_after_a_rejected_canary_and_a_resumed_update_returns_to_the_last_goo
     );
     assert_eq!(mesh.image(), good);
 
-    // A corrupt history stops the next command before it changes anything, naming the file.
-    std::fs::write(&history_path, "{\"version\": 2, \"nodes\": {").unwrap();
+    // A corrupt history stops the next command before it changes anything, naming the
+    // document (written as another runner would: a new generation on the target).
+    state::write(&mesh.fleet.name, "history", "{\"version\": 2, \"nodes\": {");
     let refused = mesh.fleet.expect(&["rollback"], 1);
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains(&format!(".rivetctl/{}/images.json is unreadable", mesh.fleet.name)), "{stderr}");
-    assert!(stderr.contains("move it aside"), "{stderr}");
+    assert!(stderr.contains("history") && stderr.contains("is unreadable"), "{stderr}");
+    assert!(stderr.contains("hint:"), "it says what to do: {stderr}");
     assert_eq!(mesh.image(), good);
 }

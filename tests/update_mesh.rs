@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use support::describe;
 use support::docker::{TestFleet, docker};
 use support::mesh::{self, sshd};
+use support::state;
 
 /// Agents per node, in node order.
 const NODES: &[(&str, &str, &[&str])] =
@@ -39,9 +40,9 @@ impl Mesh {
         mesh::bump(&self.fleet, version);
     }
 
+    /// The rollout journal, as kept on the target.
     fn journal(&self) -> Option<serde_json::Value> {
-        let path = self.fleet.dir.path().join(format!(".rivetctl/{}/rollout.json", self.fleet.name));
-        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok())
+        state::json(&self.fleet.name, "journal")
     }
 
     /// Waits until the journal satisfies `ready`, while `child` runs.
@@ -51,7 +52,10 @@ impl Mesh {
             if self.journal().is_some_and(|j| ready(&j["rollout"])) {
                 return;
             }
-            assert!(child.try_wait().unwrap().is_none(), "the update ended before {what}");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the update ended before the journal on the target showed {what}"
+            );
             assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -195,7 +199,7 @@ fn mesh_update_in_batches_then_a_failing_canary_is_rolled_back() {
             assert_eq!(id, &after[name].2, "{name} was not touched");
         }
     }
-    assert_eq!(mesh.journal().unwrap()["rollout"]["status"], "rolled_back");
+    assert_eq!(mesh.journal().expect("the journal is on the target")["rollout"]["status"], "rolled_back");
 }
 
 #[test]
@@ -254,7 +258,7 @@ fn kill_9_mid_rollout_then_resume_finishes_without_orphans() {
     let images: std::collections::BTreeSet<&String> = states.values().map(|(image, _, _)| image).collect();
     assert_eq!(images.len(), 1, "{states:#?}");
     assert!(states.values().all(|(_, health, _)| health == "healthy"));
-    assert_eq!(mesh.journal().unwrap()["rollout"]["status"], "succeeded");
+    assert_eq!(mesh.journal().expect("the journal is on the target")["rollout"]["status"], "succeeded");
 }
 
 #[test]
@@ -265,10 +269,12 @@ fn concurrent_updates_unknown_host_keys_and_mesh_json() {
 
     // A second update while one runs fails on the lock and names the holder.
     let mut first = mesh.fleet.command(&["update", "--mesh"]).spawn().unwrap();
-    let lock = mesh.fleet.dir.path().join(format!(".rivetctl/{0}/locks/{0}.lock", mesh.fleet.name));
     let start = Instant::now();
-    while !lock.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60) && first.try_wait().unwrap().is_none());
+    while state::document(&mesh.fleet.name, "lock").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60) && first.try_wait().unwrap().is_none(),
+            "the first update never showed a lock on the target"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let second = mesh.fleet.expect(&["update", "--mesh"], 1);

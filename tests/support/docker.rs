@@ -1,5 +1,6 @@
 //! A throw-away copy of the quickstart fleet per test: its own directory, its own deployment
-//! name, removed from the Docker Engine when the test ends (pass or fail).
+//! name, removed from the Docker Engine when the test ends (pass or fail), rivetctl's state
+//! volumes for it included.
 //!
 //! Assertions read the engine through the `docker` CLI, not through rivetctl's own code.
 
@@ -153,11 +154,18 @@ impl TestFleet {
         format!("{}-agent-{id}", self.name)
     }
 
-    /// Names (ids) of the deployment's objects of a kind: `volume` or `network`.
+    /// Names (ids) of the deployment's objects of a kind: `volume` or `network`. The
+    /// volumes that hold rivetctl's own state (`super::state`) are not the deployment's data
+    /// and are not listed.
     pub fn list(&self, kind: &str) -> Vec<String> {
         let filter = format!("label=io.rivetctl.deployment={}", self.name);
         let output = docker_status(&[kind, "ls", "-q", "--filter", &filter]);
-        String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+        let state = if kind == "volume" { super::state::volume_names_or_none(&self.name) } else { Vec::new() };
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|n| !state.iter().any(|s| s == n))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Asserts every long-running container is running and healthy, and migrate exited 0.
@@ -189,5 +197,6 @@ impl Drop for TestFleet {
                 docker_status(&[kind, "rm", &item]);
             }
         }
+        super::state::remove_all(&self.name);
     }
 }

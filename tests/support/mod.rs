@@ -8,6 +8,7 @@ mod golden_files;
 pub mod base_image;
 pub mod docker;
 pub mod mesh;
+pub mod state;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
