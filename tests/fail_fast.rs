@@ -120,6 +120,8 @@ fn a_failing_canary_is_back_on_the_old_image_seconds_after_docker_calls_it_unhea
 
 #[test]
 fn infra_up_with_a_failing_revision_fails_fast_and_keeps_the_previous_containers_serving() {
+    // `infra up` replaces running agents through the rollout engine: the canary fails its
+    // gate, is returned to its previous container, and the other agent is never touched.
     let fleet = TestFleet::new("ffup");
     fleet.expect(&["infra", "up", "--yes"], 0);
     let ids = |fleet: &TestFleet| -> Vec<(String, String)> {
@@ -137,7 +139,7 @@ fn infra_up_with_a_failing_revision_fails_fast_and_keeps_the_previous_containers
         "{}",
         describe(&output)
     );
-    assert!(stderr.contains("previous container was kept"), "{stderr}");
+    assert!(stderr.contains("(rolled_back)") && stderr.contains("the rollout rolled back"), "{stderr}");
     assert!(stderr.contains("log lines") && stderr.contains("FAIL_HEALTH knob is set"), "{stderr}");
     // Docker calls it unhealthy after ~10 s (start period 5 s, then 3 failed checks 2 s apart);
     // the deadline (`deployment.health.deadline`) is 90 s.

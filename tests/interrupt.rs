@@ -1,6 +1,7 @@
 //! Ctrl-C (SIGINT) at several points of `infra up` and `infra destroy`, against the real
 //! Docker Engine: the command stops after the steps in flight, exits 130, leaves no agent
-//! half-replaced, and a second `infra up` converges. Two signals abort at once.
+//! half-replaced, and a second `infra up` converges (finishing a rollout the first left).
+//! Two signals abort at once.
 //!
 //! The signals are sent when a progress line appears on the child's stderr. SIGTERM (how
 //! CI cancels) behaves as the first Ctrl-C.
@@ -130,18 +131,41 @@ fn change_opus(fleet: &TestFleet) {
     });
 }
 
+/// The rollout's progress line of agent `id` entering `state` (`local/opus: gating`).
+fn rollout_event(id: &str, state: &str) -> impl Fn(&str) -> bool {
+    let wanted = format!("local/{id}: {state}");
+    move |line: &str| line.contains(&wanted)
+}
+
+/// Leftovers of a rollout (`-rivetctl-prev`, `-rivetctl-next`) of the fleet's agents.
+fn rollout_leftovers(fleet: &TestFleet) -> Vec<String> {
+    fleet.containers().into_keys().filter(|n| n.ends_with("-rivetctl-prev") || n.ends_with("-rivetctl-next")).collect()
+}
+
 #[test]
-fn ctrl_c_during_a_replacement_completes_it() {
+fn ctrl_c_during_a_replacement_stops_the_rollout_and_the_next_up_finishes_it() {
     let fleet = TestFleet::new("int-replace");
     fleet.expect(&["infra", "up", "--yes"], 0);
     change_opus(&fleet);
-    // "waiting for health" follows the start of the new container next to the old one.
-    interrupt_up(&fleet, libc::SIGINT, "for the new opus container", event(&fleet.agent("opus"), "waiting for health"));
-    assert_no_half_state(&fleet, true);
+    // A running agent that changes is replaced by the rollout engine: Ctrl-C while its new
+    // container is gated stops the rollout with its journal written (exit 3, as `update`).
+    let mut up = Watched::spawn(fleet.command(&["infra", "up", "--yes"]));
+    up.wait_for("for the new opus container's gate", Duration::from_secs(180), rollout_event("opus", "gating"));
+    up.signal(libc::SIGINT);
+    let (output, _) = up.finish(Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    assert!(stderr.contains(STOPPING) && stderr.contains("the rollout was interrupted"), "{stderr}");
+
+    // The next `infra up` finishes the rollout it left, then has nothing else to do.
+    let again = fleet.expect(&["infra", "up", "--yes"], 0);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("finishing it first") && stderr.contains("Resuming the infra up"), "{}", describe(&again));
     let env = docker(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", &fleet.agent("opus")]);
     assert!(env.lines().any(|l| l == "LOG_LEVEL=debug"), "the replacement was completed: {env}");
-    let again = fleet.expect(&["infra", "up", "--yes"], 0);
-    assert!(String::from_utf8_lossy(&again.stdout).contains("No changes"), "{}", describe(&again));
+    assert!(rollout_leftovers(&fleet).is_empty(), "{:?}", rollout_leftovers(&fleet));
+    let third = fleet.expect(&["infra", "up", "--yes"], 0);
+    assert!(String::from_utf8_lossy(&third.stdout).contains("No changes"), "{}", describe(&third));
     fleet.assert_healthy(AGENTS);
 }
 
@@ -151,11 +175,7 @@ fn a_second_ctrl_c_aborts_at_once_and_up_converges() {
     fleet.expect(&["infra", "up", "--yes"], 0);
     change_opus(&fleet);
     let mut up = Watched::spawn(fleet.command(&["infra", "up", "--yes"]));
-    up.wait_for(
-        "for the new opus container",
-        Duration::from_secs(120),
-        event(&fleet.agent("opus"), "waiting for health"),
-    );
+    up.wait_for("for the new opus container's gate", Duration::from_secs(120), rollout_event("opus", "gating"));
     up.interrupt();
     up.wait_for("saying it stops", Duration::from_secs(10), |line| line.contains(STOPPING));
     up.interrupt();
@@ -166,9 +186,11 @@ fn a_second_ctrl_c_aborts_at_once_and_up_converges() {
     assert!(waited < Duration::from_secs(2), "the abort took {waited:?}");
     assert_no_half_state(&fleet, false);
 
+    // The journal says where the rollout was: the next `infra up` finishes it.
     fleet.expect(&["infra", "up", "--yes"], 0);
     fleet.assert_healthy(AGENTS);
     assert_no_half_state(&fleet, true);
+    assert!(rollout_leftovers(&fleet).is_empty(), "{:?}", rollout_leftovers(&fleet));
 }
 
 #[test]

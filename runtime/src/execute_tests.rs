@@ -151,8 +151,16 @@ fn desired(agents: usize) -> Vec<Resource<()>> {
 
 /// The fleet's first plan.
 fn first_plan(agents: usize) -> Plan<()> {
-    plan::plan("d", "scripted", desired(agents), &[], PlanOptions { wait_deadline_ms: 7000, ..PlanOptions::default() })
+    plan::plan("d", "scripted", desired(agents), &[], SEVEN_SECONDS)
 }
+
+/// Plans whose steps wait up to 7 s (the executor takes each step's deadline from it).
+const SEVEN_SECONDS: PlanOptions = PlanOptions {
+    prune: true,
+    delete_data: false,
+    delete_grace_ms: PlanOptions::DEFAULT_DELETE_GRACE_MS,
+    wait_deadline_ms: 7000,
+};
 
 const OPTIONS: ExecuteOptions = ExecuteOptions { max_parallel: 2 };
 
@@ -227,7 +235,7 @@ async fn a_create_that_fails_its_wait_is_discarded_and_later_waves_are_skipped()
 async fn a_changed_object_that_fails_its_wait_is_not_discarded() {
     let old = resource("container", "hub", Component::Datahub, "pg:15");
     let new = resource("container", "hub", Component::Datahub, "pg:16");
-    let plan = plan::plan("d", "scripted", vec![new], &[observed(&old)], PlanOptions::default());
+    let plan = plan::plan("d", "scripted", vec![new], &[observed(&old)], SEVEN_SECONDS);
     assert_eq!(plan.steps[0].action, Action::Update);
     let target = Scripted { unhealthy: ["hub".to_string()].into(), ..Scripted::default() };
     let report = run(&target, &plan, OPTIONS, &CancellationToken::new()).await.0.unwrap();
@@ -263,7 +271,7 @@ async fn a_step_the_target_refuses_ends_the_execution_after_its_wave() {
     let target = Scripted { refuse: ["agent-0".to_string()].into(), ..Scripted::default() };
     // A removal after the agents' wave, which must not start.
     let gone = resource("container", "old", Component::Agent("old".into()), "agent:0");
-    let plan = plan::plan("d", "scripted", desired(2), &[observed(&gone)], PlanOptions::default());
+    let plan = plan::plan("d", "scripted", desired(2), &[observed(&gone)], SEVEN_SECONDS);
     let (result, _) = run(&target, &plan, OPTIONS, &CancellationToken::new()).await;
     assert_eq!(result.unwrap_err(), TargetError::failed("agent-0 refused"));
     let log = target.log();

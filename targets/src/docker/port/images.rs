@@ -220,6 +220,7 @@ impl Artifacts for DockerTarget {
     ) -> Result<(), TargetError> {
         match request.provide {
             Provide::OnEachNode => {
+                self.all_connected()?;
                 for link in self.links.values() {
                     with_token(cancelled, |token| async move {
                         build_on(&link.engine, &link.name, request, &token, events).await

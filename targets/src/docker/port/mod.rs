@@ -39,6 +39,10 @@ pub struct DockerTarget {
     config_dir: PathBuf,
     /// Every connected node, by name.
     links: BTreeMap<String, Link>,
+    /// Nodes asked for that could not be connected, with why: an operation that needs one
+    /// fails with its error; the state store (on the primary node) and the other nodes
+    /// still answer, so a command can still say, say, that a rollout is unfinished.
+    unreachable: BTreeMap<String, TargetError>,
     /// How agent containers are gated (`infra up`'s waits).
     gate: GateOptions,
     /// The control host's engine, connected on first use (`update` builds there once).
@@ -61,11 +65,21 @@ impl DockerTarget {
             .to_string();
         let options = nodes::ssh_options(fleet, config_dir);
         let mut links = BTreeMap::new();
+        let mut unreachable = BTreeMap::new();
         for node in &fleet.nodes {
             if node.name != primary && nodes.is_some_and(|wanted| !wanted.contains(&node.name)) {
                 continue;
             }
-            links.insert(node.name.clone(), nodes::connect(node, &options, config_dir).await?);
+            match nodes::connect(node, &options, config_dir).await {
+                Ok(link) => {
+                    links.insert(node.name.clone(), link);
+                }
+                // Without the primary node there is no state, and no lock: nothing can go on.
+                Err(err) if node.name == primary => return Err(err),
+                Err(err) => {
+                    unreachable.insert(node.name.clone(), err);
+                }
+            }
         }
         let store = DockerStore::new(links[&primary].engine.clone(), fleet.name.clone());
         let reaches = links.values().map(|link| (link.name.clone(), link.reach.clone())).collect();
@@ -82,6 +96,7 @@ impl DockerTarget {
             fleet: fleet.clone(),
             config_dir: config_dir.to_path_buf(),
             links,
+            unreachable,
             gate,
             control: tokio::sync::OnceCell::new(),
             store,
@@ -90,7 +105,19 @@ impl DockerTarget {
 
     /// The connection to `node`.
     fn link(&self, node: &str) -> Result<&Link, TargetError> {
+        if let Some(err) = self.unreachable.get(node) {
+            return Err(err.clone());
+        }
         self.links.get(node).ok_or_else(|| TargetError::failed(format!("node {node} is not connected")))
+    }
+
+    /// Fails with the first node that could not be connected (operations that need every
+    /// node: observing the deployment, building on each node).
+    fn all_connected(&self) -> Result<(), TargetError> {
+        match self.unreachable.values().next() {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
+        }
     }
 
     /// The control host's engine.

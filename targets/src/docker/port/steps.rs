@@ -64,6 +64,7 @@ impl Target for DockerTarget {
     }
 
     async fn observe(&self) -> Result<Vec<ObservedResource>, TargetError> {
+        self.all_connected()?;
         let mut observed = Vec::new();
         for link in self.links.values() {
             let found = crate::docker::observe(&link.engine, &self.fleet.name).await;
