@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use orchestrator::config::rules::{Endpoint, TcpSecurity};
-use orchestrator::fleet::{Fleet, FleetNode};
+use orchestrator::fleet::{DockerEngine, Fleet, TargetSettings};
 use orchestrator::resource::ObservedResource;
 use targets::docker::{self, Engine};
 use targets::probe::Reach;
@@ -50,7 +50,7 @@ fn relative_to(config_dir: &std::path::Path, path: PathBuf) -> PathBuf {
 }
 
 /// Connects to one node.
-pub async fn connect(node: &FleetNode, options: &SshOptions) -> anyhow::Result<Link> {
+pub async fn connect(node: &DockerEngine, options: &SshOptions) -> anyhow::Result<Link> {
     match &node.endpoint {
         Endpoint::Ssh { user, host, port } => {
             let user = ssh_user(&node.name, user.as_deref(), host, *port)?;
@@ -162,10 +162,18 @@ pub async fn control_host(fleet: &Fleet) -> anyhow::Result<Engine> {
 pub async fn connect_all(fleet: &Fleet, config_dir: &std::path::Path) -> anyhow::Result<Vec<Link>> {
     let options = ssh_options(fleet, config_dir);
     let mut links = Vec::new();
-    for node in &fleet.nodes {
+    for node in docker_engines(fleet) {
         links.push(connect(node, &options).await?);
     }
     Ok(links)
+}
+
+/// The Docker engine of every node, in node order (none unless the target is Docker).
+pub fn docker_engines(fleet: &Fleet) -> &[DockerEngine] {
+    match &fleet.target_settings {
+        TargetSettings::Docker(docker) => &docker.engines,
+        _ => &[],
+    }
 }
 
 /// Everything the deployment owns on these engines.

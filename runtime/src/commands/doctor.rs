@@ -106,7 +106,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
             }
         };
         let ssh = crate::engines::ssh_options(&fleet, &project.dir);
-        for node in &fleet.nodes {
+        for node in crate::engines::docker_engines(&fleet) {
             let name = format!("engine {}", node.name);
             match crate::engines::connect(node, &ssh).await {
                 Err(err) => add(&name, Err((format!("{err:#}"), hint_of(&err)))),

@@ -24,7 +24,7 @@ to have rivetctl create and update the fleet.";
 /// `docker` holds the fleet's Docker resources when the target is Docker.
 pub fn artifacts_of(project: &Project, fleet: &Fleet, docker: &[DockerResource]) -> anyhow::Result<Vec<Artifact>> {
     let name = config_name(project);
-    Ok(match fleet.target {
+    Ok(match fleet.target() {
         Target::Docker => render::compose::artifacts(fleet, docker, &name, &project.text)?,
         Target::Kubernetes => render::kubernetes::artifacts(fleet)?,
         Target::Proxmox => {
@@ -45,7 +45,7 @@ fn write_artifacts(
     dir: &std::path::Path,
 ) -> anyhow::Result<(usize, usize)> {
     let mut files = artifacts::Directory::new(dir);
-    if fleet.target == Target::Docker {
+    if fleet.target() == Target::Docker {
         let name = config_name(project);
         render::compose::write(fleet, docker, &name, &project.text, &mut files)?;
     } else {
@@ -95,14 +95,14 @@ async fn observe_docker(
 /// Plans Kubernetes or Proxmox resources against an empty target (observing them is not
 /// implemented yet, and the output says so).
 fn plan_offline_target(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
-    let target = fleet.target.as_str();
-    let desired = match fleet.target {
+    let target = fleet.target().as_str();
+    let desired = match fleet.target() {
         Target::Kubernetes => render::kubernetes::resources(fleet)?,
         _ => render::proxmox::resources(fleet)?,
     };
     printer.info(&format!(
         "Observed: nothing — reading a live {target} {} is not implemented yet, so this plan is against an empty one.",
-        if fleet.target == Target::Kubernetes { "cluster" } else { "cluster's containers" }
+        if fleet.target() == Target::Kubernetes { "cluster" } else { "cluster's containers" }
     ));
     let plan = plan::plan::<serde_json::Value>(&fleet.name, target, desired, &[], PlanOptions::default());
     show(printer, &plan, "offline")?;
@@ -113,8 +113,8 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project).await?;
     let fleet = fleet::build(&project, &resolved)?;
-    let desired = if fleet.target == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
-    let observed = match fleet.target {
+    let desired = if fleet.target() == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
+    let observed = match fleet.target() {
         Target::Docker => Some(observe_docker(printer, &fleet, &project.dir, args.offline).await?),
         _ => None,
     };
@@ -123,7 +123,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
         Some(dir) => Some((write_artifacts(&project, &fleet, &desired, dir)?, dir)),
         None => None,
     };
-    let changed = match (fleet.target, observed) {
+    let changed = match (fleet.target(), observed) {
         (Target::Manual, _) => {
             printer.info(MANUAL);
             false

@@ -79,7 +79,10 @@ async fn connect_links(fleet: &Fleet, project: &Project, names: &[String]) -> an
     let options = crate::engines::ssh_options(fleet, &project.dir);
     let mut links = BTreeMap::new();
     for name in names {
-        let node = fleet.node(name).expect("scope holds configured nodes");
+        let node = crate::engines::docker_engines(fleet)
+            .iter()
+            .find(|e| e.name == *name)
+            .expect("scope holds configured nodes");
         links.insert(name.clone(), crate::engines::connect(node, &options).await?);
     }
     Ok(links)
