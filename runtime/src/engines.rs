@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use orchestrator::config::rules::{Endpoint, TcpSecurity};
-use orchestrator::fleet::{DockerEngine, Fleet, TargetSettings};
+use orchestrator::fleet::{DockerEngine, Fleet};
 use orchestrator::resource::ObservedResource;
 use targets::docker::{self, Engine};
 use targets::probe::Reach;
@@ -170,10 +170,7 @@ pub async fn connect_all(fleet: &Fleet, config_dir: &std::path::Path) -> anyhow:
 
 /// The Docker engine of every node, in node order (none unless the target is Docker).
 pub fn docker_engines(fleet: &Fleet) -> &[DockerEngine] {
-    match &fleet.target_settings {
-        TargetSettings::Docker(docker) => &docker.engines,
-        _ => &[],
-    }
+    fleet.target_settings.docker_engines()
 }
 
 /// Everything the deployment owns on these engines.

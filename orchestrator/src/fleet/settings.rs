@@ -33,6 +33,14 @@ impl TargetSettings {
             TargetSettings::Manual => Target::Manual,
         }
     }
+
+    /// The Docker engine of every node, in node order; none unless the target is Docker.
+    pub fn docker_engines(&self) -> &[DockerEngine] {
+        match self {
+            TargetSettings::Docker(docker) => &docker.engines,
+            _ => &[],
+        }
+    }
 }
 
 /// Docker: `deployment.docker` and the engine of every node.
