@@ -3,7 +3,9 @@
 //! - [`config`]: `rivet.config.yaml` from text to a checked, typed model.
 //! - [`fleet`]: the desired state of a deployment, independent of the target.
 //! - [`resource`]: managed objects as flat, diffable fields with a spec hash.
-//! - [`docker`]: the fleet lowered into Docker networks, volumes and containers.
+//! - [`lower`]: each target's lowering of the fleet into the resources it applies (Docker
+//!   networks, volumes and containers; Kubernetes objects; Proxmox LXC containers), all
+//!   with the same shape; [`docker`] is [`lower::docker`].
 //! - [`plan`]: desired × observed → an immutable plan, and how to print it.
 //! - [`gate`]: the health gate of an agent container (pending, passed, failed and why),
 //!   shared by the rollout and `infra up`.
@@ -20,9 +22,10 @@
 
 pub mod config;
 pub mod digest;
-pub mod docker;
+pub use lower::docker;
 pub mod fleet;
 pub mod gate;
+pub mod lower;
 pub mod memory;
 pub mod mesh;
 pub mod plan;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use orchestrator::config::rules::TcpSecurity;
-use orchestrator::fleet::{Fleet, FleetInputs};
+use orchestrator::fleet::{Fleet, FleetInputs, TargetSettings};
 
 use crate::exit::hinted;
 use crate::project::Project;
@@ -21,8 +21,10 @@ pub fn build(project: &Project, resolved: &Resolved) -> anyhow::Result<Fleet> {
         let hint = err.hint().to_string();
         hinted(format!("{}: {err}", project.shown_path), hint)
     })?;
-    for node in &mut fleet.nodes {
-        node.tcp = resolve_security(&node.tcp, &project.dir);
+    if let TargetSettings::Docker(docker) = &mut fleet.target_settings {
+        for engine in &mut docker.engines {
+            engine.tcp = resolve_security(&engine.tcp, &project.dir);
+        }
     }
     Ok(fleet)
 }

@@ -31,7 +31,7 @@ pub struct OpenOptions<'a> {
 
 /// Connects to the fleet's target and runs `visitor` with it.
 pub async fn open<V: Visit>(fleet: &Fleet, options: &OpenOptions<'_>, visitor: V) -> Result<V::Output, TargetError> {
-    match fleet.target {
+    match fleet.target() {
         TargetKind::Docker => {
             let target = DockerTarget::open(fleet, options.config_dir, options.nodes).await?;
             Ok(visitor.visit(&target).await)
@@ -70,7 +70,7 @@ pub async fn checks(
     source_root: Option<&Path>,
     base_image_hint: &dyn Fn(&str, &str) -> String,
 ) -> Vec<Check> {
-    match fleet.target {
+    match fleet.target() {
         TargetKind::Docker => {
             crate::docker::port::doctor::checks(fleet, options.config_dir, source_root, base_image_hint).await
         }

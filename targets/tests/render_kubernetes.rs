@@ -292,7 +292,11 @@ fn unknown_variables_fail_to_render() {
     assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
 
     // minijinja's own `tojson` writes an undefined value as `null`; the renderers' does not.
-    let mut ctx = kubernetes::context(&fleet_prebuilt(CONFIG));
+    let fleet = fleet_prebuilt(CONFIG);
+    let orchestrator::fleet::TargetSettings::Kubernetes(settings) = &fleet.target_settings else {
+        panic!("a kubernetes fleet")
+    };
+    let mut ctx = kubernetes::context(&fleet, settings);
     assert!(render::render(kubernetes::TEMPLATE, &ctx).is_ok());
     ctx.as_object_mut().unwrap().remove("namespace_name");
     let err = render::render(kubernetes::TEMPLATE, &ctx).unwrap_err();

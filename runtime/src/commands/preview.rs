@@ -31,7 +31,7 @@ to have rivetctl create and update the fleet.";
 /// `docker` holds the fleet's Docker resources when the target is Docker.
 pub fn artifacts_of(project: &Project, fleet: &Fleet, docker: &[DockerResource]) -> anyhow::Result<Vec<Artifact>> {
     let name = config_name(project);
-    Ok(match fleet.target {
+    Ok(match fleet.target() {
         Target::Docker => render::compose::artifacts(fleet, docker, &name, &project.text)?,
         Target::Kubernetes => render::kubernetes::artifacts(fleet)?,
         Target::Proxmox => {
@@ -52,7 +52,7 @@ fn write_artifacts(
     dir: &std::path::Path,
 ) -> anyhow::Result<(usize, usize)> {
     let mut files = artifacts::Directory::new(dir);
-    if fleet.target == Target::Docker {
+    if fleet.target() == Target::Docker {
         let name = config_name(project);
         render::compose::write(fleet, docker, &name, &project.text, &mut files)?;
     } else {
@@ -118,14 +118,14 @@ fn plan_offline_docker(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool>
 /// Plans Kubernetes or Proxmox resources against an empty target (observing them is not
 /// implemented yet, and the output says so).
 fn plan_offline_target(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
-    let target = fleet.target.as_str();
-    let desired = match fleet.target {
+    let target = fleet.target().as_str();
+    let desired = match fleet.target() {
         Target::Kubernetes => render::kubernetes::resources(fleet)?,
         _ => render::proxmox::resources(fleet)?,
     };
     printer.info(&format!(
         "Observed: nothing — reading a live {target} {} is not implemented yet, so this plan is against an empty one.",
-        if fleet.target == Target::Kubernetes { "cluster" } else { "cluster's containers" }
+        if fleet.target() == Target::Kubernetes { "cluster" } else { "cluster's containers" }
     ));
     let plan = plan::plan::<serde_json::Value>(&fleet.name, target, desired, &[], PlanOptions::default());
     show(printer, &plan, "offline")?;
@@ -139,12 +139,12 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     // Artifacts are rendered first, and their resources dropped before planning.
     let written = match &args.out {
         Some(dir) => {
-            let docker = if fleet.target == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
+            let docker = if fleet.target() == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
             Some((write_artifacts(&project, &fleet, &docker, dir)?, dir))
         }
         None => None,
     };
-    let changed = match fleet.target {
+    let changed = match fleet.target() {
         Target::Manual => {
             printer.info(MANUAL);
             false

@@ -25,7 +25,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use orchestrator::fleet::{AGENT_LIMITS, Env, Fleet, ResolvedLimits, container_name_of};
+use orchestrator::fleet::{
+    AGENT_LIMITS, Env, Fleet, KubernetesSettings, ResolvedLimits, TargetSettings, with_database_url,
+};
+use orchestrator::lower::kubernetes as lowering;
 use orchestrator::resource::{Component, Fields, Resource, ResourceKey, RunState, flatten_json};
 use serde_json::{Value, json};
 
@@ -52,13 +55,16 @@ const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 const MIB: u64 = 1024 * 1024;
 
-/// Names of objects are DNS labels: the project name lower-cased, `_` and `.` as `-`.
-fn prefix(fleet: &Fleet) -> String {
-    container_name_of(&fleet.project)
+fn secret_name(settings: &KubernetesSettings) -> String {
+    format!("{}-secrets", lowering::prefix(settings))
 }
 
-fn secret_name(fleet: &Fleet) -> String {
-    format!("{}-secrets", prefix(fleet))
+/// The Kubernetes settings of a Kubernetes fleet.
+fn settings_of(fleet: &Fleet) -> Option<&KubernetesSettings> {
+    match &fleet.target_settings {
+        TargetSettings::Kubernetes(settings) => Some(settings),
+        _ => None,
+    }
 }
 
 /// Label keys a selector matches on: stable across revisions (selectors are immutable).
@@ -168,25 +174,21 @@ fn mount(name: &str, path: &str, read_only: bool) -> Value {
 
 /// The template context. Holds the secret values under `secret.data` only; the manifests
 /// part never reads them.
-pub fn context(fleet: &Fleet) -> Value {
-    let k8s = &fleet.config.raw.deployment.kubernetes;
-    let prefix = prefix(fleet);
-    let secret_name = secret_name(fleet);
+pub fn context(fleet: &Fleet, k8s: &KubernetesSettings) -> Value {
+    let prefix = lowering::prefix(k8s);
+    let secret_name = secret_name(k8s);
+    let url = lowering::database_url(fleet);
+    let migrate_env = fleet.migrate.as_ref().map(|m| with_database_url(&m.env, url.clone()));
+    let agent_envs: Vec<Env> = fleet.agents.iter().map(|a| with_database_url(&a.env, url.clone())).collect();
     let config_map = format!("{prefix}-config");
     let grace = seconds(fleet.update.stop_grace_period);
     let health_port = fleet.health.port;
-    let keys = conflicting_secrets(
-        fleet
-            .datahub
-            .iter()
-            .map(|h| &h.env)
-            .chain(fleet.migrate.iter().map(|m| &m.env))
-            .chain(fleet.agents.iter().map(|a| &*a.env)),
-    );
+    let keys =
+        conflicting_secrets(fleet.datahub.iter().map(|h| &h.env).chain(migrate_env.iter()).chain(agent_envs.iter()));
     let mut secrets = BTreeMap::new();
-    let shared = fleet.shared_volume.as_ref().map(|volume| {
+    let shared = lowering::shared_claim(fleet, k8s).map(|claim| {
         json!({
-            "name": container_name_of(volume),
+            "name": claim,
             "size": k8s.shared_storage_size,
             "storage_class": k8s.shared_storage_class,
             "mount_path": fleet.shared_mount_path,
@@ -258,7 +260,7 @@ pub fn context(fleet: &Fleet) -> Value {
             "labels": labels,
             "annotations": { "rivetctl.io/revision": fleet.revision },
             "image": migrate.image,
-            "env": env_entries(&migrate.env, "migrate", &keys, &mut secrets),
+            "env": env_entries(migrate_env.as_ref().unwrap_or(&migrate.env), "migrate", &keys, &mut secrets),
             "resources": resources_of(AGENT_LIMITS),
             "security": security(None),
             "grace": grace,
@@ -270,7 +272,7 @@ pub fn context(fleet: &Fleet) -> Value {
             "pdb": false,
         }));
     }
-    for agent in &fleet.agents {
+    for (agent, agent_env) in fleet.agents.iter().zip(&agent_envs) {
         let mut resources = resources_of(agent.limits);
         if let Some(cpu) = &k8s.resources.cpu {
             resources["cpu"] = json!(cpu);
@@ -292,7 +294,7 @@ pub fn context(fleet: &Fleet) -> Value {
             "labels": labels,
             "annotations": { "rivetctl.io/revision": fleet.revision },
             "image": agent.image,
-            "env": env_entries(&agent.env, &agent.name, &keys, &mut secrets),
+            "env": env_entries(agent_env, &agent.name, &keys, &mut secrets),
             "resources": resources,
             "security": security(None),
             "grace": grace,
@@ -325,9 +327,13 @@ pub fn context(fleet: &Fleet) -> Value {
     })
 }
 
-/// Renders `kubernetes/manifests.yaml` and `kubernetes/secret.yaml` (secret).
+/// Renders `kubernetes/manifests.yaml` and `kubernetes/secret.yaml` (secret); nothing for a
+/// fleet of another target.
 pub fn artifacts(fleet: &Fleet) -> Result<Vec<Artifact>, RenderError> {
-    let mut ctx = context(fleet);
+    let Some(k8s) = settings_of(fleet) else {
+        return Ok(Vec::new());
+    };
+    let mut ctx = context(fleet, k8s);
     let manifests = render(TEMPLATE, &ctx)?;
     ctx["part"] = json!("secret");
     let secret = render(TEMPLATE, &ctx)?;
@@ -369,7 +375,9 @@ fn replace_paths(roots: &[&str], fields: &Fields) -> BTreeSet<String> {
 
 /// One resource per rendered object, in file order (manifests, then the Secret).
 pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
-    let namespace = &fleet.config.raw.deployment.kubernetes.namespace;
+    let Some(namespace) = settings_of(fleet).map(|k8s| &k8s.namespace) else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
     for artifact in artifacts(fleet)? {
         for mut object in parse_documents(&artifact.contents)? {

@@ -122,7 +122,7 @@ fn unit_context(fleet: &Fleet, node: &str, migrate: bool, env: Vec<String>, agen
         "env_file": ENV_FILE,
         "state_dir": STATE_DIR,
         "environment": env,
-        "shared_dir": fleet.shared_volume.as_ref().map(|_| fleet.shared_mount_path.clone()),
+        "shared_dir": fleet.shared_storage.then(|| fleet.shared_mount_path.clone()),
         "stop_timeout": seconds(fleet.update.stop_grace_period),
         "start_timeout": seconds(fleet.health.deadline),
     })
@@ -141,7 +141,7 @@ fn own_variables(fleet: &Fleet, node: &str, role: &str) -> Vec<(&'static str, St
 /// The units of every node, as `(artifact path, context)`, in node order. Empty unless the
 /// target runs processes (proxmox, manual).
 pub fn context(fleet: &Fleet) -> Vec<(String, Value)> {
-    if !matches!(fleet.target, Target::Proxmox | Target::Manual) {
+    if !matches!(fleet.target(), Target::Proxmox | Target::Manual) {
         return Vec::new();
     }
     let mut units = Vec::new();

@@ -24,7 +24,7 @@ pub async fn checks(
 ) -> Vec<Check> {
     let mut checks = Vec::new();
     let ssh = nodes::ssh_options(fleet, config_dir);
-    for node in &fleet.nodes {
+    for node in fleet.target_settings.docker_engines() {
         let name = format!("engine {}", node.name);
         let link = match nodes::connect(node, &ssh, config_dir).await {
             Ok(link) => link,

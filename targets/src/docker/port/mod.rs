@@ -66,7 +66,7 @@ impl DockerTarget {
         let options = nodes::ssh_options(fleet, config_dir);
         let mut links = BTreeMap::new();
         let mut unreachable = BTreeMap::new();
-        for node in &fleet.nodes {
+        for node in fleet.target_settings.docker_engines() {
             if node.name != primary && nodes.is_some_and(|wanted| !wanted.contains(&node.name)) {
                 continue;
             }

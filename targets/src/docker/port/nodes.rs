@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use orchestrator::config::rules::{Endpoint, TcpSecurity};
-use orchestrator::fleet::{Fleet, FleetNode};
+use orchestrator::fleet::{DockerEngine, Fleet};
 use orchestrator::port::TargetError;
 
 use crate::docker::{self, Engine};
@@ -78,7 +78,7 @@ pub fn resolve_security(security: &TcpSecurity, config_dir: &Path) -> TcpSecurit
 }
 
 /// Connects to one node.
-pub async fn connect(node: &FleetNode, options: &SshOptions, config_dir: &Path) -> Result<Link, TargetError> {
+pub async fn connect(node: &DockerEngine, options: &SshOptions, config_dir: &Path) -> Result<Link, TargetError> {
     match &node.endpoint {
         Endpoint::Ssh { user, host, port } => {
             let user = ssh_user(&node.name, user.as_deref(), host, *port)?;

@@ -2,15 +2,24 @@
 //! datahub, which agents with which images, environment and limits.
 //!
 //! Built from a checked [`Config`] plus the facts the runtime gathered (the `.env` values,
-//! the image references resolved from the source). Every target lowers the same `Fleet`, so
-//! a Docker deployment and a Kubernetes one of the same config run the same containers.
+//! the image references resolved from the source). Every target lowers the same `Fleet`
+//! (`crate::lower`), so a Docker deployment and a Kubernetes one of the same config run the
+//! same containers. What only one target uses is in [`TargetSettings`], typed per target;
+//! how an agent reaches the datahub (a host name and port) is decided by each target's
+//! lowering, so the agents' environment here holds no `RIVETOS_PG_URL` of rivetctl's.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod placement;
+mod settings;
+
+pub use settings::{
+    DockerEngine, DockerSettings, KubernetesSettings, ProxmoxNodeSettings, ProxmoxSettings, TargetSettings,
+};
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::config::model::{HealthSettings, Limits, UpdateSettings};
-use crate::config::rules::{Endpoint, TcpSecurity, parse_endpoint};
 use crate::config::{Config, Role, Target};
 
 /// Where a value of the environment came from decides whether it may be shown.
@@ -120,15 +129,13 @@ pub const AGENT_LIMITS: ResolvedLimits = ResolvedLimits { memory: GIB, cpus: 1.0
 /// Default datahub limits: 2 GiB, 2 CPUs, 1024 processes.
 pub const DATAHUB_LIMITS: ResolvedLimits = ResolvedLimits { memory: 2 * GIB, cpus: 2.0, pids: 1024 };
 
-/// A machine (or engine) that runs part of the fleet.
+/// A machine (or a logical place, on Kubernetes) that runs part of the fleet. How a target
+/// reaches it (a Docker engine, a Proxmox container) is in the target's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetNode {
     pub name: String,
     pub role: Role,
-    pub endpoint: Endpoint,
-    /// How a `tcp://` engine (configured, or `DOCKER_HOST`) is secured.
-    pub tcp: TcpSecurity,
-    /// How other nodes reach this one (the datahub's published port).
+    /// How other nodes reach this one (the datahub's host, for agents elsewhere).
     pub address: Option<String>,
     /// Agent ids placed here, sorted.
     pub agents: Vec<String>,
@@ -142,13 +149,33 @@ pub struct DatahubSpec {
     pub postgres_version: String,
     pub user: String,
     pub database: String,
+    /// The datahub's own environment (`POSTGRES_PASSWORD` is its secret).
     pub env: Env,
-    pub data_volume: String,
-    /// Host address and port the PostgreSQL port is published on, if any.
-    pub publish: Option<(String, u16)>,
     pub limits: ResolvedLimits,
     /// Run as this user instead of the image's (the prebuilt pgvector image starts as root).
     pub run_as: Option<String>,
+}
+
+/// The name of the variable that tells an agent where the datahub is.
+pub const DATABASE_URL: &str = "RIVETOS_PG_URL";
+
+impl DatahubSpec {
+    /// `RIVETOS_PG_URL` for an agent reaching PostgreSQL at `host:port` (a secret: it holds
+    /// the password). Each target's lowering decides the host and port.
+    pub fn url(&self, host: &str, port: u16) -> EnvValue {
+        let password = self.env.get("POSTGRES_PASSWORD").map_or("", |p| &*p.value);
+        secret(format!("postgres://{}:{password}@{host}:{port}/{}", self.user, self.database))
+    }
+}
+
+/// `env` with the datahub's URL added, unless the deployment's or the agent's own
+/// environment already sets one (theirs wins, as it always has).
+pub fn with_database_url(env: &Env, url: Option<EnvValue>) -> Env {
+    let mut env = env.clone();
+    if let Some(url) = url {
+        env.entry(DATABASE_URL.into()).or_insert(url);
+    }
+    env
 }
 
 /// The one-shot migration step: the agent image with `RIVETOS_ROLE=migrate`.
@@ -170,7 +197,8 @@ pub struct AgentSpec {
     pub name: String,
     pub node: String,
     pub image: String,
-    /// Shared with the agent's container spec (lowering copies nothing of it).
+    /// Everything but how the datahub is reached, which the target's lowering adds. With
+    /// the datahub off, `RIVETOS_PG_URL` is the `.env`'s and is here.
     pub env: Arc<Env>,
     pub limits: ResolvedLimits,
 }
@@ -180,16 +208,15 @@ pub struct AgentSpec {
 pub struct Fleet {
     /// The deployment's identity (ownership labels, locks).
     pub name: String,
-    pub target: Target,
-    /// Prefix of container and volume names.
-    pub project: String,
-    pub network: String,
+    /// What only the target uses (its names, endpoints, storage, network).
+    pub target_settings: TargetSettings,
     pub nodes: Vec<FleetNode>,
     pub datahub: Option<DatahubSpec>,
     pub migrate: Option<MigrateSpec>,
     pub agents: Vec<AgentSpec>,
-    /// The shared volume, when `shared_storage` is on.
-    pub shared_volume: Option<String>,
+    /// Whether the datahub's node shares a directory with the agents (`shared_storage`).
+    pub shared_storage: bool,
+    /// Where the shared directory is mounted in every container.
     pub shared_mount_path: String,
     pub images: Vec<ImageSpec>,
     pub revision: String,
@@ -199,7 +226,8 @@ pub struct Fleet {
     /// The config file's text (copied into containers on remote nodes, which cannot bind
     /// mount a file of the control host).
     pub config_text: String,
-    /// The config as checked, for target-specific settings.
+    /// The config as checked: its digests (a changed agent section changes that agent) and
+    /// the runtime's settings (SSH, image repository). Lowerings read no target setting here.
     pub config: Config,
 }
 
@@ -247,10 +275,8 @@ impl Fleet {
     pub fn build(config: &Config, inputs: &FleetInputs) -> Result<Fleet, FleetError> {
         let raw = &config.raw;
         let deployment = &raw.deployment;
-        let project = deployment.docker.project_name.clone();
-        let nodes = place_nodes(config)?;
+        let (nodes, engines) = placement::place_nodes(config)?;
         let hub_node = nodes.iter().find(|n| n.role.runs_datahub()).map(|n| n.name.clone());
-        let shared_volume = deployment.datahub.shared_storage.then(|| format!("{project}-shared"));
 
         let mut agent_env: Env = inputs.dotenv.iter().map(|(k, v)| (k.as_str().into(), secret(v.as_str()))).collect();
         let datahub = if deployment.datahub.postgres {
@@ -270,8 +296,6 @@ impl Fleet {
             ]
             .into_iter()
             .collect();
-            let publish = (deployment.docker.postgres_port != 0)
-                .then(|| (deployment.docker.postgres_bind.clone(), deployment.docker.postgres_port));
             let image = inputs
                 .images
                 .datahub
@@ -286,8 +310,6 @@ impl Fleet {
                 user,
                 database,
                 env,
-                data_volume: format!("{project}-pgdata"),
-                publish,
                 limits: resolve_limits(&deployment.resources.datahub, &Limits::default(), DATAHUB_LIMITS),
                 run_as: prebuilt.then(|| "999:999".to_string()),
             })
@@ -300,12 +322,10 @@ impl Fleet {
 
         agent_env.insert("RIVETOS_HEALTH_PORT".into(), plain(deployment.health.port.to_string()));
         agent_env.insert("RIVETOS_CONFIG".into(), plain("/home/rivetos/.rivetos/config.yaml"));
-        if let Some(hub) = &datahub {
-            let password = &hub.env["POSTGRES_PASSWORD"].value;
-            agent_env.insert(
-                "RIVETOS_PG_URL".into(),
-                secret(format!("postgres://{}:{password}@datahub:5432/{}", hub.user, hub.database)),
-            );
+        if datahub.is_some() {
+            // The datahub's URL is the target's to write (its lowering adds it); the `.env`'s
+            // would be replaced by it, so it is not carried.
+            agent_env.remove(DATABASE_URL);
         }
         if deployment.datahub.shared_storage {
             agent_env.insert("RIVETOS_SHARED_DIR".into(), plain(deployment.datahub.shared_mount_path.as_str()));
@@ -337,21 +357,6 @@ impl Fleet {
             .iter()
             .map(|node| {
                 let mut env = agent_env.clone();
-                if let (Some(hub), Some(hub_node)) = (&datahub, &hub_node)
-                    && *hub_node != node.name
-                {
-                    let address = nodes
-                        .iter()
-                        .find(|n| n.name == *hub_node)
-                        .and_then(|n| n.address.clone())
-                        .unwrap_or_else(|| "datahub".into());
-                    let password = &hub.env["POSTGRES_PASSWORD"].value;
-                    let port = deployment.docker.postgres_port;
-                    env.insert(
-                        "RIVETOS_PG_URL".into(),
-                        secret(format!("postgres://{}:{password}@{address}:{port}/{}", hub.user, hub.database)),
-                    );
-                }
                 env.extend(deployment_env.iter().cloned());
                 env.insert(Arc::clone(&role_key), role.clone());
                 env.insert(Arc::clone(&node_key), plain(node.name.as_str()));
@@ -398,14 +403,12 @@ impl Fleet {
         }
         Ok(Fleet {
             name: config.name.clone(),
-            target: deployment.target,
-            project,
-            network: deployment.docker.network.clone(),
+            target_settings: settings::target_settings(config, engines),
             nodes,
             datahub,
             migrate,
             agents,
-            shared_volume,
+            shared_storage: deployment.datahub.shared_storage,
             shared_mount_path: deployment.datahub.shared_mount_path.clone(),
             images,
             revision: inputs.images.revision.clone(),
@@ -421,85 +424,15 @@ impl Fleet {
     pub fn node(&self, name: &str) -> Option<&FleetNode> {
         self.nodes.iter().find(|n| n.name == name)
     }
-}
 
-/// Resolves where every agent runs. Docker uses `deployment.nodes` (default: one local node);
-/// Proxmox spreads agents over its agent nodes in id order; Kubernetes and manual use one
-/// logical node.
-fn place_nodes(config: &Config) -> Result<Vec<FleetNode>, FleetError> {
-    let deployment = &config.raw.deployment;
-    let ids: Vec<String> = config.raw.agents.keys().cloned().collect();
-    match deployment.target {
-        Target::Docker if !deployment.nodes.is_empty() => {
-            let mut nodes = Vec::new();
-            let mut placed: BTreeSet<&str> = BTreeSet::new();
-            for node in &deployment.nodes {
-                for id in node.agents.iter().flatten() {
-                    placed.insert(id);
-                }
-            }
-            for (id, settings) in &deployment.agents {
-                if settings.node.is_some() {
-                    placed.insert(id);
-                }
-            }
-            let catch_all = deployment.nodes.iter().find(|n| n.role.runs_agents() && n.agents.is_none());
-            for node in &deployment.nodes {
-                let endpoint = parse_endpoint(&node.host)
-                    .ok_or_else(|| FleetError::BadEndpoint { node: node.name.clone(), host: node.host.clone() })?;
-                let mut agents: Vec<String> = node.agents.clone().unwrap_or_default();
-                for (id, settings) in &deployment.agents {
-                    if settings.node.as_deref() == Some(node.name.as_str()) && !agents.contains(id) {
-                        agents.push(id.clone());
-                    }
-                }
-                if catch_all.is_some_and(|c| c.name == node.name) {
-                    agents.extend(ids.iter().filter(|id| !placed.contains(id.as_str())).cloned());
-                }
-                if !node.role.runs_agents() {
-                    agents.clear();
-                }
-                agents.sort();
-                agents.dedup();
-                let address = node.address.clone().or_else(|| endpoint.host().map(str::to_string));
-                let tcp = TcpSecurity::of(&node.tls, node.insecure);
-                nodes.push(FleetNode { name: node.name.clone(), role: node.role, endpoint, tcp, address, agents });
-            }
-            Ok(nodes)
-        }
-        Target::Proxmox if !deployment.proxmox.nodes.is_empty() => {
-            let agent_nodes: Vec<&str> =
-                deployment.proxmox.nodes.iter().filter(|n| n.role.runs_agents()).map(|n| n.name.as_str()).collect();
-            let mut nodes: Vec<FleetNode> = deployment
-                .proxmox
-                .nodes
-                .iter()
-                .map(|n| FleetNode {
-                    name: n.name.clone(),
-                    role: n.role,
-                    endpoint: Endpoint::Local,
-                    tcp: TcpSecurity::Unset,
-                    address: n.host.clone(),
-                    agents: Vec::new(),
-                })
-                .collect();
-            for (i, id) in ids.iter().enumerate() {
-                let pinned = deployment.agents.get(id).and_then(|a| a.node.clone());
-                let target = pinned
-                    .or_else(|| (!agent_nodes.is_empty()).then(|| agent_nodes[i % agent_nodes.len()].to_string()));
-                if let Some(node) = target.and_then(|t| nodes.iter_mut().find(|n| n.name == t)) {
-                    node.agents.push(id.clone());
-                }
-            }
-            Ok(nodes)
-        }
-        _ => {
-            let host = deployment.docker.host.clone().unwrap_or_else(|| "local".into());
-            let endpoint = parse_endpoint(&host)
-                .ok_or_else(|| FleetError::BadEndpoint { node: "local".into(), host: host.clone() })?;
-            let tcp = TcpSecurity::of(&deployment.docker.tls, deployment.docker.insecure);
-            Ok(vec![FleetNode { name: "local".into(), role: Role::Both, endpoint, tcp, address: None, agents: ids }])
-        }
+    /// Which target runs the fleet.
+    pub fn target(&self) -> Target {
+        self.target_settings.target()
+    }
+
+    /// The node running the datahub, when the fleet has one.
+    pub fn datahub_node(&self) -> Option<&FleetNode> {
+        self.datahub.as_ref().and_then(|hub| self.node(&hub.node))
     }
 }
 

@@ -1,5 +1,10 @@
 //! The fleet as Docker objects: networks, volumes and containers, per node.
 //!
+//! Docker's choices are made here: object names (`<project>-datahub`, `<project>-pgdata`,
+//! `<project>-shared`, networks per node when there are several), how an agent reaches the
+//! datahub (`@datahub:5432` on the datahub's node, `@<address>:<postgres_port>` elsewhere),
+//! bind-mounting the config on a local engine and copying it to a remote one.
+//!
 //! Pure data, complete enough that the Docker adapter only translates it into API calls and
 //! the compose template only prints it. Security defaults live here, once: every container
 //! drops all capabilities, sets `no-new-privileges`, has memory/CPU/pid limits and never runs
@@ -9,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::config::rules::Endpoint;
-use crate::fleet::{Env, Fleet, ResolvedLimits};
+use crate::fleet::{DockerSettings, Env, EnvValue, Fleet, ResolvedLimits, TargetSettings, with_database_url};
 use crate::pool::Pool;
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 
@@ -95,7 +100,8 @@ pub struct ContainerSpec {
     pub name: String,
     pub hostname: String,
     pub image: String,
-    /// Shared with the fleet's agent (or the spec's own for the datahub and migrate step).
+    /// The fleet agent's environment plus how it reaches the datahub (shared with the fleet
+    /// when there is nothing to add).
     pub env: Arc<Env>,
     /// `uid:gid`; `None`: the image's `USER`.
     pub user: Option<String>,
@@ -165,9 +171,22 @@ fn per_node(fleet: &Fleet, base: &str, node: &str) -> String {
     if fleet.nodes.len() > 1 { format!("{base}-{node}") } else { base.to_string() }
 }
 
+/// The Docker settings of a Docker fleet.
+fn settings_of(fleet: &Fleet) -> Option<&DockerSettings> {
+    match &fleet.target_settings {
+        TargetSettings::Docker(settings) => Some(settings),
+        _ => None,
+    }
+}
+
+/// The network's base name: the settings', or the default for a fleet of another target.
+fn network_base(fleet: &Fleet) -> &str {
+    settings_of(fleet).map_or("rivet-net", |s| s.network.as_str())
+}
+
 /// The agents' network on a node.
 pub fn network_name(fleet: &Fleet, node: &str) -> String {
-    per_node(fleet, &fleet.network, node)
+    per_node(fleet, network_base(fleet), node)
 }
 
 /// The datahub's internal network on a node.
@@ -175,8 +194,26 @@ pub fn internal_network_name(fleet: &Fleet, node: &str) -> String {
     format!("{}-internal", network_name(fleet, node))
 }
 
-fn shared_volume_name(fleet: &Fleet, node: &str) -> Option<String> {
-    fleet.shared_volume.as_ref().map(|base| per_node(fleet, base, node))
+fn shared_volume_name(fleet: &Fleet, settings: &DockerSettings, node: &str) -> Option<String> {
+    fleet.shared_storage.then(|| per_node(fleet, &format!("{}-shared", settings.project), node))
+}
+
+/// The datahub's data volume.
+pub fn data_volume_name(settings: &DockerSettings) -> String {
+    format!("{}-pgdata", settings.project)
+}
+
+/// `RIVETOS_PG_URL` for the agents of `node`: the datahub's alias on its internal network
+/// on the same node; on another node, the datahub node's address and published port (when
+/// some node has the datahub role; else the alias, as one node's fleet has).
+fn database_url(fleet: &Fleet, settings: &DockerSettings, node: &str) -> Option<EnvValue> {
+    let hub = fleet.datahub.as_ref()?;
+    let hub_has_role = fleet.nodes.iter().any(|n| n.role.runs_datahub());
+    if hub.node == node || !hub_has_role {
+        return Some(hub.url("datahub", 5432));
+    }
+    let address = fleet.datahub_node().and_then(|n| n.address.as_deref()).unwrap_or("datahub");
+    Some(hub.url(address, settings.postgres_port))
 }
 
 fn env_fields(fields: &mut Fields, pool: &mut Pool<'_>, env: &Env) {
@@ -286,8 +323,14 @@ fn hardened(
     }
 }
 
-/// Lowers the fleet into Docker resources on every node, in a stable order.
+/// Lowers a Docker fleet with its own settings; a fleet of another target has no Docker
+/// resources.
 pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
+    settings_of(fleet).map(|settings| lower(fleet, settings)).unwrap_or_default()
+}
+
+/// Lowers the fleet into Docker resources on every node, in a stable order.
+pub fn lower(fleet: &Fleet, settings: &DockerSettings) -> Vec<DockerResource> {
     let mut out = Vec::new();
     let mut pool = Pool::new(&fleet.name);
     let health = &fleet.health;
@@ -321,10 +364,11 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 payload: DockerObject::Network(spec),
             });
         }
-        let shared = shared_volume_name(fleet, &node.name);
+        let shared = shared_volume_name(fleet, settings, &node.name);
+        let data_volume = data_volume_name(settings);
         let mut volumes: Vec<String> = shared.iter().cloned().collect();
-        if runs_hub && let Some(hub) = &fleet.datahub {
-            volumes.push(hub.data_volume.clone());
+        if runs_hub {
+            volumes.push(data_volume.clone());
         }
         for name in volumes {
             let mut labels = ownership(fleet, &node.name, "storage");
@@ -348,7 +392,9 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             read_only: false,
         });
         // A local engine bind mounts the config file; a remote one gets a copy of it.
-        let remote = matches!(node.endpoint, Endpoint::Ssh { .. } | Endpoint::Tcp { .. });
+        let endpoint = settings.engine(&node.name).map(|e| &e.endpoint);
+        let remote = matches!(endpoint, Some(Endpoint::Ssh { .. } | Endpoint::Tcp { .. }));
+        let url = database_url(fleet, settings, &node.name);
         let give_config = |spec: &mut ContainerSpec| {
             if remote {
                 spec.files.push(FileCopy { path: CONFIG_MOUNT.into(), contents: fleet.config_text.clone() });
@@ -362,19 +408,19 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
         };
 
         if let (true, Some(hub)) = (runs_hub, &fleet.datahub) {
-            let name = format!("{}-datahub", fleet.project);
+            let name = format!("{}-datahub", settings.project);
             let mut labels = ownership(fleet, &node.name, "datahub");
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
             let mut spec = hardened(name.clone(), hub.image.clone(), Arc::new(hub.env.clone()), hub.limits, labels);
             spec.hostname = "datahub".into();
             spec.user = hub.run_as.clone();
             spec.networks.push((internal.clone(), vec!["datahub".into()]));
-            if let Some((ip, port)) = &hub.publish {
+            if let Some((ip, port)) = &settings.publish() {
                 spec.networks.push((net.clone(), vec![]));
                 spec.ports.push(Port { host_ip: ip.clone(), host_port: *port, container_port: 5432 });
             }
             spec.mounts.push(Mount {
-                source: MountSource::Volume(hub.data_volume.clone()),
+                source: MountSource::Volume(data_volume.clone()),
                 target: "/var/lib/postgresql/data".into(),
                 read_only: false,
             });
@@ -407,13 +453,13 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
                 payload: DockerObject::Container(Box::new(spec)),
             });
             if let Some(migrate) = &fleet.migrate {
-                let name = format!("{}-migrate", fleet.project);
+                let name = format!("{}-migrate", settings.project);
                 let mut labels = ownership(fleet, &node.name, "migrate");
                 labels.insert(labels::REVISION.into(), fleet.revision.clone());
                 let mut spec = hardened(
                     name.clone(),
                     migrate.image.clone(),
-                    Arc::new(migrate.env.clone()),
+                    Arc::new(with_database_url(&migrate.env, url.clone())),
                     migrate.limits,
                     labels,
                 );
@@ -445,11 +491,15 @@ pub fn resources(fleet: &Fleet) -> Vec<DockerResource> {
             }
         }
         for agent in fleet.agents.iter().filter(|a| a.node == node.name) {
-            let name = format!("{}-agent-{}", fleet.project, agent.name);
+            let name = format!("{}-agent-{}", settings.project, agent.name);
             let mut labels = ownership(fleet, &node.name, "agent");
             labels.insert(labels::AGENT.into(), agent.id.clone());
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let mut spec = hardened(name.clone(), agent.image.clone(), Arc::clone(&agent.env), agent.limits, labels);
+            let env = match &url {
+                Some(url) => Arc::new(with_database_url(&agent.env, Some(url.clone()))),
+                None => Arc::clone(&agent.env),
+            };
+            let mut spec = hardened(name.clone(), agent.image.clone(), env, agent.limits, labels);
             spec.hostname = agent.name.clone();
             spec.networks.push((net.clone(), vec![agent.name.clone()]));
             if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {
