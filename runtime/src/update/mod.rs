@@ -10,6 +10,8 @@
 //! journal on the target whenever its durable state changes (`journal`).
 
 mod choose;
+#[cfg(test)]
+mod docker_checks;
 mod driver;
 mod failures;
 pub mod history;

@@ -1,5 +1,7 @@
-//! Command-level checks of `update`, `rollback` and `update --resume`, generic over the
-//! port: each `check_*` runs the rollout code of this module against any `T: Port`.
+//! Command-level checks of `infra up`, `infra destroy`, the plan, `update`, `rollback` and
+//! `update --resume`, generic over the port: each `check_*` runs the commands' code against
+//! any `T: Port`. The `memory_*` tests here run them against the in-memory target, the
+//! `docker_*` tests of `docker_checks` against the real Docker Engine.
 //!
 //! What the target must be: connected, with [`CONFIG`]'s fleet (see [`context`]) applied —
 //! every object of `target.lower(&ctx.fleet)` created and its agents running on the config's
@@ -8,8 +10,7 @@
 //! probe), all listed by `stored_images` with [`OLD`] the oldest, and `max_down()` saying
 //! how many agents were down at once at most since the target was set up. The in-memory
 //! target (`orchestrator::memory::MemoryTarget`) and the Docker adapter on a real engine
-//! both fit; the tests that instantiate these checks live with the target's setup.
-#![allow(dead_code)] // some checks are instantiated only where a target is set up (module doc)
+//! both fit. ([`check_up_then_destroy`] starts from a target holding nothing instead.)
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use orchestrator::rollout::Status;
 use super::journal::{self, Journal, Kind};
 use super::rollout;
 use super::{history, prepare, resume, roll_out};
-use crate::cli::{ColorChoice, GlobalArgs, OutputFormat, RollbackArgs};
+use crate::cli::{ColorChoice, DestroyArgs, GlobalArgs, OutputFormat, RollbackArgs, UpArgs};
 use crate::exit::ExitStatus;
 use crate::printer::Printer;
 use crate::session::{self, Context};
@@ -57,10 +58,16 @@ fn global(config: std::path::PathBuf) -> GlobalArgs {
 /// [`CONFIG`] loaded as `update` loads it, from a directory of its own (kept while the
 /// returned guard lives).
 pub async fn context() -> (tempfile::TempDir, Context) {
+    context_of(CONFIG, "POSTGRES_PASSWORD=check-only\n").await
+}
+
+/// `config` (with `env` as its `.env`) loaded as `update` loads it, from a directory of its
+/// own (kept while the returned guard lives).
+pub async fn context_of(config: &str, env_text: &str) -> (tempfile::TempDir, Context) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    std::fs::write(dir.path().join("rivet.config.yaml"), CONFIG).expect("the config is written");
+    std::fs::write(dir.path().join("rivet.config.yaml"), config).expect("the config is written");
     let env = dir.path().join(".env");
-    std::fs::write(&env, "POSTGRES_PASSWORD=check-only\n").expect("the .env is written");
+    std::fs::write(&env, env_text).expect("the .env is written");
     let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
     std::fs::set_permissions(&env, private).expect("the .env is made private");
     let ctx = session::load(&quiet_printer(), &global(dir.path().join("rivet.config.yaml")), "update")
@@ -206,6 +213,54 @@ pub async fn check_rollback_returns_to_the_previous_image(ctx: &Context, target:
     assert_eq!((journal.kind, journal.machine().unwrap().status()), (Kind::Rollback, Status::Succeeded));
 }
 
+/// What a plan does, for messages: `create container x`.
+fn keys<P>(plan: &orchestrator::plan::Plan<P>) -> Vec<String> {
+    plan.steps.iter().map(|s| format!("{} {} {}", s.action.as_str(), s.key.kind, s.key.name)).collect()
+}
+
+/// On a target that holds nothing of the fleet: the plan creates everything, `infra up`
+/// applies it (every agent running), a second `infra up` has nothing to do, and `infra
+/// destroy --volumes` removes every object and the deployment's state.
+pub async fn check_up_then_destroy(ctx: &Context, target: &impl Port) {
+    let printer = quiet_printer();
+    let observed = target.observe().await.expect("the target answers");
+    let plan = orchestrator::plan::plan(
+        &ctx.fleet.name,
+        target.kind(),
+        target.lower(&ctx.fleet),
+        &observed,
+        ctx.plan_options(),
+    );
+    assert!(!plan.is_empty(), "a first plan creates the fleet");
+    assert!(plan.steps.iter().all(|s| s.action == orchestrator::plan::Action::Create), "{:?}", keys(&plan));
+
+    let up = UpArgs { yes: true, no_build: true };
+    for round in ["first", "second"] {
+        let held = session::hold(&printer, ctx, target.store(), "infra up").await.unwrap();
+        let result = crate::commands::up::up(&printer, ctx, target, &held, &up).await;
+        let exit = held.release(&printer, result).await.unwrap_or_else(|e| panic!("the {round} up: {e:#}"));
+        assert_eq!(exit, ExitStatus::Success, "the {round} up");
+    }
+    let observed = target.observe().await.unwrap();
+    let again = orchestrator::plan::plan(
+        &ctx.fleet.name,
+        target.kind(),
+        target.lower(&ctx.fleet),
+        &observed,
+        ctx.plan_options(),
+    );
+    assert!(again.is_empty(), "the target matches the config: {:?}", keys(&again));
+    let units = units_on(target, ctx, OLD);
+    assert_eq!(running(target, &units).await, vec![(OLD.to_string(), true); ctx.fleet.agents.len()]);
+
+    let destroy = DestroyArgs { volumes: true, yes: true };
+    let held = session::hold(&printer, ctx, target.store(), "infra destroy").await.unwrap();
+    let result = crate::commands::destroy::destroy(&printer, ctx, target, &held, &destroy).await;
+    assert_eq!(held.release(&printer, result).await.unwrap(), ExitStatus::Success);
+    assert!(target.observe().await.unwrap().is_empty(), "destroy removed every object");
+    assert!(target.store().load().await.unwrap().is_empty(), "--volumes removed the state");
+}
+
 #[tokio::test]
 async fn the_checks_config_loads_with_three_agents_behind_a_canary_one_at_a_time() {
     let (_dir, ctx) = context().await;
@@ -270,4 +325,11 @@ async fn memory_rollback_returns_to_the_previous_image() {
     let (_dir, ctx) = context().await;
     let target = memory_target(&ctx).await;
     check_rollback_returns_to_the_previous_image(&ctx, &target).await;
+}
+
+#[tokio::test]
+async fn memory_up_then_destroy() {
+    let (_dir, ctx) = context().await;
+    let target = orchestrator::memory::MemoryTarget::with_kind("docker").with_lowering(orchestrator::docker::resources);
+    check_up_then_destroy(&ctx, &target).await;
 }
