@@ -7,6 +7,10 @@ use std::path::Path;
 use orchestrator::config::Target as TargetKind;
 use orchestrator::fleet::Fleet;
 use orchestrator::port::{Port, TargetError};
+use orchestrator::resource::Resource;
+
+use crate::render::compose::Sink;
+use crate::render::{self, RenderError};
 
 use crate::docker::port::DockerTarget;
 
@@ -76,4 +80,54 @@ pub async fn checks(
         }
         _ => Vec::new(),
     }
+}
+
+/// What the runtime does with the fleet's desired objects when no target is connected
+/// (`infra preview --offline`, and targets whose observing is not built yet): called once,
+/// with the target's name and what its lowering made.
+pub trait Unconnected {
+    type Output;
+
+    fn lowered<P>(self, target: &'static str, desired: Vec<Resource<P>>) -> Self::Output;
+}
+
+/// Lowers the fleet for its target without connecting to anything and hands the objects
+/// to `visitor`; `None` for `target: manual`, which has no objects.
+pub fn lower_unconnected<V: Unconnected>(fleet: &Fleet, visitor: V) -> Result<Option<V::Output>, RenderError> {
+    Ok(match fleet.target() {
+        TargetKind::Docker => Some(visitor.lowered("docker", orchestrator::docker::resources(fleet))),
+        TargetKind::Kubernetes => Some(visitor.lowered("kubernetes", render::kubernetes::resources(fleet)?)),
+        TargetKind::Proxmox => Some(visitor.lowered("proxmox", render::proxmox::resources(fleet)?)),
+        TargetKind::Manual => None,
+    })
+}
+
+/// Writes the files `infra preview --out` makes for the fleet's target into `sink`: the
+/// compose files (each service as it is rendered) and the config beside them for Docker,
+/// the manifests for Kubernetes, the container parameters and systemd units for Proxmox,
+/// the systemd units for `manual`. `config_name` and `config_text` are the config file's.
+pub fn write_artifacts<S: Sink>(
+    fleet: &Fleet,
+    config_name: &str,
+    config_text: &str,
+    sink: &mut S,
+) -> Result<(), S::Error> {
+    let artifacts = match fleet.target() {
+        TargetKind::Docker => {
+            let resources = orchestrator::docker::resources(fleet);
+            return render::compose::write(fleet, &resources, config_name, config_text, sink);
+        }
+        TargetKind::Kubernetes => render::kubernetes::artifacts(fleet)?,
+        TargetKind::Proxmox => {
+            let mut all = render::proxmox::artifacts(fleet)?;
+            all.extend(render::systemd::artifacts(fleet)?);
+            all
+        }
+        TargetKind::Manual => render::systemd::artifacts(fleet)?,
+    };
+    for artifact in artifacts {
+        sink.start(&artifact.path, artifact.secret)?;
+        sink.write(&artifact.contents)?;
+    }
+    Ok(())
 }

@@ -1,18 +1,16 @@
 //! `rivetctl infra preview`: observe, plan, print; optionally write the artifacts.
 //!
-//! A live preview observes the target through the port. Two paths still lower the Docker
-//! resources themselves (`orchestrator::docker`), because no target is connected there:
-//! `--offline`, and `--out`'s compose file (the renderer prints Docker resources). They
-//! go when the factory offers an unconnected lowering (see the lead's notes, issue 8).
+//! A live preview observes the target through the port; `--offline` (and the targets whose
+//! observing is not built yet) plans what the factory lowers without connecting
+//! ([`factory::lower_unconnected`]); `--out` writes what the factory renders
+//! ([`factory::write_artifacts`]). Nothing here names a target's types.
 
 use orchestrator::config::Target;
-use orchestrator::docker::{self, DockerResource};
 use orchestrator::fleet::Fleet;
 use orchestrator::plan::{self, Plan, PlanOptions, RenderOptions, plan_document, render_text};
 use orchestrator::port::Port;
-use targets::factory::Visit;
-use targets::render::compose::Sink as _;
-use targets::render::{self, Artifact};
+use orchestrator::resource::Resource;
+use targets::factory::{self, Unconnected, Visit};
 
 use crate::cli::{GlobalArgs, PreviewArgs};
 use crate::exit::ExitStatus;
@@ -27,40 +25,11 @@ Run RivetOS on each node yourself (for example with the systemd unit that `rivet
 keep checking the config with `rivetctl config validate`, and set deployment.target to docker, proxmox or kubernetes \
 to have rivetctl create and update the fleet.";
 
-/// The artifacts of a fleet for its target.
-/// `docker` holds the fleet's Docker resources when the target is Docker.
-pub fn artifacts_of(project: &Project, fleet: &Fleet, docker: &[DockerResource]) -> anyhow::Result<Vec<Artifact>> {
-    let name = config_name(project);
-    Ok(match fleet.target() {
-        Target::Docker => render::compose::artifacts(fleet, docker, &name, &project.text)?,
-        Target::Kubernetes => render::kubernetes::artifacts(fleet)?,
-        Target::Proxmox => {
-            let mut all = render::proxmox::artifacts(fleet)?;
-            all.extend(render::systemd::artifacts(fleet)?);
-            all
-        }
-        Target::Manual => render::systemd::artifacts(fleet)?,
-    })
-}
-
-/// Writes the artifacts under `dir`; the compose file as it is rendered. Returns how many
-/// files were written and how many of them hold secrets.
-fn write_artifacts(
-    project: &Project,
-    fleet: &Fleet,
-    docker: &[DockerResource],
-    dir: &std::path::Path,
-) -> anyhow::Result<(usize, usize)> {
+/// Writes the target's artifacts under `dir`. Returns how many files were written and how
+/// many of them hold secrets.
+fn write_artifacts(project: &Project, fleet: &Fleet, dir: &std::path::Path) -> anyhow::Result<(usize, usize)> {
     let mut files = artifacts::Directory::new(dir);
-    if fleet.target() == Target::Docker {
-        let name = config_name(project);
-        render::compose::write(fleet, docker, &name, &project.text, &mut files)?;
-    } else {
-        for artifact in artifacts_of(project, fleet, docker)? {
-            files.start(&artifact.path, artifact.secret)?;
-            files.write(&artifact.contents)?;
-        }
-    }
+    factory::write_artifacts(fleet, &config_name(project), &project.text, &mut files)?;
     let counts = (files.written, files.secret);
     files.finish()?;
     Ok(counts)
@@ -107,29 +76,32 @@ pub async fn plan_live<T: Port>(printer: &Printer, fleet: &Fleet, target: &T) ->
     Ok(!plan.is_empty())
 }
 
-/// Plans the Docker resources against an empty engine (`--offline`: nothing is connected).
-fn plan_offline_docker(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
-    printer.info("Observed: nothing (--offline); planning against an empty engine.");
-    let plan = plan::plan(&fleet.name, "docker", docker::resources(fleet), &[], PlanOptions::default());
-    show(printer, &plan, "offline")?;
-    Ok(!plan.is_empty())
+/// Plans the fleet's objects against an empty target: `--offline`, and the targets whose
+/// observing is not built yet (the output says which).
+struct Offline<'a> {
+    printer: &'a Printer,
+    fleet: &'a Fleet,
 }
 
-/// Plans Kubernetes or Proxmox resources against an empty target (observing them is not
-/// implemented yet, and the output says so).
-fn plan_offline_target(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
-    let target = fleet.target().as_str();
-    let desired = match fleet.target() {
-        Target::Kubernetes => render::kubernetes::resources(fleet)?,
-        _ => render::proxmox::resources(fleet)?,
-    };
-    printer.info(&format!(
-        "Observed: nothing — reading a live {target} {} is not implemented yet, so this plan is against an empty one.",
-        if fleet.target() == Target::Kubernetes { "cluster" } else { "cluster's containers" }
-    ));
-    let plan = plan::plan::<serde_json::Value>(&fleet.name, target, desired, &[], PlanOptions::default());
-    show(printer, &plan, "offline")?;
-    Ok(!plan.is_empty())
+impl Unconnected for Offline<'_> {
+    type Output = anyhow::Result<bool>;
+
+    fn lowered<P>(self, target: &'static str, desired: Vec<Resource<P>>) -> Self::Output {
+        let note = match self.fleet.target() {
+            Target::Docker => "Observed: nothing (--offline); planning against an empty engine.".to_string(),
+            Target::Kubernetes => "Observed: nothing — reading a live kubernetes cluster is not implemented yet, so this plan is against an empty one.".to_string(),
+            other => format!("Observed: nothing — reading a live {} cluster's containers is not implemented yet, so this plan is against an empty one.", other.as_str()),
+        };
+        self.printer.info(&note);
+        let plan = plan::plan::<P>(&self.fleet.name, target, desired, &[], PlanOptions::default());
+        show(self.printer, &plan, "offline")?;
+        Ok(!plan.is_empty())
+    }
+}
+
+fn offline(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
+    let planned = factory::lower_unconnected(fleet, Offline { printer, fleet })?;
+    Ok(planned.transpose()?.unwrap_or(false))
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> anyhow::Result<ExitStatus> {
@@ -138,10 +110,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     let fleet = fleet::build(&project, &resolved)?;
     // Artifacts are rendered first, and their resources dropped before planning.
     let written = match &args.out {
-        Some(dir) => {
-            let docker = if fleet.target() == Target::Docker { docker::resources(&fleet) } else { Vec::new() };
-            Some((write_artifacts(&project, &fleet, &docker, dir)?, dir))
-        }
+        Some(dir) => Some((write_artifacts(&project, &fleet, dir)?, dir)),
         None => None,
     };
     let changed = match fleet.target() {
@@ -149,7 +118,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
             printer.info(MANUAL);
             false
         }
-        Target::Docker if args.offline => plan_offline_docker(printer, &fleet)?,
+        Target::Docker if args.offline => offline(printer, &fleet)?,
         Target::Docker => {
             let ctx = Context { project, resolved, fleet };
             let changed = session::connect(&ctx, None, Live { printer, fleet: &ctx.fleet }).await??;
@@ -161,7 +130,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
             }
             return Ok(if args.detailed_exitcode && changed { ExitStatus::Changes } else { ExitStatus::Success });
         }
-        _ => plan_offline_target(printer, &fleet)?,
+        _ => offline(printer, &fleet)?,
     };
     if let Some(((count, secret), dir)) = written {
         printer.info(&format!("Wrote {count} file(s) to {} ({secret} holding secrets, mode 0600).", dir.display()));

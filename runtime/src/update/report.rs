@@ -22,7 +22,10 @@ pub fn dry_run(
     datahub: Option<&str>,
 ) -> String {
     let mut out = String::new();
-    let batches = policy.batches(specs.len());
+    // Batches count agents: a unit serving several agents weighs as many (the machine's own
+    // batching, `Rollout::new`).
+    let weights: Vec<usize> = specs.iter().map(InstanceSpec::weight).collect();
+    let batches = policy.batches_of(&weights);
     let _ = writeln!(
         out,
         "Rollout: {} of {total_agents} agents on {} node(s); max_parallel {}, canary {}{}, failure_action {}.",
@@ -43,12 +46,13 @@ pub fn dry_run(
     for (n, batch) in batches.iter().enumerate() {
         let label = if n == 0 && policy.canary > 0 && batches.len() > 1 { " (canary)" } else { "" };
         let names: Vec<String> = batch.iter().map(|&i| format!("{}/{}", specs[i].node, specs[i].agent)).collect();
+        let down: usize = batch.iter().map(|&i| weights[i]).sum();
         let _ = writeln!(
             out,
             "  batch {}{label}: {}  — {} of {total_agents} agents stay up",
             n + 1,
             names.join(", "),
-            total_agents - batch.len()
+            total_agents.saturating_sub(down)
         );
     }
     if specs.is_empty() {
@@ -292,5 +296,38 @@ mod tests {
             row("8b26fcc642ac", "-", ("a:1", None), ("1", "2")),
         ];
         assert_eq!(table(&rows, &[]).lines().count(), 3, "{}", table(&rows, &[]));
+    }
+
+    #[test]
+    fn a_dry_run_counts_max_parallel_in_agents_of_multi_agent_units() {
+        let spec = |node: &str, agents: &[&str]| InstanceSpec {
+            node: node.into(),
+            agent: agents.join("+"),
+            agents: if agents.len() > 1 { agents.iter().map(|a| a.to_string()).collect() } else { Vec::new() },
+            from_image: "a:1".into(),
+            to_image: "a:2".into(),
+            from_version: None,
+            to_version: None,
+        };
+        // A node serving two agents, then two nodes serving one each.
+        let specs = [spec("n1", &["a", "b"]), spec("n2", &["c"]), spec("n3", &["d"])];
+        let policy = Policy {
+            max_parallel: 2,
+            canary: 1,
+            approve: false,
+            min_healthy_time_ms: 0,
+            healthy_deadline_ms: 1000,
+            progress_deadline_ms: 1000,
+            stop_grace_ms: 1000,
+            failure_action: orchestrator::config::model::FailureAction::Rollback,
+            max_failure_ratio: 0.0,
+        };
+        let text = dry_run(&specs, &policy, 4, &[], None);
+        let batches: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("batch")).collect();
+        assert_eq!(
+            batches,
+            ["  batch 1 (canary): n1/a+b  — 2 of 4 agents stay up", "  batch 2: n2/c, n3/d  — 2 of 4 agents stay up",],
+            "{text}"
+        );
     }
 }
