@@ -68,7 +68,7 @@ pub enum Command {
     Status,
     /// Check the config, the source, engine connections and what builds need.
     Doctor,
-    /// Show or release the deployment's lock.
+    /// Show or release the deployment's lock (kept on the target's primary node).
     #[command(subcommand)]
     Lock(LockCommand),
     /// Check the config, or print its JSON Schema.
@@ -185,11 +185,11 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
-    /// Who holds the lock, since when, until when.
+    /// Who holds the lock (host, pid, command), for how long, and when it lapses.
     Status,
-    /// Remove a lock whose holder is gone.
+    /// Remove a lock whose holder is gone (lapsed, or its process on this host ended).
     Release {
-        /// Remove it even if its holder still runs.
+        /// Remove it even if its holder may still run (it then stops at its next step).
         #[arg(long)]
         force: bool,
     },
