@@ -278,3 +278,41 @@ fn destroy_does_all_it_can_and_lists_what_is_left() {
     let again = fleet.expect(&["infra", "destroy", "--volumes", "--yes"], 0);
     assert!(fleet.list("network").is_empty(), "{}", describe(&again));
 }
+
+#[test]
+fn state_an_earlier_rivetctl_kept_beside_the_config_moves_to_the_target_once() {
+    let fleet = TestFleet::new("migrate");
+    fleet.expect(&["infra", "up", "--yes"], 0);
+    // What an earlier rivetctl left in .rivetctl/<deployment>/: a rollback history in the
+    // first format (node → images, oldest first) and a stale lock file nobody holds.
+    let local = fleet.dir.path().join(".rivetctl").join(&fleet.name);
+    std::fs::create_dir_all(local.join("locks")).unwrap();
+    let history = local.join("images.json");
+    std::fs::write(&history, r#"{"local": ["rivetos-agent:old-one", "rivetos-agent:old-two"]}"#).unwrap();
+    std::fs::write(local.join("locks").join(format!("{}.lock", fleet.name)), "{}").unwrap();
+
+    let first = fleet.expect(&["infra", "up", "--yes"], 0);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains("Moved rollback history from") && stderr.contains("removed the stale local lock"),
+        "{}",
+        describe(&first)
+    );
+    assert!(!history.exists() && !local.join("locks").exists(), "the local copies are gone");
+    let stored = state::json(&fleet.name, "history").expect("the history is on the target");
+    let images: Vec<&str> = stored["nodes"]["local"]["deployed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{stored:#}"))
+        .iter()
+        .filter_map(|r| r["image"].as_str())
+        .collect();
+    assert_eq!(images, ["rivetos-agent:old-one", "rivetos-agent:old-two"], "{stored:#}");
+    assert_eq!(state::document(&fleet.name, "lock"), None, "the no-op up released its lock");
+
+    // The next run finds nothing to move.
+    let second = fleet.expect(&["infra", "up", "--yes"], 0);
+    assert!(!String::from_utf8_lossy(&second.stderr).contains("Moved"), "{}", describe(&second));
+    // destroy --volumes takes the state with it.
+    fleet.expect(&["infra", "destroy", "--volumes", "--yes"], 0);
+    assert!(state::volume_names(&fleet.name).is_empty(), "{:?}", state::generations(&fleet.name));
+}

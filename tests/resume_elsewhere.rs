@@ -173,7 +173,8 @@ fn a_rollout_killed_in_one_directory_is_refused_then_resumed_from_another() {
     let mut first =
         fleet.command(&["update"]).stdout(std::process::Stdio::null()).stderr(log.reopen().unwrap()).spawn().unwrap();
     let pid = first.id();
-    wait_journal(&fleet, &mut first, log.path(), "the canary gating", |r| states(r).iter().any(|s| s == "gating"));
+    // The journal shows an instance `starting` from its Start until its gate ends.
+    wait_journal(&fleet, &mut first, log.path(), "the canary started", |r| states(r).iter().any(|s| s == "starting"));
     assert!(state::document(&fleet.name, "lock").is_some(), "the running update holds a lock document on the target");
 
     // The second runner is refused by the same lock, which names its holder.

@@ -16,8 +16,10 @@
 //! step returned are executed): every `Stop` and `Start` the machine issues comes with a
 //! state change of its instance (`Pending → Draining`, `Draining → Starting`, …), so the
 //! journal that records it is written before the command runs. What is not written — a
-//! probe's result, a tick, the gate's clock — is what a resume starts afresh anyway: a
-//! resumed instance that was gating is probed again from a new gate. The one thing a
+//! probe's result, a tick, the gate's clock, the move from starting to gating (which issues
+//! only a probe) — is what a resume starts afresh anyway: a resumed instance that was
+//! starting or gating is observed and, running the new image, gated again from a new gate.
+//! So a journal may show an instance `starting` while it is being gated. The one thing a
 //! resume after `kill -9` can under-count is the running time since the last state change,
 //! which the progress deadline then does not see.
 
@@ -119,6 +121,17 @@ impl Journal {
     }
 }
 
+/// An instance's state as far as a resume needs it: starting and gating are one (a
+/// resume gates afresh whatever it finds running), so the move from one to the other
+/// (which issues a probe, no `Stop` or `Start`) costs no write.
+fn durable_state(state: InstanceState) -> InstanceState {
+    match state {
+        InstanceState::Gating => InstanceState::Starting,
+        InstanceState::RevertGating => InstanceState::RevertStarting,
+        other => other,
+    }
+}
+
 /// The part of a machine's state whose change must be journaled (module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Durable {
@@ -136,7 +149,7 @@ impl Durable {
             instances: machine
                 .instances()
                 .iter()
-                .map(|i| (i.state, i.failed, i.revert, i.last_error.clone()))
+                .map(|i| (durable_state(i.state), i.failed, i.revert, i.last_error.clone()))
                 .collect(),
             status: machine.status(),
             batch: machine.current_batch(),

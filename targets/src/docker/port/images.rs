@@ -169,7 +169,7 @@ async fn build_on(
     Ok(())
 }
 
-impl DockerTarget {
+impl DockerTarget<'_> {
     /// Ships every image to every node of `nodes` and checks the image IDs there.
     async fn ship_all(
         &self,
@@ -211,7 +211,7 @@ impl DockerTarget {
     }
 }
 
-impl Artifacts for DockerTarget {
+impl Artifacts for DockerTarget<'_> {
     async fn provide_images(
         &self,
         request: &ImageRequest<'_>,

@@ -52,7 +52,7 @@ fn grace_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
-impl Target for DockerTarget {
+impl Target for DockerTarget<'_> {
     type Payload = DockerObject;
 
     fn kind(&self) -> &'static str {

@@ -58,7 +58,7 @@ async fn exists(link: &Link, name: &str) -> Result<bool, bollard::errors::Error>
     }
 }
 
-impl DockerTarget {
+impl DockerTarget<'_> {
     async fn stop_and_keep(&self, link: &Link, names: &Names, grace: u64) -> Result<(), String> {
         let stop = StopContainerOptionsBuilder::default().t(grace as i32).build();
         match link.engine.call().stop_container(&names.container, Some(stop)).await {
@@ -87,7 +87,7 @@ impl DockerTarget {
     }
 }
 
-impl Rollouts for DockerTarget {
+impl Rollouts for DockerTarget<'_> {
     fn units(&self, desired: &[Arc<Resource<DockerObject>>]) -> Vec<Unit<DockerObject>> {
         desired
             .iter()
@@ -217,7 +217,7 @@ impl Rollouts for DockerTarget {
     async fn probe(&self, unit: &Unit<DockerObject>) -> Result<ProbeReport, TargetError> {
         let link = self.link(&unit.node)?;
         let names = names(unit)?;
-        let network = docker::network_name(&self.fleet, &unit.node);
+        let network = docker::network_name(self.fleet, &unit.node);
         let target = probe::Target {
             container: &names.container,
             network: &network,
