@@ -283,8 +283,10 @@ fn destroy_does_all_it_can_and_lists_what_is_left() {
 fn state_an_earlier_rivetctl_kept_beside_the_config_moves_to_the_target_once() {
     let fleet = TestFleet::new("migrate");
     fleet.expect(&["infra", "up", "--yes"], 0);
-    // What an earlier rivetctl left in .rivetctl/<deployment>/: a rollback history in the
-    // first format (node → images, oldest first) and a stale lock file nobody holds.
+    // An earlier rivetctl kept no state on the target (this one's first up wrote the
+    // history there: take it away) but left in .rivetctl/<deployment>/ a rollback history
+    // in the first format (node → images, oldest first) and a stale lock file nobody holds.
+    state::remove_all(&fleet.name);
     let local = fleet.dir.path().join(".rivetctl").join(&fleet.name);
     std::fs::create_dir_all(local.join("locks")).unwrap();
     let history = local.join("images.json");

@@ -99,7 +99,9 @@ fn ctrl_c_during_the_image_build_tags_nothing_and_up_converges() {
 #[test]
 fn ctrl_c_while_agents_are_created_finishes_them_and_up_has_nothing_left() {
     let fleet = TestFleet::new("int-create");
-    interrupt_up(&fleet, libc::SIGINT, "for an agent being created", event(&fleet.agent("grok"), "starting"));
+    // The agents' steps start in plan order (grok, then opus): once opus starts, both are in
+    // flight. (On grok's line, opus could see the stop request before it starts.)
+    interrupt_up(&fleet, libc::SIGINT, "for the agents being created", event(&fleet.agent("opus"), "starting"));
     // The agents' wave was in flight: it ran to its end.
     assert_no_half_state(&fleet, true);
     fleet.assert_healthy(AGENTS);
