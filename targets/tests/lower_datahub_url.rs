@@ -61,7 +61,9 @@ fn docker_writes_the_alias_on_the_datahub_node_and_the_published_port_elsewhere(
         .into_iter()
         .filter_map(|r| match r.payload {
             DockerObject::Container(spec) if !spec.name.ends_with("-datahub") => {
-                Some((spec.name.clone(), database_url_of(&spec.env)))
+                let env: orchestrator::fleet::Env =
+                    spec.environment().map(|(k, v)| (std::sync::Arc::clone(k), v.clone())).collect();
+                Some((spec.name.clone(), database_url_of(&env)))
             }
             _ => None,
         })

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::config::rules::Endpoint;
-use crate::fleet::{DockerSettings, Env, EnvValue, Fleet, ResolvedLimits, TargetSettings, with_database_url};
+use crate::fleet::{DATABASE_URL, DockerSettings, Env, EnvValue, Fleet, ResolvedLimits, TargetSettings, with_database_url};
 use crate::pool::Pool;
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 
@@ -100,9 +100,12 @@ pub struct ContainerSpec {
     pub name: String,
     pub hostname: String,
     pub image: String,
-    /// The fleet agent's environment plus how it reaches the datahub (shared with the fleet
-    /// when there is nothing to add).
+    /// The fleet agent's environment (shared with the fleet).
     pub env: Arc<Env>,
+    /// What the lowering adds to it, none of whose names `env` holds: how an agent reaches
+    /// the datahub (`RIVETOS_PG_URL`), one map shared by the node's agents instead of a copy
+    /// of each agent's environment. Read both through [`ContainerSpec::environment`].
+    pub env_added: Option<Arc<Env>>,
     /// `uid:gid`; `None`: the image's `USER`.
     pub user: Option<String>,
     /// Networks joined, with the DNS aliases on each.
@@ -216,7 +219,7 @@ fn database_url(fleet: &Fleet, settings: &DockerSettings, node: &str) -> Option<
     Some(hub.url(address, settings.postgres_port))
 }
 
-fn env_fields(fields: &mut Fields, pool: &mut Pool<'_>, env: &Env) {
+fn env_fields<'e>(fields: &mut Fields, pool: &mut Pool<'_>, env: impl Iterator<Item = (&'e Arc<str>, &'e EnvValue)>) {
     for (key, value) in env {
         let field = pool.text(&format!("env.{key}"));
         // Plain values are the fleet's own shared strings.
@@ -279,7 +282,7 @@ fn container_fields(pool: &mut Pool<'_>, spec: &ContainerSpec) -> Fields {
         let digest = pool.digest(&field, &file.contents);
         fields.insert(field, digest);
     }
-    env_fields(&mut fields, pool, &spec.env);
+    env_fields(&mut fields, pool, spec.environment());
     fields
 }
 
@@ -295,6 +298,14 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
+impl ContainerSpec {
+    /// The container's whole environment: [`ContainerSpec::env`], then what the lowering
+    /// added (names never repeat).
+    pub fn environment(&self) -> impl Iterator<Item = (&Arc<str>, &EnvValue)> {
+        self.env.iter().chain(self.env_added.iter().flat_map(|added| added.iter()))
+    }
+}
+
 fn hardened(
     name: String,
     image: String,
@@ -307,6 +318,7 @@ fn hardened(
         name,
         image,
         env,
+        env_added: None,
         user: None,
         networks: Vec::new(),
         mounts: Vec::new(),
@@ -490,16 +502,18 @@ pub fn lower(fleet: &Fleet, settings: &DockerSettings) -> Vec<DockerResource> {
                 });
             }
         }
+        // How the node's agents reach the datahub: one map, shared (an agent whose own
+        // environment sets the URL keeps its own).
+        let url_env: Option<Arc<Env>> =
+            url.as_ref().map(|url| Arc::new(Env::from([(Arc::<str>::from(DATABASE_URL), url.clone())])));
         for agent in fleet.agents.iter().filter(|a| a.node == node.name) {
             let name = format!("{}-agent-{}", settings.project, agent.name);
             let mut labels = ownership(fleet, &node.name, "agent");
             labels.insert(labels::AGENT.into(), agent.id.clone());
             labels.insert(labels::REVISION.into(), fleet.revision.clone());
-            let env = match &url {
-                Some(url) => Arc::new(with_database_url(&agent.env, Some(url.clone()))),
-                None => Arc::clone(&agent.env),
-            };
+            let env = Arc::clone(&agent.env);
             let mut spec = hardened(name.clone(), agent.image.clone(), env, agent.limits, labels);
+            spec.env_added = url_env.clone().filter(|_| !agent.env.contains_key(DATABASE_URL));
             spec.hostname = agent.name.clone();
             spec.networks.push((net.clone(), vec![agent.name.clone()]));
             if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {

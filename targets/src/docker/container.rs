@@ -46,7 +46,7 @@ pub fn volume_request(spec: &VolumeSpec, fields: &Fields) -> VolumeCreateRequest
 /// The create request of a container. The first network is joined at creation; the others
 /// are connected before start (API 1.41 takes one network in a create request).
 pub fn container_request(spec: &ContainerSpec, fields: &Fields) -> ContainerCreateBody {
-    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={}", v.value)).collect();
+    let env: Vec<String> = spec.environment().map(|(k, v)| format!("{k}={}", v.value)).collect();
     let mounts = spec
         .mounts
         .iter()

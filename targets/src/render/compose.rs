@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orchestrator::docker::{ContainerSpec, DockerObject, DockerResource, MountSource, labels};
-use orchestrator::fleet::{Env, Fleet};
+use orchestrator::fleet::Fleet;
 use orchestrator::resource::Component;
 use serde_json::json;
 
@@ -37,8 +37,8 @@ fn service_name(component: &Component, spec: &ContainerSpec) -> String {
     }
 }
 
-fn secrets_of(env: &Env) -> BTreeMap<String, String> {
-    env.iter().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.to_string(), v.value.to_string())).collect()
+fn secrets_of(spec: &ContainerSpec) -> BTreeMap<String, String> {
+    spec.environment().filter(|(_, v)| v.sensitive).map(|(k, v)| (k.to_string(), v.value.to_string())).collect()
 }
 
 /// An env file in the format `docker compose` reads (`KEY=value`, one per line; values are
@@ -74,7 +74,7 @@ fn map<const N: usize>(pairs: [(&'static str, MValue); N]) -> MValue {
 /// them (and rendering a thousand services stays cheap).
 fn service(component: &Component, spec: &ContainerSpec, env_files: Vec<String>, depends: &[(&str, &str)]) -> MValue {
     let environment: Vec<MValue> =
-        spec.env.iter().filter(|(_, v)| !v.sensitive).map(|(k, v)| MValue::from(vec![q(k), q(&v.value)])).collect();
+        spec.environment().filter(|(_, v)| !v.sensitive).map(|(k, v)| MValue::from(vec![q(k), q(&v.value)])).collect();
     // A copied config file (remote nodes) is, for compose, the config beside the file.
     let copied = spec.files.iter().filter(|f| f.path == orchestrator::docker::CONFIG_MOUNT).map(|f| {
         orchestrator::docker::Mount {
@@ -243,7 +243,7 @@ pub fn write<S: Sink>(
                 DockerObject::Network(net) => networks.push(json!({"name": net.name, "internal": net.internal})),
                 DockerObject::Volume(volume) => volumes.push(json!(volume.name)),
                 DockerObject::Container(spec) => {
-                    let secrets = secrets_of(&spec.env);
+                    let secrets = secrets_of(spec);
                     let mut env_files = Vec::new();
                     if !secrets.is_empty() {
                         let file = match &resource.component {
