@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::config::rules::Endpoint;
-use crate::fleet::{DATABASE_URL, DockerSettings, Env, EnvValue, Fleet, ResolvedLimits, TargetSettings, with_database_url};
+use crate::fleet::{
+    DATABASE_URL, DockerSettings, Env, EnvValue, Fleet, ResolvedLimits, TargetSettings, with_database_url,
+};
 use crate::pool::Pool;
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 

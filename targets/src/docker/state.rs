@@ -47,6 +47,8 @@ pub mod labels {
     pub const FORMAT: &str = "io.rivetctl.state.format";
     pub const BODY: &str = "io.rivetctl.state.body";
     pub const REMOVED: &str = "io.rivetctl.state.removed";
+    /// The generation the write replaced, or `none` for a create of an absent document.
+    pub const EXPECTED: &str = "io.rivetctl.state.expected";
 }
 
 /// A deployment's documents on one engine (the primary node's).
@@ -66,6 +68,9 @@ struct Generation {
     generation: u64,
     /// `None`: a tombstone.
     body: Option<String>,
+    /// Written by a create that expected the document absent (label `state.expected` =
+    /// `none`); volumes written before that label existed count as not.
+    created_absent: bool,
 }
 
 impl DockerStore {
@@ -139,7 +144,14 @@ impl DockerStore {
             .map_err(|_| self.unreadable(volume, "its generation is not a number"))?;
         let removed = labels_.get(labels::REMOVED).is_some_and(|v| v == "true");
         let body = if removed { None } else { Some(get(labels::BODY)?.clone()) };
-        Ok(Generation { volume: volume.to_string(), document: get(labels::DOCUMENT)?.clone(), generation, body })
+        let created_absent = labels_.get(labels::EXPECTED).is_some_and(|v| v == "none");
+        Ok(Generation {
+            volume: volume.to_string(),
+            document: get(labels::DOCUMENT)?.clone(),
+            generation,
+            body,
+            created_absent,
+        })
     }
 
     /// Removes a volume; one that is gone already is fine, and so is a failure: an old
@@ -203,6 +215,7 @@ impl DockerStore {
             (labels::GENERATION.to_string(), generation.to_string()),
             (labels::WRITER.to_string(), writer.clone()),
             (labels::FORMAT.to_string(), FORMAT.to_string()),
+            (labels::EXPECTED.to_string(), expected.map_or_else(|| "none".to_string(), |g| g.to_string())),
         ]);
         match body {
             Some(body) => labels_.insert(labels::BODY.to_string(), body.to_string()),
@@ -223,7 +236,12 @@ impl DockerStore {
             );
         }
         let listed = self.list(Some(document)).await?;
-        let others: Vec<&Generation> = listed.iter().filter(|g| g.volume != volume || theirs).collect();
+        // Creates of an absent document that started from different views may each see the
+        // other above or below: the lowest generation wins, so one of them does. One above
+        // this create that also expected the document absent is a rival that backs off.
+        let rival = |g: &Generation| expected.is_none() && g.created_absent && g.generation > generation;
+        let others: Vec<&Generation> =
+            listed.iter().filter(|g| (g.volume != volume || theirs) && !(!theirs && rival(g))).collect();
         let highest = others.iter().max_by_key(|g| g.generation);
         let found = highest.filter(|g| g.body.is_some()).map(|g| g.generation);
         if theirs {

@@ -162,6 +162,10 @@ impl Sshd {
         Agent::start(&self.dir().join(format!("{name}.sock")))
     }
 
+    /// The config of the test's sshd. Commands run through the user's shell, which reads
+    /// the user's startup files; on a machine whose startup files run `pyenv rehash`, a
+    /// session these tests kill on purpose can leave pyenv's lock behind, and every later
+    /// command would wait 60 s for it: `PYENV_REHASH_TIMEOUT=0` makes pyenv give up at once.
     fn write_config(&self) {
         let dir = self.dir();
         let config = format!(
@@ -177,6 +181,7 @@ impl Sshd {
              PidFile none\n\
              AllowStreamLocalForwarding yes\n\
              AllowTcpForwarding yes\n\
+             SetEnv PYENV_REHASH_TIMEOUT=0\n\
              LogLevel VERBOSE\n",
             port = self.port,
             dir = dir.display(),
