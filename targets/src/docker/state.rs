@@ -240,8 +240,7 @@ impl DockerStore {
         // other above or below: the lowest generation wins, so one of them does. One above
         // this create that also expected the document absent is a rival that backs off.
         let rival = |g: &Generation| expected.is_none() && g.created_absent && g.generation > generation;
-        let others: Vec<&Generation> =
-            listed.iter().filter(|g| (g.volume != volume || theirs) && (theirs || !rival(g))).collect();
+        let others: Vec<&Generation> = listed.iter().filter(|g| theirs || (g.volume != volume && !rival(g))).collect();
         let highest = others.iter().max_by_key(|g| g.generation);
         let found = highest.filter(|g| g.body.is_some()).map(|g| g.generation);
         if theirs {
