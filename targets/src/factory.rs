@@ -131,3 +131,47 @@ pub fn write_artifacts<S: Sink>(
     }
     Ok(())
 }
+
+/// Where `infra preview --out` writes the target's files, and the config they carry.
+pub struct Files<'a, S> {
+    pub sink: &'a mut S,
+    /// The config file's name and text (Docker copies it beside the compose file).
+    pub config_name: &'a str,
+    pub config_text: &'a str,
+}
+
+/// What runs with a connected target and the fleet's objects as its lowering made them.
+#[allow(async_fn_in_trait)] // driven on one thread (see `orchestrator::port`)
+pub trait VisitLowered {
+    type Output;
+
+    async fn visit<T: Port>(self, target: &T, desired: Vec<Resource<T::Payload>>) -> Self::Output;
+}
+
+/// Lowers the fleet once, writes the target's files from those very objects into `files`
+/// (when given), then connects the target and runs `visitor` with it and the objects:
+/// `infra preview --out` against a live target lowers a large fleet once, not twice.
+/// The outer error is the sink's, the inner one the target's.
+pub async fn open_lowered<V: VisitLowered, S: Sink>(
+    fleet: &Fleet,
+    options: &OpenOptions<'_>,
+    files: Option<Files<'_, S>>,
+    visitor: V,
+) -> Result<Result<V::Output, TargetError>, S::Error> {
+    match fleet.target() {
+        TargetKind::Docker => {
+            let desired = orchestrator::docker::resources(fleet);
+            if let Some(files) = files {
+                render::compose::write(fleet, &desired, files.config_name, files.config_text, files.sink)?;
+            }
+            Ok(match DockerTarget::open(fleet, options.config_dir, options.nodes).await {
+                Ok(target) => Ok(visitor.visit(&target, desired).await),
+                Err(err) => Err(err),
+            })
+        }
+        other => {
+            Ok(Err(TargetError::failed(format!("applying to the {} target is not implemented yet", other.as_str()))
+                .with_hint("`rivetctl infra preview --out DIR` renders its manifests/parameters for you to apply")))
+        }
+    }
+}

@@ -1,22 +1,23 @@
 //! `rivetctl infra preview`: observe, plan, print; optionally write the artifacts.
 //!
-//! A live preview observes the target through the port; `--offline` (and the targets whose
-//! observing is not built yet) plans what the factory lowers without connecting
-//! ([`factory::lower_unconnected`]); `--out` writes what the factory renders
-//! ([`factory::write_artifacts`]). Nothing here names a target's types.
+//! A live preview observes the target through the port and plans the objects the factory
+//! lowered once, writing `--out`'s files from them ([`factory::open_lowered`]);
+//! `--offline` (and the targets whose observing is not built yet) plans what the factory
+//! lowers without connecting ([`factory::lower_unconnected`]), `--out` writing what it
+//! renders ([`factory::write_artifacts`]). Nothing here names a target's types.
 
 use orchestrator::config::Target;
 use orchestrator::fleet::Fleet;
 use orchestrator::plan::{self, Plan, PlanOptions, RenderOptions, plan_document, render_text};
 use orchestrator::port::Port;
 use orchestrator::resource::Resource;
-use targets::factory::{self, Unconnected, Visit};
+use targets::factory::{self, Files, OpenOptions, Unconnected, VisitLowered};
 
 use crate::cli::{GlobalArgs, PreviewArgs};
 use crate::exit::ExitStatus;
 use crate::printer::Printer;
 use crate::project::{self, Project};
-use crate::session::{self, Context, target_error};
+use crate::session::{Context, target_error};
 use crate::{artifacts, fleet, source};
 
 /// What `target: manual` means for infra commands.
@@ -49,28 +50,32 @@ fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<
 }
 
 /// Plans the fleet against what its target holds, through the port: the visitor of a live
-/// `infra preview`.
+/// `infra preview`, given the objects the factory lowered (and wrote the files from).
 struct Live<'a> {
     printer: &'a Printer,
     fleet: &'a Fleet,
 }
 
-impl Visit for Live<'_> {
+impl VisitLowered for Live<'_> {
     type Output = anyhow::Result<bool>;
 
-    async fn visit<T: Port>(self, target: &T) -> Self::Output {
-        plan_live(self.printer, self.fleet, target).await
+    async fn visit<T: Port>(self, target: &T, desired: Vec<Resource<T::Payload>>) -> Self::Output {
+        plan_live(self.printer, self.fleet, target, desired).await
     }
 }
 
-/// Observes the target, plans the fleet against it and shows the plan; whether it changes
-/// anything.
-pub async fn plan_live<T: Port>(printer: &Printer, fleet: &Fleet, target: &T) -> anyhow::Result<bool> {
+/// Observes the target, plans `desired` (the fleet's lowering) against it and shows the
+/// plan; whether it changes anything.
+pub async fn plan_live<T: Port>(
+    printer: &Printer,
+    fleet: &Fleet,
+    target: &T,
+    desired: Vec<Resource<T::Payload>>,
+) -> anyhow::Result<bool> {
     let found = target.observe().await.map_err(target_error)?;
     let nodes: Vec<&str> = fleet.nodes.iter().map(|n| n.name.as_str()).collect();
     let nodes = if nodes.len() == 1 { format!("node {}", nodes[0]) } else { format!("nodes {}", nodes.join(", ")) };
     printer.info(&format!("Observed: {} object(s) of \"{}\" on {nodes}.", found.len(), fleet.name));
-    let desired = target.lower(fleet);
     let plan = plan::plan(&fleet.name, target.kind(), desired, &found, PlanOptions::default());
     show(printer, &plan, "live")?;
     Ok(!plan.is_empty())
@@ -108,21 +113,37 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project).await?;
     let fleet = fleet::build(&project, &resolved)?;
-    // Artifacts are rendered first, and their resources dropped before planning.
+    let live = fleet.target() == Target::Docker && !args.offline;
+    // Without a live target the files are rendered first, and their objects dropped before
+    // planning; a live preview writes them from the objects it plans.
     let written = match &args.out {
-        Some(dir) => Some((write_artifacts(&project, &fleet, dir)?, dir)),
-        None => None,
+        Some(dir) if !live => Some((write_artifacts(&project, &fleet, dir)?, dir)),
+        _ => None,
     };
     let changed = match fleet.target() {
         Target::Manual => {
             printer.info(MANUAL);
             false
         }
-        Target::Docker if args.offline => offline(printer, &fleet)?,
-        Target::Docker => {
+        _ if live => {
             let ctx = Context { project, resolved, fleet };
-            let changed = session::connect(&ctx, None, Live { printer, fleet: &ctx.fleet }).await??;
-            if let Some(((count, secret), dir)) = written {
+            let options = OpenOptions { config_dir: &ctx.project.dir, nodes: None };
+            let name = config_name(&ctx.project);
+            let mut directory = args.out.as_deref().map(artifacts::Directory::new);
+            let files =
+                directory.as_mut().map(|sink| Files { sink, config_name: &name, config_text: &ctx.project.text });
+            let planned = factory::open_lowered(&ctx.fleet, &options, files, Live { printer, fleet: &ctx.fleet }).await;
+            // The last file is put in place whatever happened after it was written.
+            let counts = match directory {
+                Some(directory) => {
+                    let counts = (directory.written, directory.secret);
+                    directory.finish()?;
+                    Some(counts)
+                }
+                None => None,
+            };
+            let changed = planned?.map_err(target_error)??;
+            if let (Some((count, secret)), Some(dir)) = (counts, &args.out) {
                 printer.info(&format!(
                     "Wrote {count} file(s) to {} ({secret} holding secrets, mode 0600).",
                     dir.display()
