@@ -42,7 +42,7 @@ cp "$BUSYBOX" "$root/bin/busybox"
 chmod 0755 "$root/bin/busybox"
 have="$("$BUSYBOX" --list)"
 for a in $APPLETS; do
-    printf '%s\n' "$have" | grep -qxF -- "$a" || die "busybox lacks applet '$a'"
+    grep -qxF -- "$a" <<<"$have" || die "busybox lacks applet '$a'"
     ln -s busybox "$root/bin/$a"
     # Some tools are conventionally looked up under /usr/bin (e.g. #!/usr/bin/env).
     case "$a" in env|awk|wget|nc|timeout|which) ln -s ../../bin/busybox "$root/usr/bin/$a" ;; esac
