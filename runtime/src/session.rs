@@ -146,6 +146,20 @@ pub async fn hold<'s, S: StateStore>(
     Ok(Held { store, lease: RefCell::new(Some(lease)), documents })
 }
 
+/// Runs `work` under the deployment's lock for `command` ([`hold`]), giving the lock back
+/// on every path `work` returns by ([`Held::release`]).
+pub async fn locked<S: StateStore, R>(
+    printer: &Printer,
+    ctx: &Context,
+    store: &S,
+    command: &str,
+    work: impl AsyncFnOnce(&Held<'_, S>) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    let held = hold(printer, ctx, store, command).await?;
+    let result = work(&held).await;
+    held.release(printer, result).await
+}
+
 impl<'s, S: StateStore> Held<'s, S> {
     /// The store the lock is in.
     pub fn store(&self) -> &'s S {

@@ -35,9 +35,12 @@ impl Visit for Destroy<'_> {
     type Output = anyhow::Result<ExitStatus>;
 
     async fn visit<T: Port>(self, target: &T) -> Self::Output {
-        let held = session::hold(self.printer, self.ctx, target.store(), "infra destroy").await?;
-        let result = destroy(self.printer, self.ctx, target, &held, self.args).await;
-        held.release(self.printer, result).await
+        let (printer, ctx, args) = (self.printer, self.ctx, self.args);
+        let store = target.store();
+        session::locked(printer, ctx, store, "infra destroy", async |held| {
+            destroy(printer, ctx, target, held, args).await
+        })
+        .await
     }
 }
 

@@ -78,9 +78,11 @@ impl Visit for Up<'_> {
     type Output = anyhow::Result<ExitStatus>;
 
     async fn visit<T: Port>(self, target: &T) -> Self::Output {
-        let held = session::hold(self.printer, self.ctx, target.store(), "infra up").await?;
-        let result = up(self.printer, self.ctx, target, &held, self.args).await;
-        held.release(self.printer, result).await
+        let (printer, ctx, args) = (self.printer, self.ctx, self.args);
+        session::locked(printer, ctx, target.store(), "infra up", async |held| {
+            up(printer, ctx, target, held, args).await
+        })
+        .await
     }
 }
 

@@ -20,7 +20,6 @@ use orchestrator::port::Port;
 use targets::factory::Visit;
 
 use super::tests::{self, BROKEN, NEW, OLD};
-use crate::cli::{DestroyArgs, UpArgs};
 use crate::exit::ExitStatus;
 use crate::session::{self, Context};
 
@@ -157,12 +156,8 @@ impl Visit for Run<'_> {
         if let Check::UpThenDestroy = self.check {
             return tests::check_up_then_destroy(ctx, target).await;
         }
-        let printer = tests::quiet_printer();
         // The fleet as `infra up` applies it: every agent running OLD.
-        let held = session::hold(&printer, ctx, target.store(), "infra up").await.expect("the lock is free");
-        let args = UpArgs { yes: true, no_build: true };
-        let result = crate::commands::up::up(&printer, ctx, target, &held, &args).await;
-        let applied = held.release(&printer, result).await.expect("infra up applies the checks' fleet");
+        let applied = tests::locked_up(ctx, target).await.expect("infra up applies the checks' fleet");
         assert_eq!(applied, ExitStatus::Success);
 
         let sampler = Sampler::start(&ctx.fleet.name, ctx.fleet.agents.len());
@@ -178,10 +173,7 @@ impl Visit for Run<'_> {
 
         // `infra destroy --volumes` removes the fleet and its state (the guard is for the
         // paths that never get here).
-        let held = session::hold(&printer, ctx, target.store(), "infra destroy").await.expect("the lock is free");
-        let args = DestroyArgs { volumes: true, yes: true };
-        let result = crate::commands::destroy::destroy(&printer, ctx, target, &held, &args).await;
-        held.release(&printer, result).await.expect("infra destroy --volumes removes the fleet");
+        tests::locked_destroy(ctx, target).await.expect("infra destroy --volumes removes the fleet");
     }
 }
 

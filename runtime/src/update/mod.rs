@@ -181,9 +181,11 @@ impl Visit for Update<'_> {
     type Output = anyhow::Result<ExitStatus>;
 
     async fn visit<T: Port>(self, target: &T) -> Self::Output {
-        let held = session::hold(self.printer, self.ctx, target.store(), "update").await?;
-        let result = update(self.printer, self.ctx, target, &held, self.args, self.scope).await;
-        held.release(self.printer, result).await
+        let Update { printer, ctx, args, scope } = self;
+        session::locked(printer, ctx, target.store(), "update", async |held| {
+            update(printer, ctx, target, held, args, scope).await
+        })
+        .await
     }
 }
 

@@ -44,9 +44,12 @@ impl Visit for Rollback<'_> {
             return list::run(self.printer, &self.ctx.fleet, target, &names, &history).await;
         }
         // `--list` changes nothing: it takes no lock.
-        let held = session::hold(self.printer, self.ctx, target.store(), "rollback").await?;
-        let result = rollback(self.printer, self.ctx, target, &held, self.args, names, skipped).await;
-        held.release(self.printer, result).await
+        let (printer, ctx, args) = (self.printer, self.ctx, self.args);
+        let store = target.store();
+        session::locked(printer, ctx, store, "rollback", async |held| {
+            rollback(printer, ctx, target, held, args, names, skipped).await
+        })
+        .await
     }
 }
 

@@ -103,9 +103,31 @@ async fn locked_roll_out<T: Port>(
     kind: Kind,
 ) -> anyhow::Result<ExitStatus> {
     let printer = quiet_printer();
-    let held = session::hold(&printer, ctx, target.store(), kind.as_str()).await?;
-    let result = roll_out(&printer, ctx, target, &held, units, kind, false).await;
-    held.release(&printer, result).await
+    let store = target.store();
+    session::locked(&printer, ctx, store, kind.as_str(), async |held| {
+        roll_out(&printer, ctx, target, held, units, kind, false).await
+    })
+    .await
+}
+
+/// `infra up --yes --no-build` as the command runs it, under the lock.
+pub async fn locked_up<T: Port>(ctx: &Context, target: &T) -> anyhow::Result<ExitStatus> {
+    let (printer, args) = (quiet_printer(), UpArgs { yes: true, no_build: true });
+    let store = target.store();
+    session::locked(&printer, ctx, store, "infra up", async |held| {
+        crate::commands::up::up(&printer, ctx, target, held, &args).await
+    })
+    .await
+}
+
+/// `infra destroy --volumes --yes` as the command runs it, under the lock.
+pub async fn locked_destroy<T: Port>(ctx: &Context, target: &T) -> anyhow::Result<ExitStatus> {
+    let (printer, args) = (quiet_printer(), DestroyArgs { volumes: true, yes: true });
+    let store = target.store();
+    session::locked(&printer, ctx, store, "infra destroy", async |held| {
+        crate::commands::destroy::destroy(&printer, ctx, target, held, &args).await
+    })
+    .await
 }
 
 async fn stored_journal<T: Port>(target: &T) -> Journal {
@@ -222,7 +244,6 @@ fn keys<P>(plan: &orchestrator::plan::Plan<P>) -> Vec<String> {
 /// applies it (every agent running), a second `infra up` has nothing to do, and `infra
 /// destroy --volumes` removes every object and the deployment's state.
 pub async fn check_up_then_destroy(ctx: &Context, target: &impl Port) {
-    let printer = quiet_printer();
     let observed = target.observe().await.expect("the target answers");
     let plan = orchestrator::plan::plan(
         &ctx.fleet.name,
@@ -234,11 +255,8 @@ pub async fn check_up_then_destroy(ctx: &Context, target: &impl Port) {
     assert!(!plan.is_empty(), "a first plan creates the fleet");
     assert!(plan.steps.iter().all(|s| s.action == orchestrator::plan::Action::Create), "{:?}", keys(&plan));
 
-    let up = UpArgs { yes: true, no_build: true };
     for round in ["first", "second"] {
-        let held = session::hold(&printer, ctx, target.store(), "infra up").await.unwrap();
-        let result = crate::commands::up::up(&printer, ctx, target, &held, &up).await;
-        let exit = held.release(&printer, result).await.unwrap_or_else(|e| panic!("the {round} up: {e:#}"));
+        let exit = locked_up(ctx, target).await.unwrap_or_else(|e| panic!("the {round} up: {e:#}"));
         assert_eq!(exit, ExitStatus::Success, "the {round} up");
     }
     let observed = target.observe().await.unwrap();
@@ -253,10 +271,7 @@ pub async fn check_up_then_destroy(ctx: &Context, target: &impl Port) {
     let units = units_on(target, ctx, OLD);
     assert_eq!(running(target, &units).await, vec![(OLD.to_string(), true); ctx.fleet.agents.len()]);
 
-    let destroy = DestroyArgs { volumes: true, yes: true };
-    let held = session::hold(&printer, ctx, target.store(), "infra destroy").await.unwrap();
-    let result = crate::commands::destroy::destroy(&printer, ctx, target, &held, &destroy).await;
-    assert_eq!(held.release(&printer, result).await.unwrap(), ExitStatus::Success);
+    assert_eq!(locked_destroy(ctx, target).await.unwrap(), ExitStatus::Success);
     assert!(target.observe().await.unwrap().is_empty(), "destroy removed every object");
     assert!(target.store().load().await.unwrap().is_empty(), "--volumes removed the state");
 }
