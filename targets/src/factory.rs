@@ -40,9 +40,14 @@ pub async fn open<V: Visit>(fleet: &Fleet, options: &OpenOptions<'_>, visitor: V
             let target = DockerTarget::open(fleet, options.config_dir, options.nodes).await?;
             Ok(visitor.visit(&target).await)
         }
-        other => Err(TargetError::failed(format!("applying to the {} target is not implemented yet", other.as_str()))
-            .with_hint("`rivetctl infra preview --out DIR` renders its manifests/parameters for you to apply")),
+        other => Err(not_applied(other)),
     }
+}
+
+/// The error of a target that has no adapter yet.
+fn not_applied(target: TargetKind) -> TargetError {
+    TargetError::failed(format!("applying to the {} target is not implemented yet", target.as_str()))
+        .with_hint("`rivetctl infra preview --out DIR` renders its manifests/parameters for you to apply")
 }
 
 /// One line of `rivetctl doctor` about the target.
@@ -169,9 +174,6 @@ pub async fn open_lowered<V: VisitLowered, S: Sink>(
                 Err(err) => Err(err),
             })
         }
-        other => {
-            Ok(Err(TargetError::failed(format!("applying to the {} target is not implemented yet", other.as_str()))
-                .with_hint("`rivetctl infra preview --out DIR` renders its manifests/parameters for you to apply")))
-        }
+        other => Ok(Err(not_applied(other))),
     }
 }
