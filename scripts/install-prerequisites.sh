@@ -6,7 +6,8 @@
 # - Debian packages: busybox-static (the base image), openssh-server (the SSH tests start
 #   their own sshd on loopback), docker-compose (checks rendered compose files), systemd
 #   (systemd-analyze verifies rendered units), socat and openssl (TLS and network tests),
-#   iproute2 and util-linux (`ip netns`, `unshare`: the tcp:// probe test);
+#   iproute2 and util-linux (`ip netns`, `unshare`: the tcp:// probe test), etcd-server (the
+#   store of the Kubernetes tests' API server), docker-registry (a real registry on loopback);
 # - kubernetes-validate 1.37.0 (pip), which checks rendered Kubernetes manifests;
 # - /run/sshd, sshd's privilege separation directory;
 # - the local base image rivetos-base:busybox (examples/base-image/build.sh), so the
@@ -18,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl iproute2 util-linux)
+PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl iproute2 util-linux etcd-server docker-registry)
 KUBERNETES_VALIDATE=1.37.0
 # Where kubernetes-validate goes when the system Python refuses pip installs (PEP 668).
 VENV=/opt/rivetctl/kubernetes-validate
@@ -50,7 +51,13 @@ else
     say "packages: installed ${missing[*]}"
 fi
 
-# 2. kubernetes-validate.
+# 2. kube-apiserver and kube-controller-manager v1.20.2, the Kubernetes tests' API server
+#    (testkit/src/apiserver.rs), built from Debian's source package into
+#    /opt/rivetctl/kubernetes/bin: 5 to 10 minutes the first time, then "already built".
+say "kubernetes: scripts/kubernetes/build-apiserver.sh"
+scripts/kubernetes/build-apiserver.sh
+
+# 3. kubernetes-validate.
 installed="$(kubernetes-validate --version 2>/dev/null || true)"
 if [ "$installed" = "$KUBERNETES_VALIDATE" ]; then
     say "kubernetes-validate: $KUBERNETES_VALIDATE present ($(command -v kubernetes-validate))"
@@ -78,7 +85,7 @@ else
     say "kubernetes-validate: $KUBERNETES_VALIDATE installed ($(command -v kubernetes-validate))"
 fi
 
-# 3. sshd's privilege separation directory (the SSH tests start their own sshd).
+# 4. sshd's privilege separation directory (the SSH tests start their own sshd).
 if [ -d /run/sshd ]; then
     say "/run/sshd: present"
 else
@@ -86,7 +93,7 @@ else
     say "/run/sshd: created"
 fi
 
-# 4. The examples' .env files hold (demo) secrets: private, as rivetctl doctor expects. Git
+# 5. The examples' .env files hold (demo) secrets: private, as rivetctl doctor expects. Git
 #    records no mode but the executable bit, so a fresh clone has them 0644.
 for env_file in examples/*/.env; do
     [ -f "$env_file" ] || continue
@@ -96,7 +103,7 @@ for env_file in examples/*/.env; do
     fi
 done
 
-# 5. The base image the examples build FROM, on the local engine.
+# 6. The base image the examples build FROM, on the local engine.
 docker version --format 'docker: Engine {{.Server.Version}} (API {{.Server.APIVersion}})' >&2 \
     || die "the Docker Engine is not reachable; start it (and make sure this user may use it), then run this script again"
 say "base image: examples/base-image/build.sh"

@@ -1,0 +1,5 @@
+//! Test support shared by the workspace's tests (never part of the `rivetctl` binary).
+
+pub mod apiserver;
+pub mod kubelet;
+pub mod registry;
