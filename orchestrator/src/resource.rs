@@ -36,6 +36,17 @@ impl FieldValue {
         FieldValue { text: format!("sensitive:{}", &digest[..32]).into(), sensitive: true }
     }
 
+    /// A secret digested with a key only the deployment's readers of Secrets hold
+    /// (HMAC-SHA256; Kubernetes keeps the key in a Secret): whoever may read the objects but
+    /// not the key cannot test guesses of the value against the digest.
+    pub fn keyed_secret(key: &[u8], field: &str, value: &str) -> Self {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+        mac.update(format!("rivetctl-secret-v2\0{field}\0{value}").as_bytes());
+        let digest = hex::encode(mac.finalize().into_bytes());
+        FieldValue { text: format!("sensitive:{}", &digest[..32]).into(), sensitive: true }
+    }
+
     /// How the value may be printed.
     pub fn display(&self) -> String {
         if self.sensitive { "(sensitive)".to_string() } else { format!("{:?}", self.text) }
@@ -200,26 +211,35 @@ pub struct ObservedResource {
     pub stateful: bool,
 }
 
-/// Flattens JSON into `a.b[0].c → text` fields (Kubernetes objects, LXC parameters).
+/// Flattens JSON into `a.b[0].c → text` fields (Kubernetes objects, LXC parameters); a
+/// field `secret` says is one becomes [`FieldValue::secret`] keyed by `deployment`.
 pub fn flatten_json(value: &Value, prefix: &str, out: &mut Fields, secret: &dyn Fn(&str) -> bool, deployment: &str) {
+    let digest = |field: &str, text: &str| FieldValue::secret(deployment, field, text);
+    flatten_json_with(value, prefix, out, secret, &digest);
+}
+
+/// [`flatten_json`] with the digest of secret fields made by `digest(field, value)`.
+pub fn flatten_json_with(
+    value: &Value,
+    prefix: &str,
+    out: &mut Fields,
+    secret: &dyn Fn(&str) -> bool,
+    digest: &dyn Fn(&str, &str) -> FieldValue,
+) {
     match value {
         Value::Object(map) => {
             for (key, child) in map {
                 let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-                flatten_json(child, &path, out, secret, deployment);
+                flatten_json_with(child, &path, out, secret, digest);
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                flatten_json(child, &format!("{prefix}[{i}]"), out, secret, deployment);
+                flatten_json_with(child, &format!("{prefix}[{i}]"), out, secret, digest);
             }
         }
         Value::String(text) => {
-            let field = if secret(prefix) {
-                FieldValue::secret(deployment, prefix, text)
-            } else {
-                FieldValue::plain(text.as_str())
-            };
+            let field = if secret(prefix) { digest(prefix, text) } else { FieldValue::plain(text.as_str()) };
             out.insert(prefix.into(), field);
         }
         Value::Null => {}
@@ -249,5 +269,14 @@ mod tests {
         let b = FieldValue::secret("two", "env.X", "s");
         assert_ne!(a, b);
         assert_eq!(a.display(), "(sensitive)");
+    }
+
+    #[test]
+    fn keyed_secrets_depend_on_the_key() {
+        let a = FieldValue::keyed_secret(b"key one", "data.X", "s");
+        assert_eq!(a, FieldValue::keyed_secret(b"key one", "data.X", "s"));
+        assert_ne!(a, FieldValue::keyed_secret(b"key two", "data.X", "s"));
+        assert_ne!(a, FieldValue::keyed_secret(b"key one", "data.X", "t"));
+        assert!(a.sensitive && a.text.starts_with("sensitive:"));
     }
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
@@ -19,6 +20,7 @@ deployment:
   target: kubernetes
   kubernetes:
     namespace: rivet-prod
+    create_namespace: true
     storage_class: fast-ssd
     storage_size: 20Gi
     shared_storage_class: nfs-rwx
@@ -71,7 +73,8 @@ fn no_secret_value_outside_the_secret() {
     let (manifests, secret) = manifests(CONFIG);
     for value in secret_values() {
         assert!(!manifests.contains(&value), "manifests.yaml holds the secret {value:?}");
-        assert!(secret.contains(&value), "secret.yaml lacks {value:?}");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+        assert!(secret.contains(&encoded), "secret.yaml lacks {value:?} (as base64 data)");
     }
     let resources = kubernetes::resources(&fleet_prebuilt(CONFIG)).unwrap();
     for resource in &resources {
@@ -154,9 +157,14 @@ fn an_agents_own_secret_gets_its_own_key() {
         .replace("  update:\n", "    grok_2:\n      env: { TOKEN: \"${ANTHROPIC_API_KEY}\" }\n  update:\n");
     let artifacts = kubernetes::artifacts(&fleet_prebuilt(&source)).unwrap();
     let secret = &kubernetes::parse_documents(&artifacts[1].contents).unwrap()[0];
-    assert_eq!(secret["stringData"]["TOKEN.opus"], "discord-token-test");
-    assert_eq!(secret["stringData"]["TOKEN.grok-2"], "sk-ant-test");
-    assert!(secret["stringData"].get("TOKEN").is_none());
+    let decoded = |key: &str| {
+        let text = secret["data"][key].as_str().unwrap_or_else(|| panic!("no data key {key}: {secret:#}"));
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap()).unwrap()
+    };
+    assert!(secret.get("stringData").is_none(), "data only: stringData makes every re-apply a change");
+    assert_eq!(decoded("TOKEN.opus"), "discord-token-test");
+    assert_eq!(decoded("TOKEN.grok-2"), "sk-ant-test");
+    assert!(secret["data"].get("TOKEN").is_none());
     assert!(!artifacts[0].contents.contains("discord-token-test"));
     assert!(artifacts[0].contents.contains("key: \"TOKEN.grok-2\""));
 }
@@ -215,7 +223,7 @@ fn resources_carry_components_and_replacement_rules() {
     assert!(hub_service.forces_replacement("spec.clusterIP"));
 
     let secret = find("Secret", "rivetos-secrets");
-    let password = &secret.fields["stringData.POSTGRES_PASSWORD"];
+    let password = &secret.fields["data.POSTGRES_PASSWORD"];
     assert!(password.sensitive && password.text.starts_with("sensitive:"));
     assert!(!secret.fields["metadata.name"].sensitive);
 
@@ -238,8 +246,9 @@ fn agents_reference_secrets_and_keep_plain_values_inline() {
     assert_eq!(entry("RIVETOS_PG_URL")["valueFrom"]["secretKeyRef"]["key"], "RIVETOS_PG_URL");
     assert_eq!(entry("RIVETOS_PG_URL")["valueFrom"]["secretKeyRef"]["name"], "rivetos-secrets");
     let resources = &opus["spec"]["template"]["spec"]["containers"][0]["resources"];
-    assert_eq!(resources["limits"]["cpu"], "1000m");
-    assert_eq!(resources["requests"]["memory"], "1024Mi");
+    // Canonical quantities (the server stores `1`, not `1000m`): a re-apply is a no-op.
+    assert_eq!(resources["limits"]["cpu"], "1");
+    assert_eq!(resources["requests"]["memory"], "1Gi");
 }
 
 #[test]
@@ -268,7 +277,9 @@ fn without_shared_storage_there_is_no_claim_or_mount() {
 fn quantities() {
     assert_eq!(kubernetes::cpu_quantity(1.5), "1500m");
     assert_eq!(kubernetes::cpu_quantity(0.01), "10m");
-    assert_eq!(kubernetes::memory_quantity(1024 * 1024 * 1024), "1024Mi");
+    assert_eq!(kubernetes::cpu_quantity(2.0), "2");
+    assert_eq!(kubernetes::memory_quantity(1024 * 1024 * 1024), "1Gi");
+    assert_eq!(kubernetes::memory_quantity(512 * 1024 * 1024), "512Mi");
     assert_eq!(kubernetes::memory_quantity(1024 * 1024 + 1), "2Mi");
 }
 
@@ -296,9 +307,48 @@ fn unknown_variables_fail_to_render() {
     let orchestrator::fleet::TargetSettings::Kubernetes(settings) = &fleet.target_settings else {
         panic!("a kubernetes fleet")
     };
-    let mut ctx = kubernetes::context(&fleet, settings);
+    let mut ctx = kubernetes::context(&fleet, settings, &kubernetes::Profile::for_version((1, 33)));
     assert!(render::render(kubernetes::TEMPLATE, &ctx).is_ok());
     ctx.as_object_mut().unwrap().remove("namespace_name");
     let err = render::render(kubernetes::TEMPLATE, &ctx).unwrap_err();
     assert!(anyhow_chain(&err).contains("undefined"), "{err:?}");
+}
+
+#[test]
+fn older_servers_get_the_apis_and_fields_they_serve() {
+    let fleet = fleet_prebuilt(CONFIG);
+    let old = kubernetes::Options {
+        profile: kubernetes::Profile::for_version((1, 20)),
+        digest_key: None,
+        pull_secret: Some("rivetos-registry".into()),
+    };
+    let artifacts = kubernetes::artifacts_with(&fleet, &old).unwrap();
+    let documents = kubernetes::parse_documents(&artifacts[0].contents).unwrap();
+    let pdb = documents.iter().find(|d| d["kind"] == "PodDisruptionBudget").unwrap();
+    assert_eq!(pdb["apiVersion"], "policy/v1beta1");
+    assert!(pdb["spec"].get("unhealthyPodEvictionPolicy").is_none());
+    let hub = documents.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    assert!(hub["spec"].get("persistentVolumeClaimRetentionPolicy").is_none());
+    let agent = documents.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(agent["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"], "rivetos-registry");
+    assert_eq!(agent["spec"]["strategy"]["type"], "Recreate");
+    let unserved = kubernetes::Options { profile: kubernetes::Profile { pdb_api: None, ..old.profile.clone() }, ..old };
+    let artifacts = kubernetes::artifacts_with(&fleet, &unserved).unwrap();
+    assert!(!artifacts[0].contents.contains("kind: PodDisruptionBudget"));
+}
+
+#[test]
+fn the_namespace_is_rendered_only_when_the_deployment_owns_it() {
+    let fleet = fleet_prebuilt(&CONFIG.replace("    create_namespace: true\n", ""));
+    let artifacts = kubernetes::artifacts(&fleet).unwrap();
+    assert!(!artifacts[0].contents.contains("kind: Namespace"));
+    let members = kubernetes::parse_documents(&artifacts[0].contents).unwrap();
+    let id = kubernetes::applyset_id(match &fleet.target_settings {
+        orchestrator::fleet::TargetSettings::Kubernetes(settings) => settings,
+        _ => unreachable!(),
+    });
+    assert!(id.starts_with("applyset-") && id.ends_with("-v1"), "{id}");
+    for member in members {
+        assert_eq!(member["metadata"]["labels"][kubernetes::PART_OF], id.as_str(), "{}", member["kind"]);
+    }
 }

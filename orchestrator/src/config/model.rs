@@ -165,9 +165,11 @@ pub struct KubernetesResources {
 #[derive(Debug, Clone, Deserialize)]
 pub struct KubernetesSettings {
     pub namespace: String,
+    pub create_namespace: bool,
     pub storage_class: Option<String>,
     pub resources: KubernetesResources,
     pub context: Option<String>,
+    pub version: String,
     pub storage_size: String,
     pub shared_storage_size: String,
     pub shared_storage_class: Option<String>,

@@ -50,6 +50,22 @@ pub const QUANTITY: TextRule = TextRule {
     check: |text| is_quantity(text).then(|| json!(text)),
 };
 
+/// A Kubernetes minor version, `1.20` … (what offline rendering targets).
+pub const KUBE_VERSION: TextRule = TextRule {
+    expected: "a Kubernetes version `1.MINOR` from 1.20 on, such as `1.33`",
+    pattern: "^1\\.([2-9][0-9]|[1-9][0-9]{2,})$",
+    hint: "for example `1.33`; rivetctl supports 1.20 and later",
+    check: |text| kube_version(text).map(|_| json!(text)),
+};
+
+/// `1.33` → `(1, 33)`, for versions rivetctl supports (1.20 and later).
+pub fn kube_version(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once('.')?;
+    let digits = !minor.is_empty() && minor.bytes().all(|c| c.is_ascii_digit()) && !minor.starts_with('0');
+    let minor: u32 = if major == "1" && digits { minor.parse().ok()? } else { return None };
+    (minor >= 20).then_some((1, minor))
+}
+
 pub const ABS_PATH: TextRule = TextRule {
     expected: "an absolute path starting with `/`",
     pattern: "^/[^\\s]*$",

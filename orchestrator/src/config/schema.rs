@@ -126,6 +126,7 @@ const NAME: Ty = Ty::Text(&super::rules::NAME);
 const HOST: Ty = Ty::Text(&super::rules::HOST);
 const QUANTITY: Ty = Ty::Text(&super::rules::QUANTITY);
 const ABS_PATH: Ty = Ty::Text(&super::rules::ABS_PATH);
+const KUBE_VERSION: Ty = Ty::Text(&super::rules::KUBE_VERSION);
 const URL_PATH: Ty = Ty::Text(&super::rules::URL_PATH);
 const PG_VERSION: Ty = Ty::Text(&super::rules::PG_VERSION);
 const PARALLEL: Ty = Ty::Text(&super::rules::PARALLEL);

@@ -75,6 +75,11 @@ pub(super) fn place_nodes(config: &Config) -> Placed {
             }
             Ok((nodes, Vec::new()))
         }
+        Target::Kubernetes => {
+            // One logical node: the namespace, which the objects' keys name too.
+            let name = deployment.kubernetes.namespace.clone();
+            Ok((vec![FleetNode { name, role: Role::Both, address: None, agents: ids }], Vec::new()))
+        }
         target => {
             let nodes = vec![FleetNode { name: "local".into(), role: Role::Both, address: None, agents: ids }];
             if target != Target::Docker {

@@ -85,11 +85,15 @@ pub struct DockerEngine {
 #[derive(Debug, Clone)]
 pub struct KubernetesSettings {
     pub namespace: String,
+    /// Whether the deployment creates and owns its namespace (`create_namespace`).
+    pub create_namespace: bool,
     /// The base of object names (`deployment.docker.project_name`, which names the
     /// deployment's objects on every target that names them; made a DNS label by the lowering).
     pub project: String,
     /// The kubeconfig context to use (the runtime's; `None`: the current one).
     pub context: Option<String>,
+    /// `(major, minor)` offline rendering targets (`deployment.kubernetes.version`).
+    pub version: (u32, u32),
     pub storage_class: Option<String>,
     pub storage_size: String,
     pub shared_storage_class: Option<String>,
@@ -142,8 +146,10 @@ pub(super) fn target_settings(config: &Config, engines: Vec<DockerEngine>) -> Ta
             let k8s = &deployment.kubernetes;
             TargetSettings::Kubernetes(KubernetesSettings {
                 namespace: k8s.namespace.clone(),
+                create_namespace: k8s.create_namespace,
                 project: deployment.docker.project_name.clone(),
                 context: k8s.context.clone(),
+                version: crate::config::rules::kube_version(&k8s.version).unwrap_or((1, 33)),
                 storage_class: k8s.storage_class.clone(),
                 storage_size: k8s.storage_size.clone(),
                 shared_storage_class: k8s.shared_storage_class.clone(),

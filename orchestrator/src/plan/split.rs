@@ -20,13 +20,19 @@ use crate::resource::Component;
 impl<P> Step<P> {
     /// Whether the rollout engine replaces this step's object: an agent that exists and
     /// whose spec changed (an update or replace with changes; not a drift-only restart of
-    /// a stopped container, which the executor does).
+    /// a stopped container, and not a repair of fields changed by hand on an object whose
+    /// recorded spec is the desired one, which the executor does by applying it again).
     pub fn is_rollout(&self) -> bool {
+        let recorded_current = match (&self.observed, &self.desired) {
+            (Some(observed), Some(desired)) => observed.spec_hash.as_deref() == Some(desired.spec_hash().as_str()),
+            _ => false,
+        };
         matches!(self.component, Component::Agent(_))
             && matches!(self.action, Action::Update | Action::Replace)
             && self.observed.is_some()
             && self.desired.is_some()
             && !self.changes.is_empty()
+            && !recorded_current
     }
 
     /// The rollout unit of a step the rollout engine replaces: the agent on its node,

@@ -134,9 +134,21 @@ pub(super) const KUBERNETES: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
         Field::new("namespace", &NAME, "Namespace holding the deployment.").default(S("rivetos")),
+        Field::new(
+            "create_namespace",
+            &BOOL,
+            "rivetctl: create and own the namespace (needs a ClusterRole for namespaces); by default it must exist and rivetctl needs only a namespaced Role.",
+        )
+        .default(B(false)),
         Field::new("storage_class", &NAME, "StorageClass of the datahub's volume; the cluster default when unset."),
         Field::new("resources", &Ty::Object(&K8S_RESOURCES), "Agent pod resources."),
         Field::new("context", &STR, "rivetctl: kubeconfig context; the current context when unset."),
+        Field::new(
+            "version",
+            &KUBE_VERSION,
+            "rivetctl: Kubernetes version the offline rendering (`infra preview --out` with no cluster) targets; against a live cluster the server's own version and APIs decide.",
+        )
+        .default(S("1.33")),
         Field::new("storage_size", &QUANTITY, "rivetctl: size of the datahub's PersistentVolumeClaim.")
             .default(S("10Gi")),
         Field::new("shared_storage_size", &QUANTITY, "rivetctl: size of the shared PersistentVolumeClaim.")

@@ -14,25 +14,89 @@
 //!   (key `config.yaml`, created by the runtime) as an *optional* directory volume at
 //!   `~/.rivetos`, read-only. A directory, not a `subPath`, so a later ConfigMap still shows.
 //! - The datahub's `PGDATA` is a subdirectory of its claim (a fresh volume may hold `lost+found`).
-//! - Agents: one replica, surge-first rollouts, a PodDisruptionBudget of `maxUnavailable: 1`.
+//! - Agents: one replica each, `strategy: Recreate` (two instances of an agent holding the same
+//!   bot tokens never run at once: measured, `maxSurge: 0` does not ensure that, the
+//!   replacement starts while the old pod is still terminating), a PodDisruptionBudget of
+//!   `maxUnavailable: 1` where the server serves one ([`Profile`]).
 //!   Resources come from `kubernetes.resources` when set, else from the fleet's limits;
 //!   requests equal limits. Kubernetes has no per-pod pid limit, so `pids` is not rendered.
 //! - The migrate Job runs before the agents only because rivetctl applies it first and waits.
 //! - A sensitive value's Secret key is its variable name, or `NAME.<owner>` when containers differ.
 //! - The Namespace is a stateful resource: deleting it would delete the claims in it.
 //!
+//! - Secret values are written as `data` (base64), never `stringData`, which the server turns
+//!   into `data` and so makes every re-apply a change.
+//! - Quantities are canonical (`2`, not `2000m`; `1Gi`, not `1024Mi`): the server stores the
+//!   canonical form, and anything else is a change on every apply.
+//! - Every top-level object is a member of the deployment's ApplySet (KEP-3659): label
+//!   [`PART_OF`] with the set's id ([`applyset_id`]); the parent Secret is the adapter's.
+//!
 //! Pure: no I/O; the same fleet gives byte-identical text (maps are `BTreeMap`s, lists sorted).
 
+mod profile;
+
 use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
 
 use orchestrator::fleet::{
     AGENT_LIMITS, Env, Fleet, KubernetesSettings, ResolvedLimits, TargetSettings, with_database_url,
 };
 use orchestrator::lower::kubernetes as lowering;
-use orchestrator::resource::{Component, Fields, Resource, ResourceKey, RunState, flatten_json};
+use orchestrator::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState, flatten_json_with};
 use serde_json::{Value, json};
 
 use super::{Artifact, RenderError, render};
+
+pub use profile::Profile;
+
+/// How the manifests are rendered: for which server, and how secret digests are keyed.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub profile: Profile,
+    /// The deployment's digest key (kept in the ApplySet parent Secret on the cluster):
+    /// secret fields are HMACs with it; `None` (offline) keys them by the deployment name.
+    pub digest_key: Option<Vec<u8>>,
+    /// The `kubernetes.io/dockerconfigjson` Secret pods pull their images with, when the
+    /// registry needs credentials.
+    pub pull_secret: Option<String>,
+}
+
+impl Options {
+    /// Offline rendering: the declared `deployment.kubernetes.version`, no digest key.
+    pub fn offline(settings: &KubernetesSettings) -> Options {
+        Options { profile: Profile::for_version(settings.version), digest_key: None, pull_secret: None }
+    }
+}
+
+/// The ApplySet membership label (KEP-3659) every top-level object carries.
+pub const PART_OF: &str = "applyset.kubernetes.io/part-of";
+/// The label of the ApplySet parent holding the set's id.
+pub const APPLYSET_ID: &str = "applyset.kubernetes.io/id";
+
+/// The base of the deployment's object names (the project name as a DNS label).
+pub fn object_prefix(settings: &KubernetesSettings) -> String {
+    lowering::prefix(settings)
+}
+
+/// The name of the image pull Secret (registry credentials), when one is needed.
+pub fn pull_secret_name(settings: &KubernetesSettings) -> String {
+    format!("{}-registry", lowering::prefix(settings))
+}
+
+/// The name of the ApplySet parent Secret (which also keeps the digest key).
+pub fn applyset_parent(settings: &KubernetesSettings) -> String {
+    format!("{}-applyset", lowering::prefix(settings))
+}
+
+/// The ApplySet's id, as KEP-3659 derives it from its parent:
+/// `applyset-<base64url(sha256(<name>.<namespace>.<kind>.<group>))>-v1` (a Secret: group "").
+pub fn applyset_id(settings: &KubernetesSettings) -> String {
+    use sha2::{Digest, Sha256};
+    let key = format!("{}.{}.Secret.", applyset_parent(settings), settings.namespace);
+    let hash = Sha256::digest(key.as_bytes());
+    format!("applyset-{}-v1", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash))
+}
 
 /// The template rendering both artifacts (`part` selects which).
 pub const TEMPLATE: &str = "kubernetes.yaml.j2";
@@ -125,14 +189,17 @@ fn env_entries(env: &Env, owner: &str, conflicts: &BTreeSet<String>, secrets: &m
     Value::Array(entries)
 }
 
-/// `1.5` cores → `1500m`.
+/// `1.5` cores → `1500m`, `2.0` → `2` (the canonical form the server stores).
 pub fn cpu_quantity(cpus: f64) -> String {
-    format!("{}m", (cpus * 1000.0).round() as u64)
+    let millis = (cpus * 1000.0).round() as u64;
+    if millis % 1000 == 0 { format!("{}", millis / 1000) } else { format!("{millis}m") }
 }
 
-/// Bytes → whole MiB, rounded up: `1073741824` → `1024Mi`.
+/// Bytes → whole MiB, rounded up, in the canonical form: `1073741824` → `1Gi`,
+/// `536870912` → `512Mi`.
 pub fn memory_quantity(bytes: u64) -> String {
-    format!("{}Mi", bytes.div_ceil(MIB))
+    let mib = bytes.div_ceil(MIB);
+    if mib % 1024 == 0 { format!("{}Gi", mib / 1024) } else { format!("{mib}Mi") }
 }
 
 fn resources_of(limits: ResolvedLimits) -> Value {
@@ -174,7 +241,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> Value {
 
 /// The template context. Holds the secret values under `secret.data` only; the manifests
 /// part never reads them.
-pub fn context(fleet: &Fleet, k8s: &KubernetesSettings) -> Value {
+pub fn context(fleet: &Fleet, k8s: &KubernetesSettings, profile: &Profile) -> Value {
     let prefix = lowering::prefix(k8s);
     let secret_name = secret_name(k8s);
     let url = lowering::database_url(fleet);
@@ -306,13 +373,15 @@ pub fn context(fleet: &Fleet, k8s: &KubernetesSettings) -> Value {
             "mounts": runtime_mounts,
             "volumes": runtime_volumes,
             "service": { "name": name, "headless": false, "port": { "name": "health", "port": health_port } },
-            "pdb": true,
+            "pdb": profile.pdb_api.is_some(),
         }));
     }
     json!({
         "part": "manifests",
+        "pull_secret": null,
         // Not `namespace`: that is a minijinja builtin, so a missing key would not be undefined.
         "namespace_name": k8s.namespace,
+        "create_namespace": k8s.create_namespace,
         "deployment": fleet.name,
         "config_map": config_map,
         "secret_name": secret_name,
@@ -323,17 +392,37 @@ pub fn context(fleet: &Fleet, k8s: &KubernetesSettings) -> Value {
         "datahub_policy_labels": labels(fleet, "datahub", None),
         "shared": shared,
         "workloads": workloads,
-        "secret": { "labels": labels(fleet, "foundation", None), "data": secrets },
+        "secret": { "labels": labels(fleet, "foundation", None), "data": base64_values(&secrets) },
+        "applyset_id": applyset_id(k8s),
+        "profile": {
+            "pdb_api": profile.pdb_api,
+            "claim_retention": profile.claim_retention,
+            "pdb_unhealthy_policy": profile.pdb_unhealthy_policy,
+        },
     })
 }
 
-/// Renders `kubernetes/manifests.yaml` and `kubernetes/secret.yaml` (secret); nothing for a
-/// fleet of another target.
+/// A Secret's `data`: every value base64-encoded.
+fn base64_values(values: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    values.iter().map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v))).collect()
+}
+
+/// Renders `kubernetes/manifests.yaml` and `kubernetes/secret.yaml` (secret) for the
+/// declared version; nothing for a fleet of another target.
 pub fn artifacts(fleet: &Fleet) -> Result<Vec<Artifact>, RenderError> {
     let Some(k8s) = settings_of(fleet) else {
         return Ok(Vec::new());
     };
-    let mut ctx = context(fleet, k8s);
+    artifacts_with(fleet, &Options::offline(k8s))
+}
+
+/// [`artifacts`] for the server `options` describe.
+pub fn artifacts_with(fleet: &Fleet, options: &Options) -> Result<Vec<Artifact>, RenderError> {
+    let Some(k8s) = settings_of(fleet) else {
+        return Ok(Vec::new());
+    };
+    let mut ctx = context(fleet, k8s, &options.profile);
+    ctx["pull_secret"] = serde_json::to_value(&options.pull_secret).unwrap_or(Value::Null);
     let manifests = render(TEMPLATE, &ctx)?;
     ctx["part"] = json!("secret");
     let secret = render(TEMPLATE, &ctx)?;
@@ -358,6 +447,22 @@ fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
     object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// What part of the fleet an object of `kind` is (`agent`: its `rivetctl.io/agent` label, or
+/// empty), whether it holds data, and its desired run state.
+pub fn classify(kind: &str, agent: &str) -> (Component, bool, Option<RunState>) {
+    match kind {
+        "PersistentVolumeClaim" => (Component::Storage, true, None),
+        "StatefulSet" => (Component::Datahub, false, Some(RunState::Running)),
+        "Job" => (Component::Migrate, false, Some(RunState::Completed)),
+        "Deployment" => (Component::Agent(agent.to_string()), false, Some(RunState::Running)),
+        "Service" | "PodDisruptionBudget" if !agent.is_empty() => (Component::Agent(agent.to_string()), false, None),
+        "Service" => (Component::Datahub, false, None),
+        // Deleting a namespace deletes every claim in it: it is kept like data.
+        "Namespace" => (Component::Foundation, true, None),
+        _ => (Component::Foundation, false, None),
+    }
+}
+
 /// `replace_on` entries for these roots: each root and, where it is a list, each element
 /// (`spec.accessModes[0]`): [`Resource::forces_replacement`] matches `root.` prefixes only.
 fn replace_paths(roots: &[&str], fields: &Fields) -> BTreeSet<String> {
@@ -373,13 +478,26 @@ fn replace_paths(roots: &[&str], fields: &Fields) -> BTreeSet<String> {
     paths
 }
 
-/// One resource per rendered object, in file order (manifests, then the Secret).
+/// One resource per rendered object, in file order (manifests, then the Secret), for the
+/// declared version.
 pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
+    let Some(k8s) = settings_of(fleet) else {
+        return Ok(Vec::new());
+    };
+    resources_with(fleet, &Options::offline(k8s))
+}
+
+/// [`resources`] for the server `options` describe, secret digests keyed as they say.
+pub fn resources_with(fleet: &Fleet, options: &Options) -> Result<Vec<Resource<Value>>, RenderError> {
     let Some(namespace) = settings_of(fleet).map(|k8s| &k8s.namespace) else {
         return Ok(Vec::new());
     };
+    let digest = |field: &str, text: &str| match &options.digest_key {
+        Some(key) => FieldValue::keyed_secret(key, field, text),
+        None => FieldValue::secret(&fleet.name, field, text),
+    };
     let mut out = Vec::new();
-    for artifact in artifacts(fleet)? {
+    for artifact in artifacts_with(fleet, options)? {
         for mut object in parse_documents(&artifact.contents)? {
             if let Some(map) = object.as_object_mut() {
                 map.remove("status");
@@ -387,17 +505,7 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
             let kind = text(&object, "/kind").to_string();
             let name = text(&object, "/metadata/name").to_string();
             let agent = text(&object, "/metadata/labels/rivetctl.io~1agent").to_string();
-            let (component, stateful, run_state) = match kind.as_str() {
-                "PersistentVolumeClaim" => (Component::Storage, true, None),
-                "StatefulSet" => (Component::Datahub, false, Some(RunState::Running)),
-                "Job" => (Component::Migrate, false, Some(RunState::Completed)),
-                "Deployment" => (Component::Agent(agent), false, Some(RunState::Running)),
-                "Service" | "PodDisruptionBudget" if !agent.is_empty() => (Component::Agent(agent), false, None),
-                "Service" => (Component::Datahub, false, None),
-                // Deleting a namespace deletes every claim in it: it is kept like data.
-                "Namespace" => (Component::Foundation, true, None),
-                _ => (Component::Foundation, false, None),
-            };
+            let (component, stateful, run_state) = classify(&kind, &agent);
             let replace_on: &[&str] = match kind.as_str() {
                 "StatefulSet" => &[
                     "spec.selector",
@@ -414,7 +522,12 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
             let is_secret = kind == "Secret";
             let mut fields = Fields::new();
             let secret = |path: &str| is_secret && (path.starts_with("stringData.") || path.starts_with("data."));
-            flatten_json(&object, "", &mut fields, &secret, &fleet.name);
+            flatten_json_with(&object, "", &mut fields, &secret, &digest);
+            // The workload's image under the name every target records it by (the rollout
+            // reads `image`; `Rollouts::with_image` sets both).
+            if let Some(image) = object.pointer("/spec/template/spec/containers/0/image").and_then(Value::as_str) {
+                fields.insert("image".into(), FieldValue::plain(image));
+            }
             let replace_on = replace_paths(replace_on, &fields);
             let node = if kind == "Namespace" { CLUSTER } else { namespace.as_str() };
             out.push(Resource {
