@@ -37,6 +37,10 @@ pub struct GlobalArgs {
     /// Print more (repeat for more detail).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Kubernetes: the kubeconfig context to use (overrides deployment.kubernetes.context;
+    /// default: the kubeconfig's current context, else the in-cluster service account).
+    #[arg(long, global = true, env = "RIVET_KUBE_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,6 +109,25 @@ pub struct UpArgs {
     /// Do not build images; use the ones already on the engines.
     #[arg(long)]
     pub no_build: bool,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
+}
+
+/// What only the Kubernetes target reads.
+#[derive(Debug, Default, Clone, Args)]
+pub struct KubernetesArgs {
+    /// Kubernetes: take over fields another field manager owns (server-side apply
+    /// conflicts); without it, a conflict stops the apply and lists field and manager.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Kubernetes: leave out objects the server serves no API version for (such as
+    /// PodDisruptionBudgets on a server without policy/v1 or policy/v1beta1).
+    #[arg(long)]
+    pub skip_unserved: bool,
+    /// Kubernetes: do not push built images to deployment.image.registry; manifests name
+    /// them by their local content-hash tag (a cluster that shares this Docker Engine).
+    #[arg(long)]
+    pub no_push: bool,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +172,9 @@ pub struct UpdateArgs {
     /// What a failed health gate does (overrides the config).
     #[arg(long, value_enum)]
     pub failure_action: Option<FailureActionArg>,
+    /// Kubernetes: do not push the built images; manifests name them by their local tag.
+    #[arg(long)]
+    pub no_push: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -203,9 +229,11 @@ pub struct PreviewArgs {
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// Plan against an empty target instead of reading the Docker Engine.
+    /// Plan against an empty target instead of reading the Docker Engine or the cluster.
     #[arg(long)]
     pub offline: bool,
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
 }
 
 #[derive(Debug, Subcommand)]

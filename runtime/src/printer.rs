@@ -95,6 +95,11 @@ impl Printer {
         eprintln!("{} {text}", self.paint("31;1", "error:"));
     }
 
+    /// A warning on stderr (shown with -q too).
+    pub fn warn(&self, text: &str) {
+        eprintln!("{} {text}", self.paint("33;1", "warning:"));
+    }
+
     pub fn hint(&self, text: &str) {
         eprintln!("{} {text}", self.paint("36;1", "hint:"));
     }

@@ -13,7 +13,7 @@ use orchestrator::config::Target;
 use orchestrator::fleet::Fleet;
 use orchestrator::port::{Document, ErrorKind, StateError, StateStore, TargetError};
 use orchestrator::state::lock::TakeOver;
-use targets::factory::{self, OpenOptions, Visit};
+use targets::factory::{self, KubernetesOptions, OpenOptions, Visit};
 
 use crate::cli::GlobalArgs;
 use crate::exit::{hinted, interrupted};
@@ -29,6 +29,8 @@ pub struct Context {
     pub project: Project,
     pub resolved: Resolved,
     pub fleet: Fleet,
+    /// How a Kubernetes cluster is reached and applied to (`--context` and the command's flags).
+    pub kubernetes: KubernetesOptions,
 }
 
 impl Context {
@@ -49,9 +51,9 @@ impl Context {
 }
 
 /// Refuses targets whose apply is not built yet, saying what works instead.
-pub fn require_docker(project: &Project, command: &str) -> anyhow::Result<()> {
+pub fn require_applied(project: &Project, command: &str) -> anyhow::Result<()> {
     match project.config.raw.deployment.target {
-        Target::Docker => Ok(()),
+        Target::Docker | Target::Kubernetes => Ok(()),
         Target::Manual => {
             Err(hinted(format!("`{command}` does not apply to target \"manual\""), crate::commands::preview::MANUAL))
         }
@@ -66,16 +68,17 @@ pub fn require_docker(project: &Project, command: &str) -> anyhow::Result<()> {
 /// builds its fleet. `command` names the command in messages (`infra up`).
 pub async fn load(printer: &Printer, global: &GlobalArgs, command: &str) -> anyhow::Result<Context> {
     let project = project::load(printer, &global.config)?;
-    require_docker(&project, command)?;
+    require_applied(&project, command)?;
     let resolved = source::resolve(&project).await?;
     let fleet = fleet::build(&project, &resolved)?;
-    Ok(Context { project, resolved, fleet })
+    let kubernetes = KubernetesOptions { context: global.context.clone(), ..KubernetesOptions::default() };
+    Ok(Context { project, resolved, fleet, kubernetes })
 }
 
 /// Connects to the fleet's target (every node, or only `nodes` and the primary) and runs
 /// `visitor` with it.
 pub async fn connect<V: Visit>(ctx: &Context, nodes: Option<&[String]>, visitor: V) -> anyhow::Result<V::Output> {
-    let options = OpenOptions { config_dir: &ctx.project.dir, nodes };
+    let options = OpenOptions { config_dir: &ctx.project.dir, nodes, kubernetes: &ctx.kubernetes };
     factory::open(&ctx.fleet, &options, visitor).await.map_err(target_error)
 }
 

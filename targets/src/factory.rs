@@ -6,13 +6,18 @@ use std::path::Path;
 
 use orchestrator::config::Target as TargetKind;
 use orchestrator::fleet::Fleet;
-use orchestrator::port::{Port, TargetError};
+use orchestrator::port::{Port, Target as _, TargetError};
 use orchestrator::resource::Resource;
 
 use crate::render::compose::Sink;
 use crate::render::{self, RenderError};
 
 use crate::docker::port::DockerTarget;
+use crate::kubernetes::{ConnectOptions, KubernetesTarget};
+
+/// How to reach a Kubernetes cluster and apply there (`--context`, `--force-conflicts`,
+/// `--skip-unserved`, `--no-push`).
+pub type KubernetesOptions = ConnectOptions;
 
 /// What the runtime does with a connected target: called once with the adapter.
 #[allow(async_fn_in_trait)] // driven on one thread (see `orchestrator::port`)
@@ -31,6 +36,9 @@ pub struct OpenOptions<'a> {
     /// Connect to these nodes only (`update --node`); `None`: every node of the fleet. The
     /// primary node (state store) is always connected.
     pub nodes: Option<&'a [String]>,
+    /// Kubernetes: the context and the apply flags (`--context`, `--force-conflicts`,
+    /// `--skip-unserved`, `--no-push`); other targets ignore them.
+    pub kubernetes: &'a ConnectOptions,
 }
 
 /// Connects to the fleet's target and runs `visitor` with it.
@@ -38,6 +46,10 @@ pub async fn open<V: Visit>(fleet: &Fleet, options: &OpenOptions<'_>, visitor: V
     match fleet.target() {
         TargetKind::Docker => {
             let target = DockerTarget::open(fleet, options.config_dir, options.nodes).await?;
+            Ok(visitor.visit(&target).await)
+        }
+        TargetKind::Kubernetes => {
+            let target = KubernetesTarget::open(fleet, options.config_dir, options.kubernetes.clone()).await?;
             Ok(visitor.visit(&target).await)
         }
         other => Err(not_applied(other)),
@@ -83,6 +95,7 @@ pub async fn checks(
         TargetKind::Docker => {
             crate::docker::port::doctor::checks(fleet, options.config_dir, source_root, base_image_hint).await
         }
+        TargetKind::Kubernetes => crate::kubernetes::doctor::checks(fleet, options.kubernetes).await,
         _ => Vec::new(),
     }
 }
@@ -173,6 +186,21 @@ pub async fn open_lowered<V: VisitLowered, S: Sink>(
                 Ok(target) => Ok(visitor.visit(&target, desired).await),
                 Err(err) => Err(err),
             })
+        }
+        TargetKind::Kubernetes => {
+            // The server decides the manifests (API versions, fields): connect first.
+            let target = match KubernetesTarget::open(fleet, options.config_dir, options.kubernetes.clone()).await {
+                Ok(target) => target,
+                Err(err) => return Ok(Err(err)),
+            };
+            let desired = target.lower(fleet);
+            if let Some(files) = files {
+                for artifact in target.artifacts()? {
+                    files.sink.start(&artifact.path, artifact.secret)?;
+                    files.sink.write(&artifact.contents)?;
+                }
+            }
+            Ok(Ok(visitor.visit(&target, desired).await))
         }
         other => Ok(Err(not_applied(other))),
     }

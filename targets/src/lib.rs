@@ -10,6 +10,8 @@ pub mod cancel;
 pub mod docker;
 pub mod factory;
 pub mod http;
+pub mod kubernetes;
 pub mod probe;
+pub mod registry;
 pub mod render;
 pub mod ssh;

@@ -7,6 +7,7 @@ mod golden_files;
 
 pub mod base_image;
 pub mod docker;
+pub mod kube;
 pub mod mesh;
 pub mod state;
 pub mod watch;

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use orchestrator::config::Target;
 use orchestrator::port::Port;
 use serde::Serialize;
-use targets::factory::{self, OpenOptions, Visit};
+use targets::factory::{self, KubernetesOptions, OpenOptions, Visit};
 
 use crate::cli::GlobalArgs;
 use crate::exit::{ExitStatus, Hinted, Reported};
@@ -100,12 +100,13 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
             return finish(printer, &checks);
         }
     };
-    let options = OpenOptions { config_dir: &project.dir, nodes: None };
+    let kubernetes = KubernetesOptions { context: global.context.clone(), ..KubernetesOptions::default() };
+    let options = OpenOptions { config_dir: &project.dir, nodes: None, kubernetes: &kubernetes };
     let root = resolved.source.as_ref().map(|s| s.root.as_path());
     for check in factory::checks(&fleet, &options, root, &crate::images::base_image_hint).await {
         add(&check.name, check.result);
     }
-    if raw.deployment.target == Target::Docker {
+    if matches!(raw.deployment.target, Target::Docker | Target::Kubernetes) {
         let lock = factory::open(&fleet, &OpenOptions { nodes: Some(&[]), ..options }, LockCheck(&fleet.name)).await;
         match lock {
             Ok(Ok(detail)) => add("lock", Ok(detail)),

@@ -11,7 +11,7 @@ use orchestrator::fleet::Fleet;
 use orchestrator::plan::{self, Plan, PlanOptions, RenderOptions, plan_document, render_text};
 use orchestrator::port::Port;
 use orchestrator::resource::Resource;
-use targets::factory::{self, Files, OpenOptions, Unconnected, VisitLowered};
+use targets::factory::{self, Files, KubernetesOptions, OpenOptions, Unconnected, VisitLowered};
 
 use crate::cli::{GlobalArgs, PreviewArgs};
 use crate::exit::ExitStatus;
@@ -104,6 +104,12 @@ impl Unconnected for Offline<'_> {
     }
 }
 
+/// Whether opening the cluster failed for want of one (none configured, or none answering),
+/// not because it refused something.
+fn unreachable_cluster(err: &orchestrator::port::TargetError) -> bool {
+    err.is_unreachable() || err.message.starts_with("no Kubernetes cluster configured")
+}
+
 fn offline(printer: &Printer, fleet: &Fleet) -> anyhow::Result<bool> {
     let planned = factory::lower_unconnected(fleet, Offline { printer, fleet })?;
     Ok(planned.transpose()?.unwrap_or(false))
@@ -113,7 +119,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project).await?;
     let fleet = fleet::build(&project, &resolved)?;
-    let live = fleet.target() == Target::Docker && !args.offline;
+    let live = matches!(fleet.target(), Target::Docker | Target::Kubernetes) && !args.offline;
     // Without a live target the files are rendered first, and their objects dropped before
     // planning; a live preview writes them from the objects it plans.
     let written = match &args.out {
@@ -126,8 +132,15 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
             false
         }
         _ if live => {
-            let ctx = Context { project, resolved, fleet };
-            let options = OpenOptions { config_dir: &ctx.project.dir, nodes: None };
+            let kubernetes = KubernetesOptions {
+                context: global.context.clone(),
+                force_conflicts: args.kubernetes.force_conflicts,
+                skip_unserved: args.kubernetes.skip_unserved,
+                no_push: args.kubernetes.no_push,
+                refuse_conflicts: false,
+            };
+            let ctx = Context { project, resolved, fleet, kubernetes };
+            let options = OpenOptions { config_dir: &ctx.project.dir, nodes: None, kubernetes: &ctx.kubernetes };
             let name = config_name(&ctx.project);
             let mut directory = args.out.as_deref().map(artifacts::Directory::new);
             let files =
@@ -142,7 +155,27 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
                 }
                 None => None,
             };
-            let changed = planned?.map_err(target_error)??;
+            let changed = match planned? {
+                Ok(changed) => changed?,
+                // No cluster to read: the plan against an empty one, and said so.
+                Err(err) if ctx.fleet.target() == Target::Kubernetes && unreachable_cluster(&err) => {
+                    printer.warn(&format!("no Kubernetes cluster reachable ({}): rendering offline", err.message));
+                    if let Some(dir) = &args.out {
+                        let (count, secret) = write_artifacts(&ctx.project, &ctx.fleet, dir)?;
+                        printer.info(&format!(
+                            "Wrote {count} file(s) to {} ({secret} holding secrets, mode 0600).",
+                            dir.display()
+                        ));
+                    }
+                    let changed = offline(printer, &ctx.fleet)?;
+                    return Ok(if args.detailed_exitcode && changed {
+                        ExitStatus::Changes
+                    } else {
+                        ExitStatus::Success
+                    });
+                }
+                Err(err) => return Err(target_error(err)),
+            };
             if let (Some((count, secret)), Some(dir)) = (counts, &args.out) {
                 printer.info(&format!(
                     "Wrote {count} file(s) to {} ({secret} holding secrets, mode 0600).",

@@ -64,7 +64,11 @@ struct FailureDocument {
 }
 
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = session::load(printer, global, "infra up").await?;
+    let mut ctx = session::load(printer, global, "infra up").await?;
+    ctx.kubernetes.force_conflicts = args.kubernetes.force_conflicts;
+    ctx.kubernetes.skip_unserved = args.kubernetes.skip_unserved;
+    ctx.kubernetes.no_push = args.kubernetes.no_push;
+    ctx.kubernetes.refuse_conflicts = true;
     session::connect(&ctx, None, Up { printer, ctx: &ctx, args }).await?
 }
 

@@ -157,7 +157,9 @@ pub async fn finish_earlier_up<T: Port>(
 
 /// `rivetctl update`.
 pub async fn run(printer: &Printer, global: &GlobalArgs, args: &UpdateArgs) -> anyhow::Result<ExitStatus> {
-    let ctx = session::load(printer, global, "update").await?;
+    let mut ctx = session::load(printer, global, "update").await?;
+    ctx.kubernetes.no_push = args.no_push;
+    ctx.kubernetes.refuse_conflicts = true;
     // Resuming or abandoning reaches every node: the journal (on the target) says which
     // were in the rollout.
     let scope = if args.resume || args.abandon {

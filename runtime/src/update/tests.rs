@@ -52,7 +52,7 @@ pub fn quiet_printer() -> Printer {
 }
 
 fn global(config: std::path::PathBuf) -> GlobalArgs {
-    GlobalArgs { config, output: OutputFormat::Text, color: ColorChoice::Never, quiet: true, verbose: 0 }
+    GlobalArgs { config, output: OutputFormat::Text, color: ColorChoice::Never, quiet: true, verbose: 0, context: None }
 }
 
 /// [`CONFIG`] loaded as `update` loads it, from a directory of its own (kept while the
@@ -112,7 +112,7 @@ async fn locked_roll_out<T: Port>(
 
 /// `infra up --yes --no-build` as the command runs it, under the lock.
 pub async fn locked_up<T: Port>(ctx: &Context, target: &T) -> anyhow::Result<ExitStatus> {
-    let (printer, args) = (quiet_printer(), UpArgs { yes: true, no_build: true });
+    let (printer, args) = (quiet_printer(), UpArgs { yes: true, no_build: true, kubernetes: Default::default() });
     let store = target.store();
     session::locked(&printer, ctx, store, "infra up", async |held| {
         crate::commands::up::up(&printer, ctx, target, held, &args).await

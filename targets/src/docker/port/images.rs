@@ -78,7 +78,7 @@ fn runs_as_root(user: &str) -> bool {
 
 /// Runs `work` with a cancellation token that follows `cancelled` (checked every 100 ms):
 /// the engine-level code cancels builds in flight through the token.
-async fn with_token<F, T>(cancelled: &dyn Fn() -> bool, work: impl FnOnce(CancellationToken) -> F) -> T
+pub(crate) async fn with_token<F, T>(cancelled: &dyn Fn() -> bool, work: impl FnOnce(CancellationToken) -> F) -> T
 where
     F: Future<Output = T>,
 {
@@ -100,7 +100,7 @@ where
 
 /// Builds (or finds) every image of `images` on one engine (`node` names it in messages);
 /// the images build in parallel.
-async fn build_on(
+pub(crate) async fn build_on(
     engine: &Engine,
     node: &str,
     request: &ImageRequest<'_>,
@@ -264,38 +264,14 @@ impl Artifacts for DockerTarget<'_> {
 
     async fn stored_images(&self, node: &str, repository: &str) -> Result<Vec<StoredImage>, TargetError> {
         let link = self.link(node)?;
-        let filters = HashMap::from([("reference".to_string(), vec![repository.to_string()])]);
-        let options = ListImagesOptionsBuilder::default().filters(&filters).build();
-        let listed = match link.engine.call().list_images(Some(options)).await {
-            Ok(listed) => listed,
-            Err(e) => return Err(link.classify(format!("cannot list images on node {node}: {e}")).await),
-        };
-        let mut out: Vec<StoredImage> = listed
-            .into_iter()
-            .filter_map(|image| {
-                let reference = image.repo_tags.iter().find(|t| t.starts_with(&format!("{repository}:")))?.clone();
-                Some(StoredImage {
-                    id: image.id,
-                    reference,
-                    revision: image.labels.get("org.opencontainers.image.revision").cloned(),
-                    version: image.labels.get("org.opencontainers.image.version").cloned(),
-                    created: image.created,
-                })
-            })
-            .collect();
-        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.reference.cmp(&b.reference)));
-        Ok(out)
+        match stored_on(&link.engine, repository).await {
+            Ok(images) => Ok(images),
+            Err(e) => Err(link.classify(format!("cannot list images on node {node}: {e}")).await),
+        }
     }
 
     async fn image_facts(&self, node: &str, image: &str) -> Option<ImageFacts> {
-        let link = self.links.get(node)?;
-        let info = link.engine.call().inspect_image(image).await.ok()?;
-        let found = info.config.and_then(|c| c.labels).unwrap_or_default();
-        Some(ImageFacts {
-            id: info.id,
-            revision: found.get("org.opencontainers.image.revision").cloned(),
-            version: found.get("org.opencontainers.image.version").cloned(),
-        })
+        facts_on(&self.links.get(node)?.engine, image).await
     }
 
     async fn remove_images(&self, node: &str, images: &[String]) -> Result<Vec<String>, TargetError> {
@@ -341,6 +317,39 @@ impl Artifacts for DockerTarget<'_> {
             started_at: if running { state.started_at } else { None },
         })
     }
+}
+
+/// The images of `repository` on one engine, newest first.
+pub(crate) async fn stored_on(engine: &Engine, repository: &str) -> Result<Vec<StoredImage>, bollard::errors::Error> {
+    let filters = HashMap::from([("reference".to_string(), vec![repository.to_string()])]);
+    let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+    let listed = engine.call().list_images(Some(options)).await?;
+    let mut out: Vec<StoredImage> = listed
+        .into_iter()
+        .filter_map(|image| {
+            let reference = image.repo_tags.iter().find(|t| t.starts_with(&format!("{repository}:")))?.clone();
+            Some(StoredImage {
+                id: image.id,
+                reference,
+                revision: image.labels.get("org.opencontainers.image.revision").cloned(),
+                version: image.labels.get("org.opencontainers.image.version").cloned(),
+                created: image.created,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.created.cmp(&a.created).then(a.reference.cmp(&b.reference)));
+    Ok(out)
+}
+
+/// What one engine knows of `image` (`None` when it is not there).
+pub(crate) async fn facts_on(engine: &Engine, image: &str) -> Option<ImageFacts> {
+    let info = engine.call().inspect_image(image).await.ok()?;
+    let found = info.config.and_then(|c| c.labels).unwrap_or_default();
+    Some(ImageFacts {
+        id: info.id,
+        revision: found.get("org.opencontainers.image.revision").cloned(),
+        version: found.get("org.opencontainers.image.version").cloned(),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! the traits.
 
 pub mod doctor;
-mod images;
+pub(crate) mod images;
 pub mod nodes;
 mod steps;
 mod units;
