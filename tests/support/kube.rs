@@ -44,6 +44,12 @@ impl KubeFleet {
                     "  target: kubernetes\n  kubernetes:\n    namespace: {namespace}\n    create_namespace: true\n    storage_size: 1Gi\n"
                 ),
             );
+            // The quickstart's per-agent override names `opus`.
+            let text = if agents.contains(&"opus") {
+                text
+            } else {
+                text.replace("  agents:\n    opus:\n      env: { LOG_LEVEL: info }\n", "")
+            };
             let start = text.find("\nagents:\n").expect("the quickstart has agents") + "\nagents:\n".len();
             let end = start + text[start..].find("\n\n").expect("a blank line after the agents");
             format!("{}{}{}", &text[..start], agent_lines.trim_end_matches('\n'), &text[end..])
