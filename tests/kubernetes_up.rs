@@ -93,6 +93,8 @@ fn up_noop_change_prune_conflict_and_destroy() {
     let output = k.expect(&["infra", "preview", "--detailed-exitcode"], 2);
     let plan = stdout(&output);
     assert!(plan.contains(&format!("~ Deployment {opus}")), "{plan}");
+    let shown = plan.replace(&k.namespace, "NAMESPACE").replace(&k.fleet.name, "FLEET");
+    support::golden("tests/golden/kubernetes/live-preview-env-change.txt", &shown);
     assert!(plan.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete"), "{plan}");
     let before = k.generations();
     k.expect(UP, 0);
@@ -139,4 +141,38 @@ fn up_noop_change_prune_conflict_and_destroy() {
     let gone = k.kubectl_status(&["get", "namespace", &k.namespace, "-o", "jsonpath={.status.phase}"]);
     let phase = String::from_utf8_lossy(&gone.stdout).to_string();
     assert!(!gone.status.success() || phase == "Terminating", "namespace still {phase}");
+}
+
+/// Built images are pushed to `deployment.image.registry` (a real registry on loopback,
+/// with a password), the manifests name them by digest, and the pods pull them with the
+/// pull Secret rivetctl makes from the credentials.
+#[test]
+fn images_are_pushed_pinned_by_digest_and_pulled_with_a_pull_secret() {
+    use testkit::registry::{Registry, RegistryOptions};
+    let registry = Registry::start(RegistryOptions { user: Some(("deployer".into(), "s3cret-pass".into())) }).unwrap();
+    let k = KubeFleet::new("k8sreg", &["opus"]);
+    let prefix = format!("{}/rivet", registry.address());
+    k.fleet.edit(|text| text.replace("  source:\n", &format!("  image: {{ registry: \"{prefix}\" }}\n  source:\n")));
+    let mut up = k.command(&["infra", "up", "--yes"]);
+    up.env("RIVET_REGISTRY_USERNAME", "deployer").env("RIVET_REGISTRY_PASSWORD", "s3cret-pass");
+    let output = support::run(&mut up);
+    assert_eq!(output.status.code(), Some(0), "{}", support::describe(&output));
+    assert!(!support::describe(&output).contains("s3cret-pass"), "the password was printed");
+    let deployment = k.get("deployment", &k.agent("opus"));
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().to_string();
+    assert!(image.starts_with(&format!("{prefix}/rivetos-agent:")) && image.contains("@sha256:"), "{image}");
+    let (repository, digest) = image.split_once('@').unwrap();
+    let (name, tag) = repository.trim_start_matches(&format!("{}/", registry.address())).rsplit_once(':').unwrap();
+    assert_eq!(registry.manifest_digest(name, tag).unwrap().as_deref(), Some(digest), "the digest the registry holds");
+    let secrets = &deployment["spec"]["template"]["spec"]["imagePullSecrets"];
+    let secret = k.get("secret", secrets[0]["name"].as_str().unwrap());
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    assert_eq!(deployment["status"]["availableReplicas"], 1);
+    // A second up pushes nothing and changes nothing.
+    let mut again = k.command(&["infra", "up", "--yes"]);
+    again.env("RIVET_REGISTRY_USERNAME", "deployer").env("RIVET_REGISTRY_PASSWORD", "s3cret-pass");
+    let output = support::run(&mut again);
+    assert_eq!(output.status.code(), Some(0), "{}", support::describe(&output));
+    assert!(stdout(&output).contains("No changes"), "{}", support::describe(&output));
+    assert!(stderr(&output).contains("in the registry already"), "{}", stderr(&output));
 }

@@ -180,6 +180,10 @@ impl Target for KubernetesTarget<'_> {
         }
         self.refuse_unserved()?;
         let resource = step.desired.as_ref().expect("non-delete steps carry the desired resource");
+        if resource.payload.get(manifests::MADE_BY_STATEFULSET).is_some() {
+            // The StatefulSet's controller makes it from the claim template.
+            return Ok(());
+        }
         if resource.key.kind != "Namespace" {
             self.ensure_parent().await?;
         }

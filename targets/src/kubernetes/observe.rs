@@ -123,13 +123,19 @@ impl KubernetesTarget<'_> {
             desired.iter().map(|r| (&r.key, r)).collect();
         let mut observed: Vec<(ObservedResource, Option<Value>)> = Vec::new();
         for (kind, object) in owned {
-            observed.push((self.observed_of(kind, &object), Some(object)));
+            let mut found = self.observed_of(kind, &object);
+            // A claim made from the datahub's claim template has no record of its own.
+            if by_key.get(&found.key).is_some_and(|r| r.payload.get(crate::render::kubernetes::MADE_BY_STATEFULSET).is_some()) {
+                found.fields = Some(Default::default());
+            }
+            observed.push((found, Some(object)));
         }
         // Only objects the plan would leave alone need the dry run: a changed record is an
         // update already, which applies the whole object.
         let checks = observed.iter().enumerate().filter_map(|(i, (found, live))| {
             let resource = by_key.get(&found.key)?;
-            (found.fields.as_ref() == Some(&resource.fields)).then_some((i, *resource, live.as_ref()?))
+            let made_by_controller = resource.payload.get(crate::render::kubernetes::MADE_BY_STATEFULSET).is_some();
+            (found.fields.as_ref() == Some(&resource.fields) && !made_by_controller).then_some((i, *resource, live.as_ref()?))
         });
         let digest = self.digest();
         let results: Vec<(usize, Result<Vec<(String, Option<FieldValue>)>, TargetError>)> =

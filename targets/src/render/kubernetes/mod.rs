@@ -447,6 +447,36 @@ fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
     object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// Marks the payload of a claim the StatefulSet controller makes from a claim template:
+/// nothing applies it, and it has no fields of its own.
+pub const MADE_BY_STATEFULSET: &str = "rivetctl.io/made-by-statefulset";
+
+/// The claims a StatefulSet's controller makes for its one replica (`<template>-<set>-0`):
+/// desired objects with no fields, so the plan knows them (kept data, not leftovers) and
+/// `destroy --volumes` removes them.
+fn claims_of(set: &Value, set_name: &str, namespace: &str) -> Vec<Resource<Value>> {
+    let templates = set.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array);
+    templates
+        .into_iter()
+        .flatten()
+        .filter_map(|template| template.pointer("/metadata/name").and_then(Value::as_str))
+        .map(|claim| Resource {
+            key: ResourceKey {
+                node: namespace.to_string(),
+                kind: "PersistentVolumeClaim".into(),
+                name: format!("{claim}-{set_name}-0"),
+            },
+            component: Component::Storage,
+            stateful: true,
+            fields: Fields::new(),
+            replace_on: BTreeSet::new(),
+            run_state: None,
+            stop_grace_ms: None,
+            payload: json!({ MADE_BY_STATEFULSET: set_name }),
+        })
+        .collect()
+}
+
 /// What part of the fleet an object of `kind` is (`agent`: its `rivetctl.io/agent` label, or
 /// empty), whether it holds data, and its desired run state.
 pub fn classify(kind: &str, agent: &str) -> (Component, bool, Option<RunState>) {
@@ -530,6 +560,9 @@ pub fn resources_with(fleet: &Fleet, options: &Options) -> Result<Vec<Resource<V
             }
             let replace_on = replace_paths(replace_on, &fields);
             let node = if kind == "Namespace" { CLUSTER } else { namespace.as_str() };
+            if kind == "StatefulSet" {
+                out.extend(claims_of(&object, &name, namespace));
+            }
             out.push(Resource {
                 key: ResourceKey { node: node.to_string(), kind, name },
                 component,
