@@ -88,17 +88,19 @@ fn up_noop_change_prune_conflict_and_destroy() {
     assert_eq!(changed(&k, &before), BTreeSet::new());
     k.expect(&["infra", "preview", "--detailed-exitcode"], 0);
 
-    // One agent's environment changes: only its Deployment does.
+    // One agent's environment changes: only its Deployment does (and the config's own
+    // ConfigMap, which holds the changed file the agents read).
     k.fleet.edit(|text| text.replace("LOG_LEVEL: info", "LOG_LEVEL: debug"));
     let output = k.expect(&["infra", "preview", "--detailed-exitcode"], 2);
     let plan = stdout(&output);
     assert!(plan.contains(&format!("~ Deployment {opus}")), "{plan}");
     let shown = plan.replace(&k.namespace, "NAMESPACE").replace(&k.fleet.name, "FLEET");
     support::golden("tests/golden/kubernetes/live-preview-env-change.txt", &shown);
-    assert!(plan.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete"), "{plan}");
+    assert!(plan.contains("Plan: 0 to create, 2 to update, 0 to replace, 0 to delete"), "{plan}");
     let before = k.generations();
     k.expect(UP, 0);
-    assert_eq!(changed_spec(&k, &before), BTreeSet::from([format!("Deployment/{opus}")]));
+    let config = format!("ConfigMap/{}-config", k.fleet.name);
+    assert_eq!(changed_spec(&k, &before), BTreeSet::from([format!("Deployment/{opus}"), config]));
     k.expect(&["infra", "preview", "--detailed-exitcode"], 0);
 
     // A field taken by another manager: refused with the table, then taken with --force-conflicts.

@@ -7,7 +7,7 @@ mod support;
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use orchestrator::resource::{Component, RunState};
@@ -121,6 +121,7 @@ fn every_document_round_trips_through_its_typed_struct() {
         let kind = document["kind"].as_str().expect("kind").to_string();
         let typed = match kind.as_str() {
             "Namespace" => round_trip::<Namespace>(document),
+            "ConfigMap" => round_trip::<ConfigMap>(document),
             "Secret" => round_trip::<Secret>(document),
             "Service" => round_trip::<Service>(document),
             "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(document),
@@ -136,7 +137,7 @@ fn every_document_round_trips_through_its_typed_struct() {
     }
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds.len(), 9, "every kind is rendered: {kinds:?}");
+    assert_eq!(kinds.len(), 10, "every kind is rendered: {kinds:?}");
 }
 
 /// Offline validation against the Kubernetes 1.33 JSON schemas, rejecting unknown fields.

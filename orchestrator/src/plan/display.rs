@@ -105,6 +105,18 @@ fn write_changes<P>(out: &mut String, step: &Step<P>, paint: &Paint, agent: Opti
                     (Some(_), None) => paint.action(Action::Delete, "-"),
                     _ => paint.action(Action::Update, "~"),
                 };
+                if let (Some(before), Some(after)) = (&change.before, &change.after)
+                    && !before.sensitive
+                    && !after.sensitive
+                    && (before.text.contains('\n') || after.text.contains('\n'))
+                {
+                    // A file's text (a ConfigMap's key): the lines that differ, with context.
+                    let _ = writeln!(out, "      {symbol} {}:", change.field);
+                    for line in text_diff(&before.text, &after.text) {
+                        let _ = writeln!(out, "          {}", generic(line));
+                    }
+                    continue;
+                }
                 let line = match (&change.before, &change.after) {
                     (None, after) => format!("{} = {}", change.field, generic(value(after))),
                     (before, None) => format!("{} = {}", change.field, generic(value(before))),
@@ -120,6 +132,40 @@ fn write_changes<P>(out: &mut String, step: &Step<P>, paint: &Paint, agent: Opti
                 let _ = writeln!(out, "      {symbol} {line}{forces}");
             }
         }
+    }
+}
+
+/// Lines of context shown around a changed block of a multi-line value.
+const CONTEXT: usize = 2;
+
+/// The lines of `after` that differ from `before`: the changed block between the common
+/// first and last lines, `-` removed and `+` added, with [`CONTEXT`] lines around it and a
+/// `@@ line N @@` header (1-based, in `before`).
+fn text_diff(before: &str, after: &str) -> Vec<String> {
+    let (old, new): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    let prefix = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
+    let suffix = old[prefix..].iter().rev().zip(new[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
+    let start = prefix.saturating_sub(CONTEXT);
+    let mut out = vec![format!("@@ line {} @@", start + 1)];
+    out.extend(old[start..prefix].iter().map(|l| format!("  {l}")));
+    out.extend(old[prefix..old.len() - suffix].iter().map(|l| format!("- {l}")));
+    out.extend(new[prefix..new.len() - suffix].iter().map(|l| format!("+ {l}")));
+    let end = (old.len() - suffix + CONTEXT).min(old.len());
+    out.extend(old[old.len() - suffix..end].iter().map(|l| format!("  {l}")));
+    out
+}
+
+#[cfg(test)]
+mod text_diff_tests {
+    use super::text_diff;
+
+    #[test]
+    fn a_changed_line_is_shown_with_its_context() {
+        let before = "a\nb\nc\nd\ne\nf\n";
+        let after = "a\nb\nc\nD\ne\nf\n";
+        assert_eq!(text_diff(before, after), ["@@ line 2 @@", "  b", "  c", "- d", "+ D", "  e", "  f"]);
+        assert_eq!(text_diff("x\n", "x\ny\n"), ["@@ line 1 @@", "  x", "+ y"]);
+        assert_eq!(text_diff("x\ny\n", "y\n"), ["@@ line 1 @@", "- x", "  y"]);
     }
 }
 

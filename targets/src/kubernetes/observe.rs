@@ -125,7 +125,10 @@ impl KubernetesTarget<'_> {
         for (kind, object) in owned {
             let mut found = self.observed_of(kind, &object);
             // A claim made from the datahub's claim template has no record of its own.
-            if by_key.get(&found.key).is_some_and(|r| r.payload.get(crate::render::kubernetes::MADE_BY_STATEFULSET).is_some()) {
+            if by_key
+                .get(&found.key)
+                .is_some_and(|r| r.payload.get(crate::render::kubernetes::MADE_BY_STATEFULSET).is_some())
+            {
                 found.fields = Some(Default::default());
             }
             observed.push((found, Some(object)));
@@ -135,7 +138,11 @@ impl KubernetesTarget<'_> {
         let checks = observed.iter().enumerate().filter_map(|(i, (found, live))| {
             let resource = by_key.get(&found.key)?;
             let made_by_controller = resource.payload.get(crate::render::kubernetes::MADE_BY_STATEFULSET).is_some();
-            (found.fields.as_ref() == Some(&resource.fields) && !made_by_controller).then_some((i, *resource, live.as_ref()?))
+            (found.fields.as_ref() == Some(&resource.fields) && !made_by_controller).then_some((
+                i,
+                *resource,
+                live.as_ref()?,
+            ))
         });
         let digest = self.digest();
         let results: Vec<(usize, Result<Vec<(String, Option<FieldValue>)>, TargetError>)> =

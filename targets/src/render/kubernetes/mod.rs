@@ -10,9 +10,9 @@
 //! migrate job reach the datahub.
 //!
 //! Choices the manifests make (the template's comments repeat them for readers of the file):
-//! - The config is not part of the fleet: the pods mount the ConfigMap `<project>-config`
-//!   (key `config.yaml`, created by the runtime) as an *optional* directory volume at
-//!   `~/.rivetos`, read-only. A directory, not a `subPath`, so a later ConfigMap still shows.
+//! - The config is the ConfigMap `<project>-config` (key `config.yaml`, the file's text as
+//!   written, `${VAR}`s unexpanded): the pods mount it as an *optional* directory volume at
+//!   `~/.rivetos`, read-only. A directory, not a `subPath`, so a changed ConfigMap still shows.
 //! - The datahub's `PGDATA` is a subdirectory of its claim (a fresh volume may hold `lost+found`).
 //! - Agents: one replica each, `strategy: Recreate` (two instances of an agent holding the same
 //!   bot tokens never run at once: measured, `maxSurge: 0` does not ensure that, the
@@ -384,6 +384,7 @@ pub fn context(fleet: &Fleet, k8s: &KubernetesSettings, profile: &Profile) -> Va
         "create_namespace": k8s.create_namespace,
         "deployment": fleet.name,
         "config_map": config_map,
+        "config_text": fleet.config_text,
         "secret_name": secret_name,
         "policy_name": format!("{prefix}-datahub-ingress"),
         "history": fleet.update.keep_images,
