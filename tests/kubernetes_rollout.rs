@@ -69,38 +69,36 @@ fn ready(pod: &Pod) -> bool {
 fn watch_pods(k: &KubeFleet) -> (Arc<Mutex<Timeline>>, tokio::task::JoinHandle<()>) {
     let timeline = Arc::new(Mutex::new(Timeline::default()));
     let (namespace, shared) = (k.namespace.clone(), timeline.clone());
-    let handle = k.block_on(async {
-        let client = k.server.client().await;
-        let pods: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
+    let client = k.block_on(k.server.client());
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
+    let started = Instant::now();
+    let handle = k.spawn(async move {
         let mut initial_done = false;
-        let started = Instant::now();
-        tokio::spawn(async move {
-            let mut events = watcher::watcher(pods, watcher::Config::default().labels("rivetctl.io/agent")).boxed();
-            while let Some(event) = events.next().await {
-                let Ok(event) = event else { continue };
-                let mut timeline = shared.lock().unwrap();
-                match event {
-                    Event::Apply(pod) | Event::InitApply(pod) => {
-                        let (Some(uid), Some(agent)) = (pod.metadata.uid.clone(), agent_of(&pod)) else { continue };
-                        if initial_done && !timeline.initial.contains(&uid) && !timeline.replaced.contains(&agent) {
-                            timeline.replaced.push(agent.clone());
-                        }
-                        if !initial_done {
-                            timeline.initial.insert(uid.clone());
-                        }
-                        timeline.pods.insert(uid, Seen { agent, ready: ready(&pod) });
+        let mut events = watcher::watcher(pods, watcher::Config::default().labels("rivetctl.io/agent")).boxed();
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            let mut timeline = shared.lock().unwrap();
+            match event {
+                Event::Apply(pod) | Event::InitApply(pod) => {
+                    let (Some(uid), Some(agent)) = (pod.metadata.uid.clone(), agent_of(&pod)) else { continue };
+                    if initial_done && !timeline.initial.contains(&uid) && !timeline.replaced.contains(&agent) {
+                        timeline.replaced.push(agent.clone());
                     }
-                    Event::Delete(pod) => {
-                        timeline.pods.remove(&pod.metadata.uid.unwrap_or_default());
+                    if !initial_done {
+                        timeline.initial.insert(uid.clone());
                     }
-                    Event::InitDone => initial_done = true,
-                    Event::Init => {}
+                    timeline.pods.insert(uid, Seen { agent, ready: ready(&pod) });
                 }
-                if initial_done {
-                    timeline.record(started.elapsed());
+                Event::Delete(pod) => {
+                    timeline.pods.remove(&pod.metadata.uid.unwrap_or_default());
                 }
+                Event::InitDone => initial_done = true,
+                Event::Init => {}
             }
-        })
+            if initial_done {
+                timeline.record(started.elapsed());
+            }
+        }
     });
     (timeline, handle)
 }

@@ -143,6 +143,15 @@ impl KubeFleet {
         format!("{}-agent-{id}", self.fleet.name)
     }
 
+    /// Spawns a task on the fleet's runtime (a watch running while rivetctl does).
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(future)
+    }
+
     /// Runs a future on the fleet's runtime (for kube clients in assertions).
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)

@@ -155,20 +155,6 @@ fn text_diff(before: &str, after: &str) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod text_diff_tests {
-    use super::text_diff;
-
-    #[test]
-    fn a_changed_line_is_shown_with_its_context() {
-        let before = "a\nb\nc\nd\ne\nf\n";
-        let after = "a\nb\nc\nD\ne\nf\n";
-        assert_eq!(text_diff(before, after), ["@@ line 2 @@", "  b", "  c", "- d", "+ D", "  e", "  f"]);
-        assert_eq!(text_diff("x\n", "x\ny\n"), ["@@ line 1 @@", "  x", "+ y"]);
-        assert_eq!(text_diff("x\ny\n", "y\n"), ["@@ line 1 @@", "- x", "  y"]);
-    }
-}
-
 fn headline<P>(step: &Step<P>) -> String {
     let mut line = format!("{} {}", step.key.kind, step.key.name);
     if step.key.node != "local" && !step.key.node.is_empty() {
@@ -260,4 +246,18 @@ fn write_kept<P>(out: &mut String, plan: &Plan<P>, paint: &Paint) {
         paint.dim("Kept, no longer in the configuration:"),
         names.join(", ")
     );
+}
+
+#[cfg(test)]
+mod text_diff_tests {
+    use super::text_diff;
+
+    #[test]
+    fn a_changed_line_is_shown_with_its_context() {
+        let before = "a\nb\nc\nd\ne\nf\n";
+        let after = "a\nb\nc\nD\ne\nf\n";
+        assert_eq!(text_diff(before, after), ["@@ line 2 @@", "  b", "  c", "- d", "+ D", "  e", "  f"]);
+        assert_eq!(text_diff("x\n", "x\ny\n"), ["@@ line 1 @@", "  x", "+ y"]);
+        assert_eq!(text_diff("x\ny\n", "y\n"), ["@@ line 1 @@", "- x", "  y"]);
+    }
 }

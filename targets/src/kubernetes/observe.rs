@@ -43,6 +43,9 @@ fn state_of(kind: &str, object: &Value) -> ObservedState {
     }
 }
 
+/// The fields found changed on a live object, with their live values.
+type Drifted = Vec<(String, Option<FieldValue>)>;
+
 /// The error of an object whose fields other managers hold, with their table.
 pub fn refused(key: &ResourceKey, found: &[Conflict]) -> TargetError {
     TargetError::failed(format!(
@@ -145,7 +148,7 @@ impl KubernetesTarget<'_> {
             ))
         });
         let digest = self.digest();
-        let results: Vec<(usize, Result<Vec<(String, Option<FieldValue>)>, TargetError>)> =
+        let results: Vec<(usize, Result<Drifted, TargetError>)> =
             futures_util::stream::iter(checks)
                 .map(|(i, resource, live)| {
                     let digest = &digest;

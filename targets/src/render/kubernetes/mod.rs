@@ -192,14 +192,14 @@ fn env_entries(env: &Env, owner: &str, conflicts: &BTreeSet<String>, secrets: &m
 /// `1.5` cores → `1500m`, `2.0` → `2` (the canonical form the server stores).
 pub fn cpu_quantity(cpus: f64) -> String {
     let millis = (cpus * 1000.0).round() as u64;
-    if millis % 1000 == 0 { format!("{}", millis / 1000) } else { format!("{millis}m") }
+    if millis.is_multiple_of(1000) { format!("{}", millis / 1000) } else { format!("{millis}m") }
 }
 
 /// Bytes → whole MiB, rounded up, in the canonical form: `1073741824` → `1Gi`,
 /// `536870912` → `512Mi`.
 pub fn memory_quantity(bytes: u64) -> String {
     let mib = bytes.div_ceil(MIB);
-    if mib % 1024 == 0 { format!("{}Gi", mib / 1024) } else { format!("{mib}Mi") }
+    if mib.is_multiple_of(1024) { format!("{}Gi", mib / 1024) } else { format!("{mib}Mi") }
 }
 
 fn resources_of(limits: ResolvedLimits) -> Value {
