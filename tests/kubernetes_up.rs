@@ -81,6 +81,11 @@ fn up_noop_change_prune_conflict_and_destroy() {
     let secret = k.get("secret", &format!("{}-secrets", k.fleet.name));
     assert!(secret["data"].as_object().is_some_and(|d| !d.is_empty()));
 
+    // status reads the workloads through the API.
+    let status = k.expect(&["status"], 0);
+    let shown = stdout(&status);
+    assert!(shown.contains(&opus) && shown.contains("ready"), "{}", support::describe(&status));
+
     // A second up changes nothing.
     let before = k.versions();
     let output = k.expect(UP, 0);

@@ -170,6 +170,38 @@ fn an_agents_own_secret_gets_its_own_key() {
     assert!(artifacts[0].contents.contains("key: \"TOKEN.grok-2\""));
 }
 
+/// The manifests `infra preview --out` renders for examples/kubernetes (golden files of
+/// tests/examples.rs): every document round-trips through its typed struct and the files
+/// pass `kubernetes-validate --strict` for 1.33.
+#[test]
+fn the_examples_manifests_round_trip_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/examples/kubernetes/kubernetes");
+    let files = [dir.join("manifests.yaml"), dir.join("secret.yaml")];
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for document in kubernetes::parse_documents(&text).unwrap() {
+            let typed = match document["kind"].as_str().unwrap() {
+                "Secret" => round_trip::<Secret>(&document),
+                "ConfigMap" => round_trip::<ConfigMap>(&document),
+                "Service" => round_trip::<Service>(&document),
+                "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(&document),
+                "StatefulSet" => round_trip::<StatefulSet>(&document),
+                "Deployment" => round_trip::<Deployment>(&document),
+                "Job" => round_trip::<Job>(&document),
+                "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(&document),
+                "NetworkPolicy" => round_trip::<NetworkPolicy>(&document),
+                other => panic!("no typed check for kind {other}"),
+            };
+            assert_eq!(prune(&typed), prune(&document), "{} changed in the round trip", document["kind"]);
+        }
+    }
+    let mut args = vec!["--strict", "--kubernetes-version", "1.33.0", "--quiet"];
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let output = run_tool("kubernetes-validate", &args, None, "install it with `pip install kubernetes-validate`");
+    assert!(output.status.success(), "kubernetes-validate: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+}
+
 #[test]
 fn golden_manifests_pass_kubernetes_validate() {
     let files = [golden_path("kubernetes/manifests.yaml"), golden_path("kubernetes/secret.yaml")];

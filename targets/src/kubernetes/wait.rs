@@ -174,28 +174,15 @@ impl KubernetesTarget<'_> {
     /// The last log lines of a pod's first container (of its previous run when it restarted).
     pub(super) async fn pod_logs(&self, pod: &str) -> Vec<String> {
         let pods: Api<Pod> = Api::namespaced(self.cluster.call(), self.namespace());
-        let mut params = LogParams { tail_lines: Some(LOG_TAIL), ..LogParams::default() };
         let restarted = match pods.get_opt(pod).await {
-            Ok(Some(found)) => found.status.and_then(|s| s.container_statuses).is_some_and(|c| {
-                c.iter().any(|c| c.restart_count > 0 && c.state.as_ref().is_some_and(|s| s.running.is_none()))
-            }),
+            Ok(Some(found)) => found
+                .status
+                .and_then(|s| s.container_statuses)
+                .is_some_and(|c| c.iter().any(|c| c.restart_count > 0 && c.state.as_ref().is_some_and(|s| s.running.is_none()))),
             _ => false,
         };
-        params.previous = restarted;
-        match self
-            .cluster
-            .call()
-            .request_text(
-                http::Request::get(format!(
-                    "/api/v1/namespaces/{}/pods/{pod}/log?tailLines={LOG_TAIL}{}",
-                    self.namespace(),
-                    if params.previous { "&previous=true" } else { "" }
-                ))
-                .body(Vec::new())
-                .expect("a valid request"),
-            )
-            .await
-        {
+        let params = LogParams { tail_lines: Some(LOG_TAIL), previous: restarted, ..LogParams::default() };
+        match pods.logs(pod, &params).await {
             Ok(text) => text.lines().map(str::to_string).collect(),
             Err(_) => Vec::new(),
         }
@@ -209,6 +196,7 @@ impl KubernetesTarget<'_> {
         selector: &str,
         phase_failed: bool,
         progress: fn(&K) -> Progress,
+        last: &std::cell::RefCell<String>,
     ) -> Readiness
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -232,7 +220,7 @@ impl KubernetesTarget<'_> {
                     match progress(&object) {
                         Progress::Done => return Readiness::Ready,
                         Progress::Failed(reason) => return Readiness::Failed { reason, logs: Vec::new() },
-                        Progress::Pending(_) => {}
+                        Progress::Pending(detail) => *last.borrow_mut() = detail,
                     }
                 }
                 Some(event) = pod_events.next() => {
@@ -288,11 +276,12 @@ pub async fn wait_step(
     let name = resource.key.name.as_str();
     let selector = selector_of(&resource.payload);
     let started = Instant::now();
+    let last = std::cell::RefCell::new("no status seen".to_string());
     let watched = async {
         match resource.key.kind.as_str() {
-            "Deployment" => target.watch_until::<Deployment>(name, &selector, true, deployment_progress).await,
-            "StatefulSet" => target.watch_until::<StatefulSet>(name, &selector, true, statefulset_progress).await,
-            "Job" => target.watch_until::<Job>(name, &selector, false, job_progress).await,
+            "Deployment" => target.watch_until::<Deployment>(name, &selector, true, deployment_progress, &last).await,
+            "StatefulSet" => target.watch_until::<StatefulSet>(name, &selector, true, statefulset_progress, &last).await,
+            "Job" => target.watch_until::<Job>(name, &selector, false, job_progress, &last).await,
             _ => Readiness::Ready,
         }
     };
@@ -300,7 +289,7 @@ pub async fn wait_step(
         Ok(readiness) => readiness,
         Err(_) => {
             return Ok(Readiness::Failed {
-                reason: format!("{} not ready within {} s", resource.key, deadline.as_secs()),
+                reason: format!("{} not ready within {} s ({})", resource.key, deadline.as_secs(), last.borrow()),
                 logs: Vec::new(),
             });
         }
