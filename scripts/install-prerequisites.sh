@@ -8,6 +8,9 @@
 #   (systemd-analyze verifies rendered units), socat and openssl (TLS and network tests),
 #   iproute2 and util-linux (`ip netns`, `unshare`: the tcp:// probe test), etcd-server (the
 #   store of the Kubernetes tests' API server), docker-registry (a real registry on loopback);
+# - kube-apiserver and kube-controller-manager v1.20.2, built from Debian's kubernetes
+#   source package into /opt/rivetctl/kubernetes/bin (scripts/kubernetes/build-apiserver.sh;
+#   5-15 minutes the first time): the Kubernetes tests start their own server with them;
 # - kubernetes-validate 1.37.0 (pip), which checks rendered Kubernetes manifests;
 # - /run/sshd, sshd's privilege separation directory;
 # - the local base image rivetos-base:busybox (examples/base-image/build.sh), so the
