@@ -183,3 +183,34 @@ fn images_are_pushed_pinned_by_digest_and_pulled_with_a_pull_secret() {
     assert!(stdout(&output).contains("No changes"), "{}", support::describe(&output));
     assert!(stderr(&output).contains("in the registry already"), "{}", stderr(&output));
 }
+
+/// With no cluster to read, `infra preview` plans against an empty one and says so; `up`
+/// fails with what it could not reach.
+#[test]
+fn preview_renders_offline_when_no_cluster_answers() {
+    let fleet = support::docker::TestFleet::new("k8soff");
+    fleet.edit(|text| {
+        text.replace("  target: docker\n", "  target: kubernetes\n  kubernetes: { namespace: offline-ns }\n")
+    });
+    // A kubeconfig whose server does not answer (a port nothing listens on).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let kubeconfig = fleet.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: false}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let mut preview = fleet.command(&["infra", "preview", "--detailed-exitcode"]);
+    preview.env("KUBECONFIG", &kubeconfig);
+    let output = support::run(&mut preview);
+    assert_eq!(output.status.code(), Some(2), "{}", support::describe(&output));
+    assert!(stderr(&output).contains("no Kubernetes cluster reachable"), "{}", stderr(&output));
+    assert!(stdout(&output).contains("to create"), "{}", stdout(&output));
+    let mut up = fleet.command(&["infra", "up", "--yes", "--no-push"]);
+    up.env("KUBECONFIG", &kubeconfig);
+    let output = support::run(&mut up);
+    assert_eq!(output.status.code(), Some(1), "{}", support::describe(&output));
+    assert!(stderr(&output).contains(&format!("127.0.0.1:{port}")), "{}", stderr(&output));
+}

@@ -155,7 +155,11 @@ const DATAHUB: Object = Object {
 const IMAGE: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
     fields: &[
-        Field::new("registry", &STR, "Registry prefix of prebuilt images (used when `build_from_source` is false).")
+        Field::new(
+            "registry",
+            &STR,
+            "Registry prefix of prebuilt images (used when `build_from_source` is false); on Kubernetes, also where images built from source are pushed (unless `--no-push`).",
+        )
             .default(S("ghcr.io/philbert440")),
         Field::new("agent_image", &STR, "Repository name of the agent image.").default(S("rivetos-agent")),
         Field::new("tag", &STR, "Tag of prebuilt images (used when `build_from_source` is false).")

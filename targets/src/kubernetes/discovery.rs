@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use orchestrator::port::TargetError;
-use serde_json::Value;
 
 use super::{Cluster, classify};
 use crate::render::kubernetes::Profile;
@@ -84,12 +83,25 @@ pub async fn discover(cluster: &Cluster) -> Result<Served, TargetError> {
     })
 }
 
+/// The OpenAPI v2 document, as much of it as is read: the property names of each
+/// definition (values skipped unparsed: the document is megabytes, this keeps it cheap).
+#[derive(serde::Deserialize)]
+struct OpenApi {
+    definitions: std::collections::HashMap<String, Definition>,
+}
+
+#[derive(serde::Deserialize)]
+struct Definition {
+    #[serde(default)]
+    properties: std::collections::HashMap<String, serde::de::IgnoredAny>,
+}
+
 /// The fields of [`PROBED`] the OpenAPI v2 document declares.
 fn probed_fields(openapi: &str) -> BTreeSet<String> {
-    let Ok(document) = serde_json::from_str::<Value>(openapi) else { return BTreeSet::new() };
+    let Ok(document) = serde_json::from_str::<OpenApi>(openapi) else { return BTreeSet::new() };
     let mut found = BTreeSet::new();
     for (definition, field) in PROBED {
-        if document["definitions"][definition]["properties"].get(field).is_some() {
+        if document.definitions.get(*definition).is_some_and(|d| d.properties.contains_key(*field)) {
             found.insert(format!("{definition}.{field}"));
         }
     }
