@@ -199,7 +199,12 @@ fn the_examples_manifests_round_trip_and_validate() {
     let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     args.extend(paths.iter().map(String::as_str));
     let output = run_tool("kubernetes-validate", &args, None, "install it with `pip install kubernetes-validate`");
-    assert!(output.status.success(), "kubernetes-validate: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "kubernetes-validate: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

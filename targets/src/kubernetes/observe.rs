@@ -148,31 +148,27 @@ impl KubernetesTarget<'_> {
             ))
         });
         let digest = self.digest();
-        let results: Vec<(usize, Result<Drifted, TargetError>)> =
-            futures_util::stream::iter(checks)
-                .map(|(i, resource, live)| {
-                    let digest = &digest;
-                    async move {
-                        let result = match self.dry_run(resource).await {
-                            Ok(dry_run) => Ok(diff::drifted(&resource.fields, &dry_run, live, digest)),
-                            Err(kube::Error::Api(status)) if status.code == 409 => {
-                                let found = conflicts::from_status(&status, live);
-                                if self.options.refuse_conflicts {
-                                    return (i, Err(refused(&resource.key, &found)));
-                                }
-                                Ok(vec![(
-                                    CONFLICT_FIELD.to_string(),
-                                    Some(FieldValue::plain(Conflict::managers(&found))),
-                                )])
+        let results: Vec<(usize, Result<Drifted, TargetError>)> = futures_util::stream::iter(checks)
+            .map(|(i, resource, live)| {
+                let digest = &digest;
+                async move {
+                    let result = match self.dry_run(resource).await {
+                        Ok(dry_run) => Ok(diff::drifted(&resource.fields, &dry_run, live, digest)),
+                        Err(kube::Error::Api(status)) if status.code == 409 => {
+                            let found = conflicts::from_status(&status, live);
+                            if self.options.refuse_conflicts {
+                                return (i, Err(refused(&resource.key, &found)));
                             }
-                            Err(err) => Err(classify(&format!("cannot dry-run {}", resource.key), &err)),
-                        };
-                        (i, result)
-                    }
-                })
-                .buffer_unordered(DRY_RUNS_AT_ONCE)
-                .collect()
-                .await;
+                            Ok(vec![(CONFLICT_FIELD.to_string(), Some(FieldValue::plain(Conflict::managers(&found))))])
+                        }
+                        Err(err) => Err(classify(&format!("cannot dry-run {}", resource.key), &err)),
+                    };
+                    (i, result)
+                }
+            })
+            .buffer_unordered(DRY_RUNS_AT_ONCE)
+            .collect()
+            .await;
         for (i, result) in results {
             let drifted = result?;
             if drifted.is_empty() {

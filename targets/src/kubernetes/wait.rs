@@ -175,10 +175,9 @@ impl KubernetesTarget<'_> {
     pub(super) async fn pod_logs(&self, pod: &str) -> Vec<String> {
         let pods: Api<Pod> = Api::namespaced(self.cluster.call(), self.namespace());
         let restarted = match pods.get_opt(pod).await {
-            Ok(Some(found)) => found
-                .status
-                .and_then(|s| s.container_statuses)
-                .is_some_and(|c| c.iter().any(|c| c.restart_count > 0 && c.state.as_ref().is_some_and(|s| s.running.is_none()))),
+            Ok(Some(found)) => found.status.and_then(|s| s.container_statuses).is_some_and(|c| {
+                c.iter().any(|c| c.restart_count > 0 && c.state.as_ref().is_some_and(|s| s.running.is_none()))
+            }),
             _ => false,
         };
         let params = LogParams { tail_lines: Some(LOG_TAIL), previous: restarted, ..LogParams::default() };
@@ -280,7 +279,9 @@ pub async fn wait_step(
     let watched = async {
         match resource.key.kind.as_str() {
             "Deployment" => target.watch_until::<Deployment>(name, &selector, true, deployment_progress, &last).await,
-            "StatefulSet" => target.watch_until::<StatefulSet>(name, &selector, true, statefulset_progress, &last).await,
+            "StatefulSet" => {
+                target.watch_until::<StatefulSet>(name, &selector, true, statefulset_progress, &last).await
+            }
             "Job" => target.watch_until::<Job>(name, &selector, false, job_progress, &last).await,
             _ => Readiness::Ready,
         }
