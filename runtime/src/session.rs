@@ -122,7 +122,7 @@ pub async fn hold<'s, S: StateStore>(
     let deployment = &ctx.fleet.name;
     let mut lease = Lease::acquire(store, deployment, &format!("rivetctl {command}"), lease::DEFAULT_TTL)
         .await
-        .map_err(|e| crate::commands::lock::explain(anyhow::Error::new(e)))?;
+        .map_err(|e| crate::commands::lock::explain(anyhow::Error::new(e), &store.location()))?;
     if let Some((holder, why)) = lease.took_over() {
         let why = match why {
             TakeOver::Dead => "its process is gone",

@@ -44,6 +44,12 @@ impl KubeFleet {
                     "  target: kubernetes\n  kubernetes:\n    namespace: {namespace}\n    create_namespace: true\n    storage_size: 1Gi\n"
                 ),
             );
+            // Docker's own settings have no place here (the project name names the objects).
+            let text: String = text
+                .lines()
+                .filter(|l| !l.starts_with("    network: ") && !l.starts_with("    postgres_port: "))
+                .map(|l| format!("{l}\n"))
+                .collect();
             // The quickstart's per-agent override names `opus`.
             let text = if agents.contains(&"opus") {
                 text

@@ -114,7 +114,16 @@ fn deployment_keys(root: &yaml::Yaml) -> BTreeSet<String> {
     let yaml::YamlKind::Map(entries) = &deployment.kind else {
         return BTreeSet::new();
     };
-    entries.iter().filter_map(|(k, _)| k.as_scalar().map(str::to_string)).collect()
+    entries
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = k.as_scalar()?;
+            // `docker.project_name` alone names the objects of every target: not Docker's own.
+            let names_only = matches!(&v.kind, yaml::YamlKind::Map(inner)
+                if !inner.is_empty() && inner.iter().all(|(k, _)| k.as_scalar() == Some("project_name")));
+            Some(if key == "docker" && names_only { "docker.project_name".to_string() } else { key.to_string() })
+        })
+        .collect()
 }
 
 fn sorted(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {

@@ -117,6 +117,12 @@ fn upstream_messages_keep_their_wording() {
 }
 
 #[test]
+fn a_project_name_alone_is_not_docker_settings() {
+    // `docker.project_name` names the objects of every target (docs/kubernetes.md).
+    check("deployment:\n  target: kubernetes\n  docker: {project_name: prod}\n", &[]);
+}
+
+#[test]
 fn upstream_warnings_keep_their_wording() {
     check(
         "deployment:\n  target: kubernetes\n  docker: {network: n}\n  colour: red\n",

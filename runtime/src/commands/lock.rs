@@ -10,13 +10,14 @@ use crate::printer::Printer;
 use crate::session;
 use crate::store::lease::{self as lease, LockStatus, Runner};
 
-/// Turns a held lock into an error that names the holder and says what to do.
-pub fn explain(err: anyhow::Error) -> anyhow::Error {
+/// Turns a held lock into an error that names the holder, where the lock is (`location`,
+/// the store's), and says what to do.
+pub fn explain(err: anyhow::Error, location: &str) -> anyhow::Error {
     match err.downcast::<lease::LeaseError>() {
         Ok(lease::LeaseError::Held(held)) => {
             let lapses = timestamp(held.holder.expires);
             hinted(
-                format!("{held}; another run is changing this deployment"),
+                format!("{held}; another run is changing this deployment (the lock: {location})"),
                 format!(
                     "wait for it to finish; if it is gone, `rivetctl lock release --force` (the lock lapses by itself at {lapses}; on the same host a dead holder's lock is taken over at once)"
                 ),
@@ -173,11 +174,11 @@ mod tests {
             .await
             .err()
             .unwrap();
-        let explained = explain(anyhow::Error::new(err));
+        let explained = explain(anyhow::Error::new(err), "volumes rivetctl-state-demo-* on node local");
         let hinted = explained.downcast_ref::<crate::exit::Hinted>().expect("hinted");
         assert_eq!(
             hinted.message,
-            "deployment \"demo\" is locked by `rivetctl update` on ci-1 (pid 123), held for 0s; another run is changing this deployment"
+            "deployment \"demo\" is locked by `rivetctl update` on ci-1 (pid 123), held for 0s; another run is changing this deployment (the lock: volumes rivetctl-state-demo-* on node local)"
         );
         assert!(hinted.hint.contains("lapses by itself at 2023-11-14T22:28:20Z"), "{}", hinted.hint);
     }

@@ -18,9 +18,6 @@ use super::kinds::{self, KINDS};
 use super::{FIELD_MANAGER, KubernetesTarget, RECORD, SPEC_HASH, classify, conflicts, is_not_found, wait};
 use crate::render::kubernetes as manifests;
 
-/// How often a deleted object is checked for being gone (a watch would outlive most deletes).
-const GONE_POLL: Duration = Duration::from_millis(250);
-
 /// The containers of a pod template (or a pod) in an object, mutably.
 fn containers_mut(object: &mut Value) -> Vec<&mut Value> {
     match object.pointer_mut("/spec/template/spec/containers").and_then(Value::as_array_mut) {
@@ -100,7 +97,8 @@ impl KubernetesTarget<'_> {
         let (api, body) = self.api_and_body(resource);
         let mut params = PatchParams::apply(FIELD_MANAGER);
         params.force = self.options.force_conflicts;
-        match api.patch(&resource.key.name, &params, &Patch::Apply(&body)).await {
+        let patch = Patch::Apply(&body);
+        match super::retried(|| api.patch(&resource.key.name, &params, &patch)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let live = match api.get_opt(&resource.key.name).await {
@@ -127,18 +125,23 @@ impl KubernetesTarget<'_> {
             grace_period_seconds: Some(u32::try_from(grace_ms.div_ceil(1000)).unwrap_or(u32::MAX)),
             ..DeleteParams::default()
         };
-        match api.delete(&key.name, &params).await {
-            Ok(_) => {}
+        let uid = match api.delete(&key.name, &params).await {
+            Ok(either) => either.left().and_then(|object| object.metadata.uid),
             Err(err) if is_not_found(&err) => return Ok(()),
             Err(err) => return Err(classify(&format!("cannot delete {key}"), &err)),
-        }
+        };
+        // Deleted at once (a Status came back), or watched until its uid is gone.
+        let Some(uid) = uid else { return Ok(()) };
         let gone = async {
-            loop {
-                match api.get_opt(&key.name).await {
-                    Ok(None) => return Ok(()),
-                    Ok(Some(_)) => tokio::time::sleep(GONE_POLL).await,
-                    Err(err) => return Err(classify(&format!("cannot read {key}"), &err)),
-                }
+            match kube::runtime::wait::await_condition(
+                api.clone(),
+                &key.name,
+                kube::runtime::conditions::is_deleted(&uid),
+            )
+            .await
+            {
+                Ok(_) => Ok(()),
+                Err(err) => Err(TargetError::unreachable(format!("cannot watch {key} go: {err}"))),
             }
         };
         match tokio::time::timeout(deadline, gone).await {

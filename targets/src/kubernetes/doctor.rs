@@ -117,7 +117,10 @@ pub async fn checks(fleet: &Fleet, options: &ConnectOptions) -> Vec<Check> {
     let core: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cluster.call(), namespace);
     checks.push(match core.list(&kube::api::ListParams::default().limit(1)).await {
         Ok(_) => Check::ok(format!("namespace {namespace}"), "readable"),
-        Err(err) => Check::failed(format!("namespace {namespace}"), error_chain(&err), None),
+        Err(err) => {
+            let error = super::classify(&format!("cannot list ConfigMaps in namespace {namespace}"), &err);
+            Check::failed(format!("namespace {namespace}"), error.message, error.hint)
+        }
     });
     checks
 }

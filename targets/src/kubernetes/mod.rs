@@ -210,6 +210,36 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether a kube error is the connection's, not the server's answer (a cut connection, a
+/// reset): an idempotent call can be made again.
+pub fn is_transport(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::HyperError(_) | kube::Error::Service(_))
+}
+
+/// How often an idempotent call is made again after a transport error.
+const TRANSPORT_RETRIES: u32 = 3;
+
+/// Makes an idempotent call (a server-side apply, a dry run, a read), again after a
+/// transport error, up to [`TRANSPORT_RETRIES`] times with a doubling pause from 200 ms.
+pub async fn retried<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut pause = std::time::Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(err) if is_transport(&err) && attempt < TRANSPORT_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether a kube error is a 404.
 pub fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)

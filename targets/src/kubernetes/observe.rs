@@ -112,7 +112,8 @@ impl KubernetesTarget<'_> {
         let (api, body) = self.api_and_body(resource);
         let mut params = PatchParams::apply(FIELD_MANAGER).dry_run();
         params.force = self.options.force_conflicts;
-        let applied: DynamicObject = api.patch(&resource.key.name, &params, &Patch::Apply(&body)).await?;
+        let patch = Patch::Apply(&body);
+        let applied: DynamicObject = super::retried(|| api.patch(&resource.key.name, &params, &patch)).await?;
         Ok(serde_json::to_value(applied).unwrap_or(Value::Null))
     }
 

@@ -94,7 +94,7 @@ impl KubernetesTarget<'_> {
     /// The live Deployment of a unit, as JSON.
     async fn live(&self, unit: &Unit<Value>) -> Result<Option<Value>, TargetError> {
         let api = self.api_for(&unit.desired.key, "apps/v1");
-        match api.get_opt(unit_name(unit)).await {
+        match super::retried(|| api.get_opt(unit_name(unit))).await {
             Ok(found) => Ok(found.map(|d| serde_json::to_value(d).unwrap_or(Value::Null))),
             Err(err) => Err(classify(&format!("cannot read {}", unit.desired.key), &err)),
         }
@@ -114,7 +114,8 @@ impl KubernetesTarget<'_> {
         let api = self.api_for(&unit.desired.key, "apps/v1");
         let mut params = PatchParams::apply(FIELD_MANAGER);
         params.force = force || self.options.force_conflicts;
-        match api.patch(unit_name(unit), &params, &Patch::Apply(&object)).await {
+        let patch = Patch::Apply(&object);
+        match super::retried(|| api.patch(unit_name(unit), &params, &patch)).await {
             Ok(_) => Ok(()),
             Err(err) => Err(classify(&format!("cannot apply {}", unit.desired.key), &err)),
         }
@@ -167,10 +168,9 @@ impl KubernetesTarget<'_> {
     pub(super) async fn probe_agent(&self, agent: &str) -> Result<ProbeReport, TargetError> {
         let pods: Api<Pod> = Api::namespaced(self.cluster.call(), self.namespace());
         let selector = format!("rivetctl.io/agent={agent},{}={}", super::DEPLOYMENT, self.fleet.name);
-        let listed = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| classify("cannot list the agent's pods", &e))?;
+        let params = ListParams::default().labels(&selector);
+        let listed =
+            super::retried(|| pods.list(&params)).await.map_err(|e| classify("cannot list the agent's pods", &e))?;
         let Some(pod) = listed
             .items
             .into_iter()
