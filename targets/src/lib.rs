@@ -9,6 +9,7 @@ pub mod build;
 pub mod cancel;
 pub mod docker;
 pub mod factory;
+pub mod gate;
 pub mod http;
 pub mod kubernetes;
 pub mod probe;

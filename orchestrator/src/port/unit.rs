@@ -23,6 +23,25 @@ pub struct Unit<P> {
     pub desired: Arc<Resource<P>>,
 }
 
+impl<P> Unit<P> {
+    /// One unit per agent object among `desired` (its component is an agent) that `keep`
+    /// accepts: the unit of targets that run each agent as one object.
+    pub fn per_agent(desired: &[Arc<Resource<P>>], keep: impl Fn(&Resource<P>) -> bool) -> Vec<Unit<P>> {
+        desired
+            .iter()
+            .filter(|resource| keep(resource))
+            .filter_map(|resource| match &resource.component {
+                crate::resource::Component::Agent(id) => Some(Unit {
+                    node: resource.key.node.clone(),
+                    agents: vec![id.clone()],
+                    desired: Arc::clone(resource),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 impl<P> Clone for Unit<P> {
     fn clone(&self) -> Self {
         Unit { node: self.node.clone(), agents: self.agents.clone(), desired: Arc::clone(&self.desired) }

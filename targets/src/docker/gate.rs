@@ -4,9 +4,9 @@
 //! sleeps; the gate decides.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use orchestrator::gate::{Gate, ProbeReport, Rules, Verdict};
+use orchestrator::gate::{ProbeReport, Rules};
 
 use super::Engine;
 use super::health::{LOG_TAIL, Readiness, last_logs};
@@ -61,27 +61,20 @@ pub async fn wait_gate(
         live_path: &options.live_path,
         health_path: &options.health_path,
     };
-    let clock = Instant::now();
-    let mut gate = Gate::default();
-    loop {
-        let report = match probe::probe(engine, &reach, &target, options.probe_timeout).await {
-            Ok(report) => report,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => ProbeReport::default(),
-            Err(error) => return Err(error),
-        };
-        let now = millis(clock.elapsed());
-        let verdict = match gate.record(now, &report, version.as_deref(), rules) {
-            Verdict::Pending => gate.check(now, rules),
-            decided => decided,
-        };
-        match verdict {
-            Verdict::Passed => return Ok(Readiness::Ready),
-            Verdict::Failed(failure) => {
-                let logs =
-                    if report.logs.is_empty() { last_logs(engine, container, LOG_TAIL).await } else { report.logs };
-                return Ok(Readiness::Failed { reason: failure.to_string(), logs });
+    let probe = || async {
+        match probe::probe(engine, &reach, &target, options.probe_timeout).await {
+            Ok(report) => Ok(report),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Ok(ProbeReport::default())
             }
-            Verdict::Pending => tokio::time::sleep(options.probe_interval).await,
+            Err(error) => Err(error),
+        }
+    };
+    match crate::gate::hold(version.as_deref(), rules, options.probe_interval, probe).await? {
+        crate::gate::Held::Passed => Ok(Readiness::Ready),
+        crate::gate::Held::Failed { failure, report } => {
+            let logs = if report.logs.is_empty() { last_logs(engine, container, LOG_TAIL).await } else { report.logs };
+            Ok(Readiness::Failed { reason: failure.to_string(), logs })
         }
     }
 }

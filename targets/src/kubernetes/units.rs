@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use orchestrator::gate::{EngineHealth, EngineReport, Exit, ProbeReport};
 use orchestrator::port::{Current, Rollouts, TargetError, Unit};
-use orchestrator::resource::{Component, FieldValue, Resource};
+use orchestrator::resource::{FieldValue, Resource};
 use serde_json::{Value, json};
 
 use super::wait::{pod_failure, selector_of};
@@ -223,18 +223,7 @@ impl KubernetesTarget<'_> {
 
 impl Rollouts for KubernetesTarget<'_> {
     fn units(&self, desired: &[Arc<Resource<Value>>]) -> Vec<Unit<Value>> {
-        desired
-            .iter()
-            .filter(|r| r.key.kind == "Deployment")
-            .filter_map(|resource| match &resource.component {
-                Component::Agent(id) => Some(Unit {
-                    node: resource.key.node.clone(),
-                    agents: vec![id.clone()],
-                    desired: Arc::clone(resource),
-                }),
-                _ => None,
-            })
-            .collect()
+        Unit::per_agent(desired, |r| r.key.kind == "Deployment")
     }
 
     fn with_image(&self, resource: &Resource<Value>, image: &str) -> Resource<Value> {

@@ -23,7 +23,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use orchestrator::gate::{Gate, Rules, Verdict};
+use orchestrator::gate::Rules;
 use orchestrator::plan::{Step, Wait};
 use orchestrator::port::{Readiness, TargetError};
 use serde_json::Value;
@@ -242,21 +242,11 @@ impl KubernetesTarget<'_> {
             deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
             engine_check: false,
         };
-        let clock = Instant::now();
-        let mut gate = Gate::default();
-        loop {
-            let report = self.probe_agent(agent).await?;
-            let now = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let verdict = match gate.record(now, &report, version.as_deref(), rules) {
-                Verdict::Pending => gate.check(now, rules),
-                decided => decided,
-            };
-            match verdict {
-                Verdict::Passed => return Ok(Readiness::Ready),
-                Verdict::Failed(failure) => {
-                    return Ok(Readiness::Failed { reason: failure.to_string(), logs: report.logs });
-                }
-                Verdict::Pending => tokio::time::sleep(Duration::from_millis(self.fleet.update.probe_interval)).await,
+        let interval = Duration::from_millis(self.fleet.update.probe_interval);
+        match crate::gate::hold(version.as_deref(), rules, interval, || self.probe_agent(agent)).await? {
+            crate::gate::Held::Passed => Ok(Readiness::Ready),
+            crate::gate::Held::Failed { failure, report } => {
+                Ok(Readiness::Failed { reason: failure.to_string(), logs: report.logs })
             }
         }
     }

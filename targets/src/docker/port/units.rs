@@ -13,7 +13,7 @@ use bollard::query_parameters::{RenameContainerOptionsBuilder, StopContainerOpti
 use orchestrator::docker::{self, DockerObject, labels};
 use orchestrator::gate::ProbeReport;
 use orchestrator::port::{Current, Rollouts, TargetError, Unit};
-use orchestrator::resource::{Component, FieldValue, Resource};
+use orchestrator::resource::{FieldValue, Resource};
 
 use super::{DockerTarget, Link, NEXT_SUFFIX, PREV_SUFFIX, container_of};
 use crate::docker::apply::{create, create_and_start, remove_container};
@@ -89,17 +89,7 @@ impl DockerTarget<'_> {
 
 impl Rollouts for DockerTarget<'_> {
     fn units(&self, desired: &[Arc<Resource<DockerObject>>]) -> Vec<Unit<DockerObject>> {
-        desired
-            .iter()
-            .filter_map(|resource| match &resource.component {
-                Component::Agent(id) => Some(Unit {
-                    node: resource.key.node.clone(),
-                    agents: vec![id.clone()],
-                    desired: Arc::clone(resource),
-                }),
-                _ => None,
-            })
-            .collect()
+        Unit::per_agent(desired, |_| true)
     }
 
     fn with_image(&self, resource: &Resource<DockerObject>, image: &str) -> Resource<DockerObject> {
