@@ -263,7 +263,13 @@ async fn a_crashing_container_backs_off_and_the_deployment_is_not_available() {
     };
     let pod = cluster.pod_until("a pod of crash in CrashLoopBackOff after a restart", "crash", crash_looping).await;
     assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
-    let deployment = cluster.api::<Deployment>().get("crash").await.expect("the Deployment");
+    // The container may count as available for the moment it ran (no readiness probe): the
+    // controller takes the crash loop into account once the pod's status says so.
+    let unavailable = |deployment: Option<&Deployment>| {
+        let status = deployment.and_then(|d| d.status.as_ref());
+        status.is_some_and(|s| s.available_replicas.unwrap_or(0) == 0)
+    };
+    let deployment = cluster.until("Deployment crash to be unavailable", "crash", unavailable).await;
     let status = deployment.status.expect("status");
     assert_eq!(status.available_replicas.unwrap_or(0), 0, "{status:?}");
     let available = status.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "Available");
