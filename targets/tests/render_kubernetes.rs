@@ -390,3 +390,16 @@ fn the_namespace_is_rendered_only_when_the_deployment_owns_it() {
         assert_eq!(member["metadata"]["labels"][kubernetes::PART_OF], id.as_str(), "{}", member["kind"]);
     }
 }
+
+/// A large fleet renders whole: more than the YAML parser's default budget of 1,024
+/// documents (a fleet of 1,000 agents once lowered to nothing).
+#[test]
+fn a_fleet_of_1100_agents_lowers_to_every_object() {
+    let mut source = String::from("deployment:\n  target: kubernetes\nagents:\n");
+    for i in 0..1100 {
+        source.push_str(&format!("  a{i:04}: {{ provider: anthropic }}\n"));
+    }
+    let resources = kubernetes::resources(&fleet_prebuilt(&source)).unwrap();
+    let deployments = resources.iter().filter(|r| r.key.kind == "Deployment").count();
+    assert_eq!(deployments, 1100);
+}

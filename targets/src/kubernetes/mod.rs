@@ -122,16 +122,24 @@ impl<'f> KubernetesTarget<'f> {
         let profile = served.profile();
         let pull_secret =
             images::pull_secret(fleet, settings, &options)?.map(|_| manifests::pull_secret_name(settings));
+        let render = RenderOptions { profile, digest_key: Some(digest_key), pull_secret };
+        let desired = manifests::resources_with(fleet, &render).map_err(|err| {
+            TargetError::failed(format!(
+                "the Kubernetes manifests of {} do not render: {}",
+                fleet.name,
+                error_chain(&err)
+            ))
+        })?;
         Ok(KubernetesTarget {
             fleet,
             settings,
             cluster,
             served,
-            render: RenderOptions { profile, digest_key: Some(digest_key), pull_secret },
+            render,
             options,
             pinned: Mutex::new(BTreeMap::new()),
             engine: tokio::sync::OnceCell::new(),
-            desired: std::sync::OnceLock::new(),
+            desired: std::sync::OnceLock::from(desired),
             parent_ready: tokio::sync::OnceCell::new(),
             config_dir: config_dir.to_path_buf(),
             store,
@@ -155,7 +163,15 @@ impl<'f> KubernetesTarget<'f> {
 
     /// The fleet's objects for this server, lowered once per run.
     fn desired(&self) -> &[Resource<Value>] {
-        self.desired.get_or_init(|| manifests::resources_with(self.fleet, &self.render).unwrap_or_default())
+        self.desired.get_or_init(|| self.lowered(self.fleet))
+    }
+
+    /// The fleet's objects for this server. Rendering is checked when the target opens
+    /// ([`KubernetesTarget::open`]), so a failure here is a bug, said loudly, never an empty
+    /// fleet that would plan to change nothing.
+    fn lowered(&self, fleet: &Fleet) -> Vec<Resource<Value>> {
+        manifests::resources_with(fleet, &self.render)
+            .unwrap_or_else(|err| panic!("the Kubernetes manifests of {} do not render: {err:#?}", fleet.name))
     }
 
     /// The local engine (images are built there).

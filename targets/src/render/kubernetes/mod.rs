@@ -435,7 +435,11 @@ pub fn artifacts_with(fleet: &Fleet, options: &Options) -> Result<Vec<Artifact>,
 
 /// Parses rendered manifests (a `---`-separated stream) into JSON objects.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, RenderError> {
-    serde_saphyr::from_multiple::<Value>(text).map_err(|err| RenderError {
+    // rivetctl's own output, not a user's file: no budget (the default one stops at 1,024
+    // documents and 250,000 nodes, which a fleet of a few hundred agents passes).
+    let mut options = serde_saphyr::Options::default();
+    options.budget = None;
+    serde_saphyr::from_multiple_with_options::<Value>(text, options).map_err(|err| RenderError {
         template: TEMPLATE,
         source: minijinja::Error::new(
             minijinja::ErrorKind::InvalidOperation,
