@@ -171,7 +171,8 @@ fn preview(cluster: &Cluster) {
     let live = ["--output", "json", "infra", "preview", "--no-push"];
     let offline = ["--output", "json", "infra", "preview", "--no-push", "--offline"];
     // Warm the page cache (and kube-apiserver's caches) and check what is planned, once each.
-    let check = |args: &[&str], observed: &str| -> serde_json::Value {
+    // Returns the plan and the size of the JSON document.
+    let check = |args: &[&str], observed: &str| -> (serde_json::Value, usize) {
         let output = fleet.command(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "rivetctl {}: {:?}\n{stderr}", args.join(" "), output.status);
@@ -190,10 +191,10 @@ fn preview(cluster: &Cluster) {
             "a first preview creates every agent's Deployment: {}\n{stderr}",
             plan["summary"]
         );
-        plan
+        (plan, line.len())
     };
-    let first = check(&live, "live");
-    check(&offline, "offline");
+    let (first, live_bytes) = check(&live, "live");
+    let (_, offline_bytes) = check(&offline, "offline");
     let live_runs: Vec<Run> = (0..RUNS).map(|_| timed(&mut fleet.command(&live))).collect();
     let offline_runs: Vec<Run> = (0..RUNS).map(|_| timed(&mut fleet.command(&offline))).collect();
     let left = cluster.kubectl(&["get", KINDS, "-n", &fleet.namespace, "-o", "name"]);
@@ -203,9 +204,10 @@ fn preview(cluster: &Cluster) {
 
     let summary = &first["summary"];
     println!(
-        "\ninfra preview --output json, {PREVIEW_AGENTS} agents, namespace existing and empty: {RUNS} runs each (+1 warm-up); plan: {} to create ({} changes)",
+        "\ninfra preview --output json, {PREVIEW_AGENTS} agents, namespace existing and empty: {RUNS} runs each (+1 warm-up); plan: {} to create; JSON {:.1} MB live, {:.1} MB offline",
         summary["create"],
-        first["changes"].as_array().unwrap().len()
+        live_bytes as f64 / 1e6,
+        offline_bytes as f64 / 1e6
     );
     println!("{:<44} {:>14} {:>10}", "", "median wall", "peak RSS");
     let row = |name: &str, f: &Figures| {

@@ -109,6 +109,37 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(document: &Valu
     serde_json::to_value(&typed).unwrap()
 }
 
+/// A document through the typed struct of its kind and back.
+fn typed_round_trip(document: &Value) -> Value {
+    match document["kind"].as_str().expect("kind") {
+        "Namespace" => round_trip::<Namespace>(document),
+        "ConfigMap" => round_trip::<ConfigMap>(document),
+        "Secret" => round_trip::<Secret>(document),
+        "Service" => round_trip::<Service>(document),
+        "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(document),
+        "StatefulSet" => round_trip::<StatefulSet>(document),
+        "Deployment" => round_trip::<Deployment>(document),
+        "Job" => round_trip::<Job>(document),
+        "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(document),
+        "NetworkPolicy" => round_trip::<NetworkPolicy>(document),
+        other => panic!("no typed check for kind {other}"),
+    }
+}
+
+/// `kubernetes-validate --strict` for 1.33 accepts `files`.
+fn assert_valid(files: &[std::path::PathBuf]) {
+    let mut args = vec!["--strict", "--kubernetes-version", "1.33.0", "--quiet"];
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let output = run_tool("kubernetes-validate", &args, None, "install it with `pip install kubernetes-validate`");
+    assert!(
+        output.status.success(),
+        "kubernetes-validate rejected the manifests:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A field the typed struct does not know is dropped by the round trip: a typo in the
 /// template (`imagePullPolicey`) shows up here as a difference.
 #[test]
@@ -119,19 +150,7 @@ fn every_document_round_trips_through_its_typed_struct() {
     let mut kinds = Vec::new();
     for document in &documents {
         let kind = document["kind"].as_str().expect("kind").to_string();
-        let typed = match kind.as_str() {
-            "Namespace" => round_trip::<Namespace>(document),
-            "ConfigMap" => round_trip::<ConfigMap>(document),
-            "Secret" => round_trip::<Secret>(document),
-            "Service" => round_trip::<Service>(document),
-            "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(document),
-            "StatefulSet" => round_trip::<StatefulSet>(document),
-            "Deployment" => round_trip::<Deployment>(document),
-            "Job" => round_trip::<Job>(document),
-            "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(document),
-            "NetworkPolicy" => round_trip::<NetworkPolicy>(document),
-            other => panic!("no typed check for kind {other}"),
-        };
+        let typed = typed_round_trip(document);
         assert_eq!(prune(&typed), prune(document), "{kind} {} changed in the round trip", document["metadata"]["name"]);
         kinds.push(kind);
     }
@@ -180,46 +199,16 @@ fn the_examples_manifests_round_trip_and_validate() {
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         for document in kubernetes::parse_documents(&text).unwrap() {
-            let typed = match document["kind"].as_str().unwrap() {
-                "Secret" => round_trip::<Secret>(&document),
-                "ConfigMap" => round_trip::<ConfigMap>(&document),
-                "Service" => round_trip::<Service>(&document),
-                "PersistentVolumeClaim" => round_trip::<PersistentVolumeClaim>(&document),
-                "StatefulSet" => round_trip::<StatefulSet>(&document),
-                "Deployment" => round_trip::<Deployment>(&document),
-                "Job" => round_trip::<Job>(&document),
-                "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(&document),
-                "NetworkPolicy" => round_trip::<NetworkPolicy>(&document),
-                other => panic!("no typed check for kind {other}"),
-            };
+            let typed = typed_round_trip(&document);
             assert_eq!(prune(&typed), prune(&document), "{} changed in the round trip", document["kind"]);
         }
     }
-    let mut args = vec!["--strict", "--kubernetes-version", "1.33.0", "--quiet"];
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    args.extend(paths.iter().map(String::as_str));
-    let output = run_tool("kubernetes-validate", &args, None, "install it with `pip install kubernetes-validate`");
-    assert!(
-        output.status.success(),
-        "kubernetes-validate: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_valid(&files);
 }
 
 #[test]
 fn golden_manifests_pass_kubernetes_validate() {
-    let files = [golden_path("kubernetes/manifests.yaml"), golden_path("kubernetes/secret.yaml")];
-    let mut args = vec!["--strict", "--kubernetes-version", "1.33.0", "--quiet"];
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    args.extend(paths.iter().map(String::as_str));
-    let output = run_tool("kubernetes-validate", &args, None, "install it with `pip install kubernetes-validate`");
-    assert!(
-        output.status.success(),
-        "kubernetes-validate rejected the manifests:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_valid(&[golden_path("kubernetes/manifests.yaml"), golden_path("kubernetes/secret.yaml")]);
 }
 
 #[test]
