@@ -16,3 +16,20 @@ pub mod probe;
 pub mod registry;
 pub mod render;
 pub mod ssh;
+
+/// An error with its causes, `: `-joined (`cannot speak TLS …: … : invalid peer
+/// certificate: UnknownIssuer`): a hint is only useful next to what actually went wrong. A
+/// cause whose text already ends the message is not repeated.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

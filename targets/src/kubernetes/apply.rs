@@ -81,10 +81,8 @@ impl KubernetesTarget<'_> {
                 group_kinds.dedup();
                 let key = self.render.digest_key.clone().unwrap_or_default();
                 self.store.ensure_parent(&key, &group_kinds.join(",")).await?;
-                if let (Some(name), Some(config)) =
-                    (&self.render.pull_secret, super::images::pull_secret(self.fleet, self.settings, &self.options)?)
-                {
-                    self.store.ensure_pull_secret(name, &config).await?;
+                if let (Some(name), Some(config)) = (&self.render.pull_secret, &self.pull_config) {
+                    self.store.ensure_pull_secret(name, config).await?;
                 }
                 Ok(())
             })

@@ -10,7 +10,7 @@ use orchestrator::port::{Artifacts, Details, ImageEvent, ImageFacts, ImageReques
 use orchestrator::resource::{ObservedResource, Resource};
 use serde_json::Value;
 
-use orchestrator::fleet::{Fleet, KubernetesSettings};
+use orchestrator::fleet::Fleet;
 
 use super::{ConnectOptions, KubernetesTarget, classify};
 use crate::docker::port::images::{build_on, facts_on, stored_on, with_token};
@@ -29,11 +29,7 @@ fn push_registry<'a>(fleet: &'a Fleet, options: &ConnectOptions) -> Option<&'a s
 
 /// The `.dockerconfigjson` of the image pull Secret, when the registry images are pushed to
 /// needs credentials (`None`: no push, or anonymous).
-pub fn pull_secret(
-    fleet: &Fleet,
-    _settings: &KubernetesSettings,
-    options: &ConnectOptions,
-) -> Result<Option<String>, TargetError> {
+pub fn pull_secret(fleet: &Fleet, options: &ConnectOptions) -> Result<Option<String>, TargetError> {
     let Some(registry) = push_registry(fleet, options) else { return Ok(None) };
     let host = registry_host(registry);
     let credentials = registry::RegistryAuth::for_registry(host, &|name| std::env::var(name).ok())

@@ -85,6 +85,9 @@ pub struct KubernetesTarget<'f> {
     /// How the manifests are rendered for this server (profile, digest key).
     render: RenderOptions,
     options: ConnectOptions,
+    /// The `.dockerconfigjson` of the image pull Secret, when the registry needs credentials
+    /// (read once, when the target opens).
+    pull_config: Option<String>,
     /// Pinned references (`repo:tag@sha256:…`) of the images pushed or found in the registry,
     /// by local reference: manifests name images by digest once pushed.
     pinned: Mutex<BTreeMap<String, String>>,
@@ -120,8 +123,8 @@ impl<'f> KubernetesTarget<'f> {
         let store = KubernetesStore::new(cluster.clone(), settings, &fleet.name);
         let digest_key = store.digest_key().await?;
         let profile = served.profile();
-        let pull_secret =
-            images::pull_secret(fleet, settings, &options)?.map(|_| manifests::pull_secret_name(settings));
+        let pull_config = images::pull_secret(fleet, &options)?;
+        let pull_secret = pull_config.as_ref().map(|_| manifests::pull_secret_name(settings));
         let render = RenderOptions { profile, digest_key: Some(digest_key), pull_secret };
         let desired = manifests::resources_with(fleet, &render).map_err(|err| {
             TargetError::failed(format!(
@@ -137,6 +140,7 @@ impl<'f> KubernetesTarget<'f> {
             served,
             render,
             options,
+            pull_config,
             pinned: Mutex::new(BTreeMap::new()),
             engine: tokio::sync::OnceCell::new(),
             desired: std::sync::OnceLock::from(desired),
@@ -211,20 +215,7 @@ pub fn classify(what: &str, err: &kube::Error) -> TargetError {
     }
 }
 
-/// An error and its sources, `: `-joined.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use crate::with_causes as error_chain;
 
 /// Whether a kube error is the connection's, not the server's answer (a cut connection, a
 /// reset): an idempotent call can be made again.

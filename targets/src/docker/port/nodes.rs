@@ -140,21 +140,7 @@ fn account_name(uid: libc::uid_t) -> Option<String> {
     }
 }
 
-/// An error with its causes (`cannot speak TLS …: … : invalid peer certificate: UnknownIssuer`):
-/// the hint is only useful next to what actually went wrong.
-pub(super) fn with_causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub(super) use crate::with_causes;
 
 /// Plain HTTP to an engine was asked for (`insecure: true`): said on every run, even with
 /// `-q`, since anyone on the path can run containers as root there.
