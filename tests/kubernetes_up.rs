@@ -128,6 +128,24 @@ fn up_noop_change_prune_conflict_and_destroy() {
     assert_ne!(k.get("deployment", &opus)["spec"]["revisionHistoryLimit"], 9);
     k.expect(&["infra", "preview", "--detailed-exitcode"], 0);
 
+    // A field the server refuses to change in place (the config's ConfigMap made immutable
+    // by hand): the dry run's 422 makes the change a replace named by the server's field.
+    let config_map = format!("{}-config", k.fleet.name);
+    k.kubectl(&["patch", "configmap", &config_map, "-n", &k.namespace, "--type=merge", "-p", r#"{"immutable":true}"#]);
+    k.expect(&["infra", "preview", "--detailed-exitcode"], 0);
+    k.fleet.edit(|text| text.replace("runtime:\n  log_level: info", "runtime:\n  log_level: warn"));
+    let output = k.expect(&["infra", "preview", "--detailed-exitcode"], 2);
+    let plan = stdout(&output);
+    assert!(plan.contains(&format!("-/+ ConfigMap {config_map}")), "{plan}");
+    assert!(plan.contains("(replace: data."), "{plan}");
+    let uid = k.get("configmap", &config_map)["metadata"]["uid"].clone();
+    k.expect(UP, 0);
+    let replaced = k.get("configmap", &config_map);
+    assert_ne!(replaced["metadata"]["uid"], uid, "{replaced:#}");
+    assert!(replaced["immutable"].is_null(), "{replaced:#}");
+    assert!(replaced["data"].to_string().contains("log_level: warn"), "{replaced:#}");
+    k.expect(&["infra", "preview", "--detailed-exitcode"], 0);
+
     // An agent removed from the config is pruned, after confirmation.
     k.fleet.edit(|text| text.replace("  grok: { provider: anthropic, model: claude-opus-4 }\n", ""));
     let output = k.expect(&["infra", "up", "--no-push"], 1);

@@ -153,11 +153,19 @@ impl<P> Resource<P> {
 
     /// Whether a changed field forces a replacement (exact name, or below it: `r.x`, `r[0]`).
     pub fn forces_replacement(&self, field: &str) -> bool {
-        self.replace_on.iter().any(|r| {
-            field
-                .strip_prefix(r.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
-        })
+        self.replace_on.iter().any(|r| is_under(field, r))
+    }
+}
+
+/// Whether `field` is `root` or below it (`root.x`, `root[0]`).
+pub fn is_under(field: &str, root: &str) -> bool {
+    field.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+impl ObservedResource {
+    /// Whether the target refuses to change `field` in place ([`ObservedResource::immutable`]).
+    pub fn refuses_change(&self, field: &str) -> bool {
+        self.immutable.iter().any(|root| is_under(field, root))
     }
 }
 
@@ -209,6 +217,10 @@ pub struct ObservedResource {
     pub id: String,
     /// Holds data.
     pub stateful: bool,
+    /// Fields the target said cannot change in place (a Kubernetes server's "field is
+    /// immutable" on a dry run): a change under one of them forces a replacement, as a
+    /// desired resource's `replace_on` does.
+    pub immutable: Vec<String>,
 }
 
 /// Flattens JSON into `a.b[0].c → text` fields (Kubernetes objects, LXC parameters); a

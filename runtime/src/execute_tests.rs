@@ -133,6 +133,7 @@ fn observed(resource: &Resource<()>) -> ObservedResource {
         state: if resource.run_state.is_some() { ObservedState::Running } else { ObservedState::Present },
         id: format!("id-{}", resource.key.name),
         stateful: resource.stateful,
+        immutable: Vec::new(),
     }
 }
 

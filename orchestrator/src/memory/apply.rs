@@ -39,5 +39,6 @@ pub(super) fn observed_as_desired<P>(resource: &Resource<P>) -> ObservedResource
         },
         id: format!("mem-{}", resource.key.name),
         stateful: resource.stateful,
+        immutable: Vec::new(),
     }
 }

@@ -304,13 +304,21 @@ pub fn plan<P>(
             // A create's fields are the desired resource's; they are not copied into changes.
             None => steps.push(base(Action::Create, Vec::new(), Vec::new(), None, None)),
             Some(found) => {
-                let changes = diff_fields(resource, found.fields.as_ref());
+                let mut changes = diff_fields(resource, found.fields.as_ref());
+                for change in &mut changes {
+                    change.forces_replacement |= found.refuses_change(&change.field);
+                }
                 let drift = (!found.state.satisfies(resource.run_state)).then(|| Drift {
                     observed: found.state.describe(),
                     desired: resource.run_state.unwrap_or(RunState::Running),
                 });
-                let forced_by: Vec<String> =
+                let mut forced_by: Vec<String> =
                     changes.iter().filter(|c| c.forces_replacement).map(|c| c.field.clone()).collect();
+                // The target refuses a change in place that no recorded field names (a
+                // field rivetctl does not record): the server's own field name forces it.
+                if forced_by.is_empty() && !changes.is_empty() {
+                    forced_by = found.immutable.clone();
+                }
                 if changes.is_empty() && drift.is_none() {
                     unchanged += 1;
                 } else if !forced_by.is_empty() {

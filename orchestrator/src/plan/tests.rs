@@ -147,3 +147,33 @@ fn a_first_up_has_nothing_for_the_rollout() {
     assert!(rollout.is_empty());
     assert_eq!(executor.steps.len(), 2);
 }
+
+#[test]
+fn a_field_the_target_refuses_to_change_forces_a_replace_named_by_it() {
+    let mut observed = observed_after(vec![resource("config", Component::Foundation, "a:1", None)]);
+    let changed = || vec![resource("config", Component::Foundation, "a:2", None)];
+    // As recorded, `image` changes in place.
+    let update = plan("d", "mem", changed(), &observed, PlanOptions::default());
+    assert_eq!(step(&update, "config").action, Action::Update);
+    // The target says `image` cannot change in place: a replace forced by it.
+    observed[0].immutable = vec!["image".to_string()];
+    let replace = plan("d", "mem", changed(), &observed, PlanOptions::default());
+    let config = step(&replace, "config");
+    assert_eq!(config.action, Action::Replace);
+    assert_eq!(config.forced_by, ["image"]);
+    assert!(config.changes.iter().all(|c| c.forces_replacement));
+    // A field rivetctl does not record (`data`, made immutable by hand): the server's name.
+    observed[0].immutable = vec!["data".to_string()];
+    let replace = plan("d", "mem", changed(), &observed, PlanOptions::default());
+    assert_eq!(step(&replace, "config").action, Action::Replace);
+    assert_eq!(step(&replace, "config").forced_by, ["data"]);
+    // Nothing changes: the refusal alone changes nothing.
+    let unchanged = plan(
+        "d",
+        "mem",
+        vec![resource("config", Component::Foundation, "a:1", None)],
+        &observed,
+        PlanOptions::default(),
+    );
+    assert!(unchanged.steps.is_empty());
+}

@@ -53,6 +53,7 @@ fn observed(
         state,
         id,
         stateful: labels_.get(labels::STATEFUL).is_some_and(|v| v == "true"),
+        immutable: Vec::new(),
     }
 }
 

@@ -7,6 +7,24 @@
 use orchestrator::resource::{FieldValue, Fields, flatten_json_with};
 use serde_json::Value;
 
+/// The fields a 422 from a dry run says cannot change in place: its causes whose message
+/// calls the field immutable (`spec.template: Invalid value: …: field is immutable`, a
+/// ConfigMap's `data: Forbidden: field is immutable when `immutable` is set`) or forbids the
+/// update (`spec: Forbidden: updates to statefulset spec for fields other than … are
+/// forbidden`). Empty when the refusal is of another kind (an invalid value).
+pub fn immutable(status: &kube::core::Status) -> Vec<String> {
+    let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
+    let mut fields: Vec<String> = causes
+        .iter()
+        .filter(|cause| cause.message.contains("immutable") || cause.message.contains("are forbidden"))
+        .map(|cause| cause.field.trim_start_matches('.').to_string())
+        .filter(|field| !field.is_empty())
+        .collect();
+    fields.sort();
+    fields.dedup();
+    fields
+}
+
 /// Metadata fields the server sets.
 const SERVER_METADATA: &[&str] = &[
     "managedFields",
@@ -79,6 +97,26 @@ mod tests {
 
     fn digest(field: &str, value: &str) -> FieldValue {
         FieldValue::keyed_secret(b"k", field, value)
+    }
+
+    #[test]
+    fn immutable_fields_come_from_the_causes_of_a_422() {
+        let status: kube::core::Status = serde_json::from_value(json!({
+            "status": "Failure", "code": 422, "reason": "Invalid",
+            "message": "Job.batch \"m\" is invalid: spec.template: Invalid value: …: field is immutable",
+            "details": {"name": "m", "kind": "Job", "causes": [
+                {"reason": "FieldValueInvalid", "message": "Invalid value: core.PodTemplateSpec{}: field is immutable", "field": "spec.template"},
+                {"reason": "FieldValueForbidden", "message": "Forbidden: field is immutable when `immutable` is set", "field": "data"},
+                {"reason": "FieldValueForbidden", "message": "Forbidden: updates to statefulset spec for fields other than 'replicas' are forbidden", "field": "spec"},
+                {"reason": "FieldValueInvalid", "message": "Invalid value: \"-1\": must be greater than or equal to 0", "field": "spec.replicas"}
+            ]}
+        }))
+        .expect("a Status");
+        assert_eq!(immutable(&status), ["data", "spec", "spec.template"]);
+        let invalid: kube::core::Status = serde_json::from_value(json!({"status": "Failure", "code": 422, "reason": "Invalid",
+            "details": {"causes": [{"reason": "FieldValueInvalid", "message": "must be greater than or equal to 0", "field": "spec.replicas"}]}}))
+        .expect("a Status");
+        assert!(immutable(&invalid).is_empty());
     }
 
     #[test]

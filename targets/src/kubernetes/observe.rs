@@ -46,6 +46,14 @@ fn state_of(kind: &str, object: &Value) -> ObservedState {
 /// The fields found changed on a live object, with their live values.
 type Drifted = Vec<(String, Option<FieldValue>)>;
 
+/// What the dry run of one live object found.
+enum Checked {
+    /// Fields that differ from the record (with their live values; `None`: absent).
+    Drifted(Drifted),
+    /// Fields the server refuses to change in place.
+    Immutable(Vec<String>),
+}
+
 /// The error of an object whose fields other managers hold, with their table.
 pub fn refused(key: &ResourceKey, found: &[Conflict]) -> TargetError {
     TargetError::failed(format!(
@@ -104,6 +112,7 @@ impl KubernetesTarget<'_> {
             state: state_of(kind.kind, object),
             id: text(object, "/metadata/uid").to_string(),
             stateful,
+            immutable: Vec::new(),
         }
     }
 
@@ -137,30 +146,41 @@ impl KubernetesTarget<'_> {
             }
             observed.push((found, Some(object)));
         }
-        // Only objects the plan would leave alone need the dry run: a changed record is an
-        // update already, which applies the whole object.
+        // Every object that is desired and live is dry-run. One the plan would leave alone
+        // (its record unchanged) shows its drift and conflicts from it; a changed one (an
+        // update, which applies the whole object) is checked for fields the server refuses to
+        // change in place (a Job's template, a ConfigMap made `immutable`): those make it a
+        // replace, named by the server's field.
         let checks = observed.iter().enumerate().filter_map(|(i, (found, live))| {
             let resource = by_key.get(&found.key)?;
             let made_by_controller = resource.payload.get(crate::render::kubernetes::MADE_BY_STATEFULSET).is_some();
-            (found.fields.as_ref() == Some(&resource.fields) && !made_by_controller).then_some((
-                i,
-                *resource,
-                live.as_ref()?,
-            ))
+            let changed = found.fields.as_ref() != Some(&resource.fields);
+            (!made_by_controller).then_some((i, *resource, live.as_ref()?, changed))
         });
         let digest = self.digest();
-        let results: Vec<(usize, Result<Drifted, TargetError>)> = futures_util::stream::iter(checks)
-            .map(|(i, resource, live)| {
+        let results: Vec<(usize, Result<Checked, TargetError>)> = futures_util::stream::iter(checks)
+            .map(|(i, resource, live, changed)| {
                 let digest = &digest;
                 async move {
                     let result = match self.dry_run(resource).await {
-                        Ok(dry_run) => Ok(diff::drifted(&resource.fields, &dry_run, live, digest)),
+                        Ok(_) if changed => Ok(Checked::Drifted(Vec::new())),
+                        Ok(dry_run) => Ok(Checked::Drifted(diff::drifted(&resource.fields, &dry_run, live, digest))),
+                        Err(kube::Error::Api(status)) if status.code == 422 && !diff::immutable(&status).is_empty() => {
+                            Ok(Checked::Immutable(diff::immutable(&status)))
+                        }
+                        // A changed object's conflicts are met when it is applied.
+                        Err(kube::Error::Api(status)) if status.code == 409 && changed => {
+                            Ok(Checked::Drifted(Vec::new()))
+                        }
                         Err(kube::Error::Api(status)) if status.code == 409 => {
                             let found = conflicts::from_status(&status, live);
                             if self.options.refuse_conflicts {
                                 return (i, Err(refused(&resource.key, &found)));
                             }
-                            Ok(vec![(CONFLICT_FIELD.to_string(), Some(FieldValue::plain(Conflict::managers(&found))))])
+                            Ok(Checked::Drifted(vec![(
+                                CONFLICT_FIELD.to_string(),
+                                Some(FieldValue::plain(Conflict::managers(&found))),
+                            )]))
                         }
                         Err(err) => Err(classify(&format!("cannot dry-run {}", resource.key), &err)),
                     };
@@ -171,7 +191,13 @@ impl KubernetesTarget<'_> {
             .collect()
             .await;
         for (i, result) in results {
-            let drifted = result?;
+            let drifted = match result? {
+                Checked::Immutable(fields) => {
+                    observed[i].0.immutable = fields;
+                    continue;
+                }
+                Checked::Drifted(drifted) => drifted,
+            };
             if drifted.is_empty() {
                 continue;
             }
