@@ -348,6 +348,7 @@ fn older_servers_get_the_apis_and_fields_they_serve() {
         profile: kubernetes::Profile::for_version((1, 20)),
         digest_key: None,
         pull_secret: Some("rivetos-registry".into()),
+        schema: None,
     };
     let artifacts = kubernetes::artifacts_with(&fleet, &old).unwrap();
     let documents = kubernetes::parse_documents(&artifacts[0].contents).unwrap();

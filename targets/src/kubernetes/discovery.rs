@@ -3,11 +3,12 @@
 //! known fields (a v1.20 server's server-side apply refuses an unknown field outright).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use orchestrator::port::TargetError;
 
 use super::{Cluster, classify};
-use crate::render::kubernetes::Profile;
+use crate::render::kubernetes::{Profile, Schema};
 
 /// The server's answers.
 #[derive(Debug, Clone)]
@@ -18,9 +19,8 @@ pub struct Served {
     pub git_version: String,
     /// Every served `group/version` (`v1` for the core group).
     pub group_versions: BTreeSet<String>,
-    /// The OpenAPI fields of the definitions the profile asks about (`StatefulSetSpec`
-    /// `persistentVolumeClaimRetentionPolicy`, …): `definition.field`.
-    pub fields: BTreeSet<String>,
+    /// The server's OpenAPI schema: which fields each definition declares.
+    pub schema: Arc<Schema>,
 }
 
 /// The definitions (and fields) whose presence changes the manifests.
@@ -36,7 +36,7 @@ impl Served {
     }
 
     fn declares(&self, definition: &str, field: &str) -> bool {
-        self.fields.contains(&format!("{definition}.{field}"))
+        self.schema.declares(definition, field)
     }
 
     /// The manifests' profile for this server.
@@ -74,50 +74,35 @@ pub async fn discover(cluster: &Cluster) -> Result<Served, TargetError> {
         .request_text(request)
         .await
         .map_err(|e| classify("cannot read the server's OpenAPI schema", &e))?;
-    let fields = probed_fields(&text);
+    let schema = Schema::parse(&text).ok_or_else(|| {
+        TargetError::failed(format!("the server at {} answered /openapi/v2 with no OpenAPI document", cluster.url))
+    })?;
     Ok(Served {
         version: (number(&info.major), number(&info.minor)),
         git_version: info.git_version,
         group_versions,
-        fields,
+        schema: Arc::new(schema),
     })
-}
-
-/// The OpenAPI v2 document, as much of it as is read: the property names of each
-/// definition (values skipped unparsed: the document is megabytes, this keeps it cheap).
-#[derive(serde::Deserialize)]
-struct OpenApi {
-    definitions: std::collections::HashMap<String, Definition>,
-}
-
-#[derive(serde::Deserialize)]
-struct Definition {
-    #[serde(default)]
-    properties: std::collections::HashMap<String, serde::de::IgnoredAny>,
-}
-
-/// The fields of [`PROBED`] the OpenAPI v2 document declares.
-fn probed_fields(openapi: &str) -> BTreeSet<String> {
-    let Ok(document) = serde_json::from_str::<OpenApi>(openapi) else { return BTreeSet::new() };
-    let mut found = BTreeSet::new();
-    for (definition, field) in PROBED {
-        if document.definitions.get(*definition).is_some_and(|d| d.properties.contains_key(*field)) {
-            found.insert(format!("{definition}.{field}"));
-        }
-    }
-    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A server serving `versions` whose schema declares `fields` (`definition.field`).
     fn served(versions: &[&str], fields: &[&str]) -> Served {
+        let mut definitions = serde_json::Map::new();
+        for field in fields {
+            let (definition, name) = field.rsplit_once('.').expect("definition.field");
+            let entry = definitions.entry(definition).or_insert_with(|| serde_json::json!({"properties": {}}));
+            entry["properties"][name] = serde_json::json!({"type": "string"});
+        }
+        let document = serde_json::json!({ "definitions": definitions }).to_string();
         Served {
             version: (1, 20),
             git_version: "v1.20.2".into(),
             group_versions: versions.iter().map(|v| v.to_string()).collect(),
-            fields: fields.iter().map(|f| f.to_string()).collect(),
+            schema: Arc::new(Schema::parse(&document).expect("a document")),
         }
     }
 
@@ -140,14 +125,8 @@ mod tests {
     }
 
     #[test]
-    fn fields_are_read_from_the_openapi_definitions() {
-        let doc = r#"{"definitions": {"io.k8s.api.apps.v1.StatefulSetSpec": {"properties": {"persistentVolumeClaimRetentionPolicy": {}}}}}"#;
-        let fields = probed_fields(doc);
-        assert_eq!(
-            fields.into_iter().collect::<Vec<_>>(),
-            ["io.k8s.api.apps.v1.StatefulSetSpec.persistentVolumeClaimRetentionPolicy"]
-        );
-        assert!(probed_fields("not json").is_empty());
+    fn minor_versions_read_with_their_plus() {
         assert_eq!(number("20+"), 20);
+        assert_eq!(number("x"), 0);
     }
 }

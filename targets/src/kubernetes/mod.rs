@@ -125,14 +125,22 @@ impl<'f> KubernetesTarget<'f> {
         let profile = served.profile();
         let pull_config = images::pull_secret(fleet, &options)?;
         let pull_secret = pull_config.as_ref().map(|_| manifests::pull_secret_name(settings));
-        let render = RenderOptions { profile, digest_key: Some(digest_key), pull_secret };
-        let desired = manifests::resources_with(fleet, &render).map_err(|err| {
+        let render =
+            RenderOptions { profile, digest_key: Some(digest_key), pull_secret, schema: Some(served.schema.clone()) };
+        let (desired, unknown) = manifests::resources_checked(fleet, &render).map_err(|err| {
             TargetError::failed(format!(
                 "the Kubernetes manifests of {} do not render: {}",
                 fleet.name,
                 error_chain(&err)
             ))
         })?;
+        if !unknown.is_empty() {
+            eprintln!(
+                "warning: the server ({}) does not know these fields, so they are left out:\n  {}",
+                served.git_version,
+                manifests::schema::summarize(&unknown).join("\n  ")
+            );
+        }
         Ok(KubernetesTarget {
             fleet,
             settings,

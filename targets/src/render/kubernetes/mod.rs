@@ -34,6 +34,7 @@
 //! Pure: no I/O; the same fleet gives byte-identical text (maps are `BTreeMap`s, lists sorted).
 
 mod profile;
+pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +50,7 @@ use serde_json::{Value, json};
 use super::{Artifact, RenderError, render};
 
 pub use profile::Profile;
+pub use schema::{Schema, Unknown};
 
 /// How the manifests are rendered: for which server, and how secret digests are keyed.
 #[derive(Debug, Clone)]
@@ -60,12 +62,15 @@ pub struct Options {
     /// The `kubernetes.io/dockerconfigjson` Secret pods pull their images with, when the
     /// registry needs credentials.
     pub pull_secret: Option<String>,
+    /// The live server's schema: fields it does not declare are taken out of the objects
+    /// ([`Schema::prune`]); `None` offline.
+    pub schema: Option<std::sync::Arc<Schema>>,
 }
 
 impl Options {
     /// Offline rendering: the declared `deployment.kubernetes.version`, no digest key.
     pub fn offline(settings: &KubernetesSettings) -> Options {
-        Options { profile: Profile::for_version(settings.version), digest_key: None, pull_secret: None }
+        Options { profile: Profile::for_version(settings.version), digest_key: None, pull_secret: None, schema: None }
     }
 }
 
@@ -524,8 +529,18 @@ pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
 
 /// [`resources`] for the server `options` describe, secret digests keyed as they say.
 pub fn resources_with(fleet: &Fleet, options: &Options) -> Result<Vec<Resource<Value>>, RenderError> {
+    resources_checked(fleet, options).map(|(resources, _)| resources)
+}
+
+/// [`resources_with`], and the fields taken out because the server's schema does not
+/// declare them (none offline).
+pub fn resources_checked(
+    fleet: &Fleet,
+    options: &Options,
+) -> Result<(Vec<Resource<Value>>, Vec<Unknown>), RenderError> {
+    let mut unknown = Vec::new();
     let Some(namespace) = settings_of(fleet).map(|k8s| &k8s.namespace) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), unknown));
     };
     let digest = |field: &str, text: &str| match &options.digest_key {
         Some(key) => FieldValue::keyed_secret(key, field, text),
@@ -536,6 +551,9 @@ pub fn resources_with(fleet: &Fleet, options: &Options) -> Result<Vec<Resource<V
         for mut object in parse_documents(&artifact.contents)? {
             if let Some(map) = object.as_object_mut() {
                 map.remove("status");
+            }
+            if let Some(schema) = &options.schema {
+                unknown.extend(schema.prune(&mut object));
             }
             let kind = text(&object, "/kind").to_string();
             let name = text(&object, "/metadata/name").to_string();
@@ -580,5 +598,5 @@ pub fn resources_with(fleet: &Fleet, options: &Options) -> Result<Vec<Resource<V
             });
         }
     }
-    Ok(out)
+    Ok((out, unknown))
 }
