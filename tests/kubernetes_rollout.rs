@@ -180,3 +180,40 @@ fn update_replaces_one_agent_at_a_time_canary_first_and_rolls_back_a_crash_loop(
     let kept = uids_before.iter().filter(|p| uids_after.contains(p)).count();
     assert!(kept >= AGENTS.len() - 1, "pods before {uids_before:?}, after {uids_after:?}");
 }
+
+/// A datahub update whose pod crash-loops: the StatefulSet is put back on its previous spec
+/// and the pod stuck on the broken revision is deleted (a StatefulSet does not heal by
+/// itself), so the datahub is ready again on its old revision, its claim untouched; exit 3.
+#[test]
+fn a_broken_datahub_update_is_rolled_back_and_its_stuck_pod_replaced() {
+    let k = KubeFleet::new("k8shub", &["a1"]);
+    k.expect(UP, 0);
+    let hub = format!("{}-datahub", k.fleet.name);
+    let before = k.get("statefulset", &hub);
+    let claims_before = k.kubectl(&["get", "pvc", "-n", &k.namespace, "-o", "jsonpath={.items[*].metadata.uid}"]);
+    let revision = before["status"]["currentRevision"].as_str().unwrap().to_string();
+
+    // A datahub source revision that exits at once.
+    let path = k.fleet.dir.path().join("containers/datahub/bin/docker-entrypoint.sh");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let broken =
+        text.replacen("#!/bin/sh\n", "#!/bin/sh\necho 'broken on purpose by kubernetes_rollout' >&2; exit 1\n", 1);
+    std::fs::write(&path, broken).unwrap();
+    let output = k.command(UP).output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", support::describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rolled back") && stderr.contains("stuck on the broken revision"), "{stderr}");
+
+    // Back on the previous template and revision, ready, with the same claim.
+    let after = k.get("statefulset", &hub);
+    assert_eq!(after["spec"]["template"], before["spec"]["template"]);
+    assert_eq!(after["status"]["currentRevision"], revision.as_str(), "{after:#}");
+    assert_eq!(after["status"]["updateRevision"], revision.as_str(), "{after:#}");
+    assert_eq!(after["status"]["readyReplicas"], 1, "{after:#}");
+    let pod = k.get("pod", &format!("{hub}-0"));
+    assert_eq!(pod["metadata"]["labels"]["controller-revision-hash"], revision.as_str());
+    let claims_after = k.kubectl(&["get", "pvc", "-n", &k.namespace, "-o", "jsonpath={.items[*].metadata.uid}"]);
+    assert_eq!(claims_after, claims_before);
+    // The broken revision is still what the config asks for: preview shows it again.
+    k.expect(&["infra", "preview", "--detailed-exitcode"], 2);
+}

@@ -182,6 +182,14 @@ async fn run_step<T: Target>(target: &T, step: &Step<T::Payload>, emit: &dyn Fn(
             {
                 reason = format!("{reason}; removing it again failed: {}", err.message);
             }
+            // An updated one is put back where the target can.
+            if step.action == Action::Update {
+                match target.revert(step).await {
+                    Ok(Some(done)) => reason = format!("{reason}; rolled back: {done}"),
+                    Ok(None) => {}
+                    Err(err) => reason = format!("{reason}; rolling it back failed: {}", err.message),
+                }
+            }
             event(StepStatus::Failed, reason.clone());
             Outcome::Failed(StepFailure { key: step.key.clone(), reason, logs })
         }

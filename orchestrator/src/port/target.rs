@@ -28,6 +28,7 @@ pub enum Readiness {
 ///   period, what to wait for are the plan's). It does not wait for health.
 /// - [`Target::wait`] waits for `step.wait` within `deadline` and never longer.
 /// - [`Target::discard`] removes what a failed create left, so the target is as before.
+/// - [`Target::revert`] puts back what a failed update changed, where the target can.
 #[allow(async_fn_in_trait)] // driven on one thread: no `Send` bound wanted (module doc)
 pub trait Target {
     /// What a step applies: the typed object of this target (a container spec, a
@@ -51,6 +52,14 @@ pub trait Target {
 
     /// Removes the object a created step left after it failed its wait.
     async fn discard(&self, step: &Step<Self::Payload>) -> Result<(), TargetError>;
+
+    /// Puts back the object an update step changed after it failed its wait: the spec it
+    /// had before, and whatever the target needs so that it heals (a StatefulSet's pod stuck
+    /// on the broken revision). `Ok(Some(what was done))`, or `Ok(None)` when this target
+    /// leaves a failed update as it is (the default).
+    async fn revert(&self, _step: &Step<Self::Payload>) -> Result<Option<String>, TargetError> {
+        Ok(None)
+    }
 
     /// Operations the target made so far (API calls), for benchmarks and `--output json`.
     fn calls(&self) -> usize {

@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Propagatio
 use orchestrator::fleet::Fleet;
 use orchestrator::plan::{Action, Step};
 use orchestrator::port::{Readiness, Target, TargetError};
-use orchestrator::resource::{FieldValue, ObservedResource, Resource, ResourceKey, encode_record};
+use orchestrator::resource::{Component, FieldValue, ObservedResource, Resource, ResourceKey, encode_record};
 use serde_json::Value;
 
 use super::kinds::{self, KINDS};
@@ -158,6 +158,11 @@ impl KubernetesTarget<'_> {
     }
 }
 
+/// An update of the datahub's StatefulSet: what is kept before, and put back when it fails.
+fn is_datahub_update(step: &Step<Value>) -> bool {
+    step.action == Action::Update && step.key.kind == "StatefulSet" && step.component == Component::Datahub
+}
+
 impl Target for KubernetesTarget<'_> {
     type Payload = Value;
 
@@ -191,11 +196,25 @@ impl Target for KubernetesTarget<'_> {
         if step.action == Action::Replace {
             self.delete_and_wait(&step.key, step.grace_ms, deadline).await?;
         }
+        if is_datahub_update(step) {
+            self.keep_before_update(&step.key).await?;
+        }
         self.server_side_apply(resource).await
     }
 
     async fn wait(&self, step: &Step<Value>, deadline: Duration) -> Result<Readiness, TargetError> {
-        wait::wait_step(self, step, deadline).await
+        let readiness = wait::wait_step(self, step, deadline).await?;
+        if readiness == Readiness::Ready && is_datahub_update(step) {
+            self.forget_before_update(&step.key).await?;
+        }
+        Ok(readiness)
+    }
+
+    async fn revert(&self, step: &Step<Value>) -> Result<Option<String>, TargetError> {
+        if !is_datahub_update(step) {
+            return Ok(None);
+        }
+        self.revert_statefulset(step, Duration::from_millis(step.deadline_ms)).await
     }
 
     async fn discard(&self, step: &Step<Value>) -> Result<(), TargetError> {

@@ -18,6 +18,7 @@ pub mod doctor;
 pub mod images;
 pub mod kinds;
 pub mod observe;
+pub mod revert;
 pub mod store;
 pub mod units;
 pub mod wait;

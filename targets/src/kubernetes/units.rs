@@ -44,7 +44,7 @@ impl KubernetesTarget<'_> {
     }
 
     /// The kept previous Deployment of `name`, if any.
-    async fn kept(&self, name: &str) -> Result<Option<Value>, TargetError> {
+    pub(super) async fn kept(&self, name: &str) -> Result<Option<Value>, TargetError> {
         match self.config_maps().get_opt(&self.previous_map()).await {
             Ok(map) => Ok(map
                 .and_then(|m| m.data)
@@ -55,7 +55,7 @@ impl KubernetesTarget<'_> {
     }
 
     /// Keeps (`Some`) or drops (`None`) the previous Deployment of `name`.
-    async fn keep(&self, name: &str, object: Option<&Value>) -> Result<(), TargetError> {
+    pub(super) async fn keep(&self, name: &str, object: Option<&Value>) -> Result<(), TargetError> {
         for _ in 0..8 {
             let found = self
                 .config_maps()
