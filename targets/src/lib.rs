@@ -13,6 +13,7 @@ pub mod gate;
 pub mod http;
 pub mod kubernetes;
 pub mod probe;
+pub mod proxmox;
 pub mod registry;
 pub mod render;
 pub mod ssh;

@@ -1,0 +1,4 @@
+//! The Proxmox VE API (issue 10, being built): how the API's TLS certificate is trusted
+//! ([`tls`]). The client, the target behind the port and provisioning over SSH follow.
+
+pub mod tls;
