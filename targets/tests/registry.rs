@@ -514,3 +514,51 @@ async fn a_missing_local_image_or_a_bad_reference_fails_before_any_push() {
         assert!(matches!(err, RegistryError::Reference { .. }), "{bad}: {err:?}");
     }
 }
+
+/// A node told `images: pull` (`docker::ship::pull`) against a second, empty engine (a
+/// dockerd of its own, `testkit::dockerd`): the image is pushed once from this machine's
+/// engine, the node's engine pulls it by digest with the registry's credentials, tags it as
+/// containers name it, and its image ID is the one built here. A second delivery moves
+/// nothing; a node without credentials is denied, naming nobody's password.
+#[tokio::test]
+async fn a_node_without_the_image_pulls_it_by_digest_and_gets_the_same_image_id() {
+    use rivet_targets::docker::ship::{self, Pulled, ShipError};
+    use rivet_targets::registry::{Ensured, ensure_pushed};
+
+    let registry = start(with_user());
+    let control = engine().await;
+    let mut images = Images(Vec::new());
+    let (local, id) = images.build("pull");
+    let node = testkit::dockerd::Dockerd::start().unwrap_or_else(|e| panic!("a second dockerd starts: {e:#}"));
+    let socket = node.host().strip_prefix("unix://").unwrap().to_string();
+    let node_engine = docker::connect("n2", &Endpoint::Unix(socket), &TcpSecurity::Unset)
+        .await
+        .unwrap_or_else(|err| panic!("the second engine answers: {err}\n{}", node.log()));
+    assert!(node_engine.call().inspect_image(&local).await.is_err(), "the new engine starts without the image");
+
+    let credentials = Credentials::with_password(USER, PASSWORD, CredentialSource::Environment);
+    let prefix = format!("{}/rivetos", registry.address());
+    let first = ensure_pushed(&control, &local, &prefix, Some(&credentials), &no_events)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", e.hint()));
+    let Ensured::Pushed(pushed) = &first else { panic!("the registry had no such tag: {first:?}") };
+    let again = ensure_pushed(&control, &local, &prefix, Some(&credentials), &no_events).await.unwrap();
+    assert_eq!(again, Ensured::Present(pushed.pinned.clone()), "a tag the registry has is not pushed again");
+    assert!(again.detail().starts_with("in the registry already (sha256:"), "{}", again.detail());
+
+    let denied = ship::pull(&control, &node_engine, &local, &pushed.pinned, None).await.unwrap_err();
+    let said = everything_said(&denied);
+    assert!(matches!(denied, ShipError::Pull { .. }) && said.contains("denied"), "{said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+
+    let pulled = ship::pull(&control, &node_engine, &local, &pushed.pinned, Some(&credentials))
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{}", everything_said(&e), node.log()));
+    assert_eq!(pulled, Pulled::Pulled);
+    let on_node = node_engine.call().inspect_image(&local).await.expect("tagged as containers name it");
+    assert_eq!(on_node.id.as_deref(), Some(id.as_str()), "the image ID built here");
+    let digests = on_node.repo_digests.unwrap_or_default();
+    assert!(digests.iter().any(|d| pushed.pinned.ends_with(d.rsplit_once('@').unwrap().1)), "{digests:?}");
+    let twice = ship::pull(&control, &node_engine, &local, &pushed.pinned, Some(&credentials)).await.unwrap();
+    assert_eq!(twice, Pulled::Present);
+}

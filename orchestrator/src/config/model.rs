@@ -39,6 +39,17 @@ pub enum Role {
     Both,
 }
 
+/// How a Docker node gets an image built once for a rollout (`deployment.nodes[].images`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDelivery {
+    /// Sent from the control host's engine over the node's connection (`docker save | load`).
+    #[default]
+    Ship,
+    /// Pulled by the node's engine, by digest, from `deployment.image.registry`.
+    Pull,
+}
+
 impl Role {
     pub fn runs_datahub(self) -> bool {
         matches!(self, Role::Datahub | Role::Both)
@@ -202,6 +213,7 @@ pub struct NodeSettings {
     pub address: Option<String>,
     pub tls: EngineTls,
     pub insecure: bool,
+    pub images: ImageDelivery,
 }
 
 /// Limits of one container; unset fields take the role's defaults.

@@ -141,6 +141,7 @@ use targets::{DOCKER, ENGINE_TLS, KUBERNETES, PROXMOX};
 pub const TARGETS: &[&str] = &["docker", "proxmox", "kubernetes", "manual"];
 /// Node roles, in upstream's order.
 pub const ROLES: &[&str] = &["datahub", "agents", "both"];
+pub const IMAGE_DELIVERY: &[&str] = &["ship", "pull"];
 
 const DATAHUB: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
@@ -227,6 +228,7 @@ const NODE: Object = Object {
         Field::new("address", &HOST, "Address other nodes use to reach this node (the datahub's published port). Default: the host of `host`."),
         Field::new("tls", &Ty::Object(&ENGINE_TLS), "rivetctl: TLS with a client certificate for a `tcp://` `host` (required for `tcp://` unless `insecure`)."),
         Field::new("insecure", &BOOL, "rivetctl: allow plain HTTP to a `tcp://` `host` without TLS. Anyone on the path can then run containers as root on the node; every run warns.").default(B(false)),
+        Field::new("images", &Ty::Enum(IMAGE_DELIVERY), "rivetctl: how the node gets images built once for `update`: `ship` sends them from this machine's engine over the node's connection; `pull` makes the node's engine pull them by digest from `deployment.image.registry` (pushed once from here).").default(S("ship")),
     ],
 };
 

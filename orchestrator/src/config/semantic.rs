@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::check::Loc;
 use super::diagnostics::{Diagnostic, did_you_mean};
-use super::model::{EngineTls, RawConfig, Role, Target};
+use super::model::{EngineTls, ImageDelivery, RawConfig, Role, Target};
 use super::rules::{Endpoint, TcpSecurity, parse_endpoint};
 
 /// Collects cross-field problems.
@@ -211,6 +211,32 @@ impl Semantic<'_> {
         }
     }
 
+    /// A node told to pull needs images built here and a registry to pull them from.
+    fn pulling_node(&mut self, i: usize) {
+        let node = &self.config.deployment.nodes[i];
+        let image = &self.config.deployment.image;
+        let path = format!("deployment.nodes[{i}].images");
+        if !image.build_from_source {
+            let message = format!(
+                "node \"{}\" is told to pull images, but images are not built from source, so there is nothing to push for it",
+                node.name
+            );
+            self.error(
+                &path,
+                message,
+                Some("remove `images: pull`, or set deployment.image.build_from_source: true".into()),
+            );
+        } else if image.registry.trim().is_empty() {
+            let message =
+                format!("node \"{}\" is told to pull images, but deployment.image.registry is empty", node.name);
+            self.error(
+                &path,
+                message,
+                Some("set deployment.image.registry to a registry both this machine and the node reach (`registry.lan:5000/rivetos`)".into()),
+            );
+        }
+    }
+
     fn docker_nodes(&mut self) {
         let nodes = &self.config.deployment.nodes;
         let mut names = BTreeSet::new();
@@ -222,6 +248,9 @@ impl Semantic<'_> {
                     format!("duplicate node name \"{}\"", node.name),
                     Some("node names must be unique".into()),
                 );
+            }
+            if node.images == ImageDelivery::Pull {
+                self.pulling_node(i);
             }
             for (j, id) in node.agents.iter().flatten().enumerate() {
                 let path = format!("deployment.nodes[{i}].agents[{j}]");

@@ -11,6 +11,7 @@
 mod placement;
 mod settings;
 
+pub use crate::config::model::ImageDelivery;
 pub use settings::{
     DockerEngine, DockerSettings, KubernetesSettings, ProxmoxNodeSettings, ProxmoxSettings, TargetSettings,
 };

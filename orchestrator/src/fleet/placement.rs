@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::config::model::ImageDelivery;
 use crate::config::rules::{TcpSecurity, parse_endpoint};
 use crate::config::{Config, Role, Target};
 
@@ -51,7 +52,7 @@ pub(super) fn place_nodes(config: &Config) -> Placed {
                 agents.dedup();
                 let address = node.address.clone().or_else(|| endpoint.host().map(str::to_string));
                 let tcp = TcpSecurity::of(&node.tls, node.insecure);
-                engines.push(DockerEngine { name: node.name.clone(), endpoint, tcp });
+                engines.push(DockerEngine { name: node.name.clone(), endpoint, tcp, images: node.images });
                 nodes.push(FleetNode { name: node.name.clone(), role: node.role, address, agents });
             }
             Ok((nodes, engines))
@@ -89,7 +90,7 @@ pub(super) fn place_nodes(config: &Config) -> Placed {
             let endpoint = parse_endpoint(&host)
                 .ok_or_else(|| FleetError::BadEndpoint { node: "local".into(), host: host.clone() })?;
             let tcp = TcpSecurity::of(&deployment.docker.tls, deployment.docker.insecure);
-            Ok((nodes, vec![DockerEngine { name: "local".into(), endpoint, tcp }]))
+            Ok((nodes, vec![DockerEngine { name: "local".into(), endpoint, tcp, images: ImageDelivery::Ship }]))
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Connection credentials (API tokens, TLS files of a Proxmox cluster, the Kubernetes
 //! context) are the runtime's: they are not part of the desired state.
 
-use crate::config::model::{self, KubernetesResources, ProxmoxNetwork};
+use crate::config::model::{self, ImageDelivery, KubernetesResources, ProxmoxNetwork};
 use crate::config::rules::{Endpoint, TcpSecurity};
 use crate::config::{Config, Role, Target};
 
@@ -79,6 +79,8 @@ pub struct DockerEngine {
     pub endpoint: Endpoint,
     /// How a `tcp://` engine (configured, or `DOCKER_HOST`) is secured.
     pub tcp: TcpSecurity,
+    /// How the node gets images built once for a rollout (`images: ship | pull`).
+    pub images: ImageDelivery,
 }
 
 /// Kubernetes: `deployment.kubernetes`.

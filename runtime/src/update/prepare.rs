@@ -8,7 +8,7 @@ use std::sync::Arc;
 use orchestrator::fleet::Fleet;
 use orchestrator::plan::{self, PlanOptions};
 use orchestrator::port::{Artifacts, Current, ImageEvent, ImageRequest, Port, Provide, Rollouts, Target, Unit};
-use orchestrator::resource::{Component, Resource, ResourceKey};
+use orchestrator::resource::{Component, Resource};
 use orchestrator::rollout::InstanceSpec;
 
 use crate::execute::{self, ExecuteOptions};
@@ -93,13 +93,8 @@ pub async fn provide<T: Artifacts>(
         log_dir: &log_dir,
         provide: &provide,
     };
-    let events = |event: ImageEvent<'_>| match event {
-        ImageEvent::Note { step, node, image, status, detail } => {
-            let key = ResourceKey { node: node.to_string(), kind: "image".into(), name: image.to_string() };
-            progress.note(if step == "ship" { "ship" } else { "build" }, &key, status, detail);
-        }
-        ImageEvent::BuildLine { image, line } => progress.build_line(image, line),
-    };
+    // `build`, `push` (for nodes that pull), `ship` or `pull` events, as the target names them.
+    let events = |event: ImageEvent<'_>| progress.image(&event);
     target.provide_images(&request, &|| cancel.is_cancelled(), &events).await.map_err(|err| {
         if err.kind == orchestrator::port::ErrorKind::Failed && err.hint.is_none() {
             hinted(err.message, "nothing was stopped; fix the node and run the update again")

@@ -1,11 +1,14 @@
-//! Putting an image built on the control host onto a node's engine: `docker save` streamed
-//! into `docker load` (through the SSH connection for remote nodes), then the image ID on
-//! the node is compared with the source's. Nothing is shipped when the node has it already.
+//! Putting an image built on the control host onto a node's engine, in one of two ways:
+//! [`ship`], `docker save` streamed into `docker load` (through the SSH connection for remote
+//! nodes), or [`pull`], the node's engine pulling it by digest from the registry it was
+//! pushed to (a node told `images: pull`). Either way the image ID on the node is then
+//! compared with the source's, and nothing moves when the node has it already.
 
-use bollard::query_parameters::ImportImageOptionsBuilder;
+use bollard::query_parameters::{ImportImageOptionsBuilder, TagImageOptionsBuilder};
 use futures_util::StreamExt;
 
 use super::Engine;
+use crate::registry::{self, Credentials, RegistryError};
 
 /// What shipping did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,21 @@ pub enum ShipError {
     },
     #[error("image {image} on node {node} has ID {found}, expected {expected}")]
     Mismatch { image: String, node: String, expected: String, found: String },
+    #[error("node {node} cannot pull {pinned}")]
+    Pull {
+        pinned: String,
+        node: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("cannot tag {pinned} as {image} on node {node}")]
+    Tag {
+        image: String,
+        pinned: String,
+        node: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
 }
 
 async fn image_id(engine: &Engine, image: &str) -> Option<String> {
@@ -70,4 +88,48 @@ pub async fn ship(from: &Engine, to: &Engine, image: &str) -> Result<Shipped, Sh
         return Err(ShipError::Mismatch { image: image.to_string(), node: to.node.clone(), expected, found });
     }
     Ok(Shipped::Sent { bytes: sent.load(std::sync::atomic::Ordering::Relaxed) })
+}
+
+/// What pulling did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pulled {
+    /// The node had the image with the same ID.
+    Present,
+    /// The node's engine pulled it (or had its layers) and tagged it.
+    Pulled,
+}
+
+/// Makes the node `to` hold `image` (`rivetos-agent:<hash>`, as containers name it) by
+/// pulling `pinned` (`<registry>/rivetos-agent:<hash>@sha256:…`, which the control host
+/// `from` pushed) with the node's engine, tagging it `image` there, and checking its ID
+/// against the control host's.
+pub async fn pull(
+    from: &Engine,
+    to: &Engine,
+    image: &str,
+    pinned: &str,
+    credentials: Option<&Credentials>,
+) -> Result<Pulled, ShipError> {
+    let expected = image_id(from, image).await.ok_or_else(|| ShipError::Missing { image: image.to_string() })?;
+    if image_id(to, image).await.as_deref() == Some(expected.as_str()) {
+        return Ok(Pulled::Present);
+    }
+    registry::pull(to, pinned, credentials).await.map_err(|source| ShipError::Pull {
+        pinned: pinned.to_string(),
+        node: to.node.clone(),
+        source,
+    })?;
+    let (repository, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let tagging = TagImageOptionsBuilder::default().repo(repository).tag(tag).build();
+    to.call().tag_image(pinned, Some(tagging)).await.map_err(|source| ShipError::Tag {
+        image: image.to_string(),
+        pinned: pinned.to_string(),
+        node: to.node.clone(),
+        source,
+    })?;
+    let found = image_id(to, image).await.unwrap_or_else(|| "(none)".to_string());
+    if found != expected {
+        return Err(ShipError::Mismatch { image: image.to_string(), node: to.node.clone(), expected, found });
+    }
+    Ok(Pulled::Pulled)
 }

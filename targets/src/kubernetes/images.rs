@@ -14,12 +14,7 @@ use orchestrator::fleet::Fleet;
 
 use super::{ConnectOptions, KubernetesTarget, classify};
 use crate::docker::port::images::{build_on, facts_on, stored_on, with_token};
-use crate::registry;
-
-/// The host part of a registry prefix (`127.0.0.1:5000/rivetos` → `127.0.0.1:5000`).
-fn registry_host(registry: &str) -> &str {
-    registry.split('/').next().unwrap_or(registry)
-}
+use crate::registry::{self, registry_host};
 
 /// Where built images go (`deployment.image.registry`), unless `--no-push` or nothing is built.
 fn push_registry<'a>(fleet: &'a Fleet, options: &ConnectOptions) -> Option<&'a str> {
@@ -108,23 +103,13 @@ impl KubernetesTarget<'_> {
             let note = |status: &str, detail: &str| {
                 events(ImageEvent::Note { step: "push", node: registry, image: &image.reference, status, detail })
             };
-            // Content-addressed: a tag the registry has holds this very image.
-            let remote = format!("{registry}/{}", image.reference);
-            if let Ok(Some(digest)) = registry::remote_digest(engine, &remote, credentials.as_ref()).await {
-                note("done", &format!("in the registry already ({digest})"));
-                self.pinned
-                    .lock()
-                    .expect("pinned images")
-                    .insert(image.reference.clone(), format!("{remote}@{digest}"));
-                continue;
-            }
-            note("started", "pushing");
+            note("started", "pushing unless the registry has it");
             let line = |text: &str| events(ImageEvent::BuildLine { image: &image.reference, line: text });
-            let pushed = registry::push(engine, &image.reference, registry, credentials.as_ref(), &line)
+            let ensured = registry::ensure_pushed(engine, &image.reference, registry, credentials.as_ref(), &line)
                 .await
                 .map_err(|err| TargetError::failed(format!("cannot push {} to {registry}: {err}", image.reference)))?;
-            note("done", &format!("pushed {}", pushed.pinned));
-            self.pinned.lock().expect("pinned images").insert(image.reference.clone(), pushed.pinned);
+            note("done", &ensured.detail());
+            self.pinned.lock().expect("pinned images").insert(image.reference.clone(), ensured.pinned().to_string());
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ mod reference;
 use std::path::PathBuf;
 
 pub use auth::{CredentialSource, Credentials, PASSWORD_VAR, RegistryAuth, USERNAME_VAR, docker_config_json};
-pub use push::{Pushed, pull, push, remote_digest};
+pub use push::{Ensured, Pushed, ensure_pushed, pull, push, remote_digest};
 pub use reference::registry_host;
 
 /// Why a registry operation failed. Messages name users and where their credentials came

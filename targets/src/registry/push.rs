@@ -91,6 +91,52 @@ pub async fn push(
     Ok(Pushed { reference, digest, pinned })
 }
 
+/// Where [`ensure_pushed`] found an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ensured {
+    /// The registry held the tag already (`<registry>/<repo>:<tag>@sha256:…`).
+    Present(String),
+    /// Pushed now.
+    Pushed(Pushed),
+}
+
+impl Ensured {
+    /// The pinned reference, `<registry>/<repo>:<tag>@sha256:…`.
+    pub fn pinned(&self) -> &str {
+        match self {
+            Ensured::Present(pinned) => pinned,
+            Ensured::Pushed(pushed) => &pushed.pinned,
+        }
+    }
+
+    /// What a push step reports: `in the registry already (sha256:…)` or `pushed <pinned>`.
+    pub fn detail(&self) -> String {
+        match self {
+            Ensured::Present(pinned) => {
+                format!("in the registry already ({})", pinned.rsplit_once('@').map_or(pinned.as_str(), |(_, d)| d))
+            }
+            Ensured::Pushed(pushed) => format!("pushed {}", pushed.pinned),
+        }
+    }
+}
+
+/// Pushes `local` under `registry` unless the registry holds its tag already: tags are
+/// content hashes, so a tag the registry has holds this very image, and it is not pushed
+/// again (not even to find that every layer is there).
+pub async fn ensure_pushed(
+    engine: &Engine,
+    local: &str,
+    registry: &str,
+    credentials: Option<&Credentials>,
+    events: &(dyn Fn(&str) + Sync),
+) -> Result<Ensured, RegistryError> {
+    let remote = format!("{}/{local}", registry.trim_end_matches('/'));
+    if let Ok(Some(digest)) = remote_digest(engine, &remote, credentials).await {
+        return Ok(Ensured::Present(format!("{remote}@{digest}")));
+    }
+    push(engine, local, registry, credentials, events).await.map(Ensured::Pushed)
+}
+
 /// The digest the registry holds for `reference` (`<registry>/<repo>:<tag>`), `None` when
 /// it has no such tag: so an image pushed from another machine is not pushed again. Asks
 /// through the engine (`/distribution/{name}/json`), which downloads no layer.

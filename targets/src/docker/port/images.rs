@@ -2,24 +2,25 @@
 //! control host and shipped to the nodes, verified by image ID (`update`); the non-root
 //! check; the agent images a node keeps for `rollback`; what `status` shows of a container.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 use futures_util::future::join_all;
 use orchestrator::docker::{DockerObject, labels};
-use orchestrator::fleet::ImageSpec;
+use orchestrator::fleet::{ImageDelivery, ImageSpec};
 use orchestrator::port::{Artifacts, Details, ImageEvent, ImageFacts, ImageRequest, Provide, StoredImage, TargetError};
 use orchestrator::resource::{ObservedResource, Resource};
 
 use super::DockerTarget;
-use super::nodes::with_causes;
+use super::nodes::{Link, with_causes};
 use crate::cancel::CancellationToken;
 use crate::docker::Engine;
 use crate::docker::base_images::{self, BaseImageError};
 use crate::docker::build::{self, BuildError, Built};
-use crate::docker::ship::{self, Shipped};
+use crate::docker::ship::{self, Pulled, Shipped};
+use crate::registry::{self, registry_host};
 
 /// The examples' base image (examples/base-image/build.sh makes it; its `IMAGE` variable
 /// overrides the tag), recognised by its repository name.
@@ -170,7 +171,49 @@ pub(crate) async fn build_on(
 }
 
 impl DockerTarget<'_> {
-    /// Ships every image to every node of `nodes` and checks the image IDs there.
+    /// Whether `node` is told to pull images (`images: pull`) rather than be shipped them.
+    fn pulls(&self, node: &str) -> bool {
+        self.fleet.target_settings.docker_engines().iter().any(|e| e.name == node && e.images == ImageDelivery::Pull)
+    }
+
+    /// Pushes each built image once from the control host to `deployment.image.registry`
+    /// (unless the registry has its tag already), for the nodes told to pull: their pinned
+    /// references by local reference, and the registry's credentials.
+    async fn push_for_pulls(
+        &self,
+        control: &Engine,
+        images: &[ImageSpec],
+        events: &(dyn Fn(ImageEvent<'_>) + Sync),
+    ) -> Result<(BTreeMap<String, String>, Option<registry::Credentials>), TargetError> {
+        let registry = self.fleet.config.raw.deployment.image.registry.trim_end_matches('/');
+        let credentials =
+            registry::RegistryAuth::for_registry(registry_host(registry), &|name| std::env::var(name).ok())
+                .map_err(|err| TargetError::failed(err.to_string()).with_hint(err.hint()))?;
+        let mut pinned = BTreeMap::new();
+        for image in images.iter().filter(|i| i.build.is_some()) {
+            let note = |status: &str, detail: &str| {
+                events(ImageEvent::Note { step: "push", node: registry, image: &image.reference, status, detail })
+            };
+            note("started", "pushing unless the registry has it");
+            let line = |text: &str| events(ImageEvent::BuildLine { image: &image.reference, line: text });
+            let ensured = registry::ensure_pushed(control, &image.reference, registry, credentials.as_ref(), &line)
+                .await
+                .map_err(|err| {
+                    let hint = err.hint();
+                    TargetError::failed(format!(
+                        "cannot push {} to {registry} for the nodes that pull: {err}",
+                        image.reference
+                    ))
+                    .with_hint(format!("{hint}; nothing was stopped"))
+                })?;
+            note("done", &ensured.detail());
+            pinned.insert(image.reference.clone(), ensured.pinned().to_string());
+        }
+        Ok((pinned, credentials))
+    }
+
+    /// Ships every image to every node of `nodes` (or has the node pull it, when it is told
+    /// to) and checks the image IDs there.
     async fn ship_all(
         &self,
         control: &Engine,
@@ -179,9 +222,36 @@ impl DockerTarget<'_> {
         cancelled: &dyn Fn() -> bool,
         events: &(dyn Fn(ImageEvent<'_>) + Sync),
     ) -> Result<(), TargetError> {
+        let (pinned, credentials) = if nodes.iter().any(|n| self.pulls(n)) {
+            self.push_for_pulls(control, images, events).await?
+        } else {
+            (BTreeMap::new(), None)
+        };
         for node in nodes {
             let link = self.link(node)?;
             for image in images {
+                if let Some(pinned) = pinned.get(&image.reference).filter(|_| self.pulls(node)) {
+                    if cancelled() {
+                        return Err(TargetError::interrupted(format!(
+                            "interrupted before node {} pulled {}; nothing was stopped",
+                            link.name, image.reference
+                        )));
+                    }
+                    let pulled = ship::pull(control, &link.engine, &image.reference, pinned, credentials.as_ref())
+                        .await
+                        .map_err(|err| {
+                            TargetError::failed(format!("node {}: {}", link.name, with_causes(&err))).with_hint(
+                                "nothing was stopped; fix the node's access to the registry and run the update again",
+                            )
+                        })?;
+                    let detail = match pulled {
+                        Pulled::Present => "present (same image ID)".to_string(),
+                        Pulled::Pulled => format!("pulled {pinned}, image ID verified"),
+                    };
+                    let image = &image.reference;
+                    events(ImageEvent::Note { step: "pull", node, image, status: "done", detail: &detail });
+                    continue;
+                }
                 // A ship in flight runs to its end (the engine loads an image whole or not
                 // at all); after Ctrl-C no new one starts.
                 if cancelled() {
@@ -221,13 +291,26 @@ impl Artifacts for DockerTarget<'_> {
         match request.provide {
             Provide::OnEachNode => {
                 self.all_connected()?;
-                for link in self.links.values() {
+                // Nodes told to pull do not build: the control host builds once and pushes,
+                // and they pull (the node may have neither the source nor the base images).
+                let (pulling, building): (Vec<&Link>, Vec<&Link>) =
+                    self.links.values().partition(|link| self.pulls(&link.name));
+                for link in building {
                     with_token(cancelled, |token| async move {
                         build_on(&link.engine, &link.name, request, &token, events).await
                     })
                     .await?;
                 }
-                Ok(())
+                if pulling.is_empty() {
+                    return Ok(());
+                }
+                let control = self.control().await?;
+                with_token(cancelled, |token| async move {
+                    build_on(control, "control-host", request, &token, events).await
+                })
+                .await?;
+                let nodes: Vec<String> = pulling.iter().map(|link| link.name.clone()).collect();
+                self.ship_all(control, request.images, &nodes, cancelled, events).await
             }
             Provide::OnceThenShip { nodes } => {
                 let control = self.control().await?;
