@@ -5,13 +5,14 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
 
 use orchestrator::resource::Component;
-use regex::Regex;
 use rivet_targets::render::proxmox;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use support::{fleet, golden, secret_values};
+use testkit::proxmox as proxmox_fake;
+use testkit::proxmox::schema::{Refused, Schema};
 
 const CONFIG: &str = r#"
 deployment:
@@ -110,145 +111,32 @@ fn resources_are_stateful_containers() {
 
 // ---- checking parameters against the official schema ----
 
-fn schema_params() -> Map<String, Value> {
-    let text = std::fs::read_to_string(SCHEMA).unwrap_or_else(|e| {
-        panic!("the Proxmox API schema subset {SCHEMA} is missing ({e}); it is part of the repository")
-    });
-    let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
-    schema["paths"]["/nodes/{node}/lxc"]["POST"]["parameters"]["properties"]
-        .as_object()
-        .expect("POST /nodes/{node}/lxc")
-        .clone()
-}
-
-/// `net0` → the schema's `net[n]`.
-fn spec_for<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    params.get(name).or_else(|| {
-        let base = name.trim_end_matches(|c: char| c.is_ascii_digit());
-        (base.len() < name.len()).then(|| params.get(&format!("{base}[n]"))).flatten()
-    })
-}
-
-/// A Perl pattern of the schema as an anchored Rust regex.
-fn pattern(perl: &str) -> Regex {
-    Regex::new(&format!("^(?:{})$", perl.replace("(?^i:", "(?i:").replace("(?^:", "(?:"))).expect("pattern compiles")
-}
-
-fn check_format(name: &str, format: &str, text: &str) -> Result<(), String> {
-    let ok = match format {
-        "dns-name" => pattern(r"([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?")
-            .is_match(text),
-        "pve-tag-list" => {
-            let tag = pattern(r"(?i:[a-z0-9_][a-z0-9_\-+.]*)");
-            text.split([';', ',', ' ']).filter(|t| !t.is_empty()).all(|t| tag.is_match(t)) && !text.is_empty()
-        }
-        // A new volume: `<storage id>:<size in GiB>`.
-        "pve-lxc-mp-string" => pattern(r"[a-z][a-z0-9\-_.]*[a-z0-9]:[0-9]+(\.[0-9]+)?").is_match(text),
-        "ipv4" => text.parse::<Ipv4Addr>().is_ok(),
-        "pve-ipv4-config" => {
-            matches!(text, "dhcp" | "manual")
-                || text.split_once('/').is_some_and(|(ip, bits)| {
-                    ip.parse::<Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
-                })
-        }
-        "pve-vmid" => true,
-        other => return Err(format!("{name}: no check for format {other}: add one")),
-    };
-    if ok { Ok(()) } else { Err(format!("{name}: {text:?} is not a valid {format}")) }
-}
-
-/// A value inside a property string (`key=value`), as text.
-fn check_member(name: &str, spec: &Value, text: &str) -> Result<(), String> {
-    match spec["type"].as_str() {
-        Some("boolean") if matches!(text, "0" | "1") => Ok(()),
-        Some("integer") => {
-            let n: i64 = text.parse().map_err(|_| format!("{name}: {text:?} is not an integer"))?;
-            check_range(name, spec, n as f64)
-        }
-        Some("number") => {
-            check_range(name, spec, text.parse().map_err(|_| format!("{name}: {text:?} is not a number"))?)
-        }
-        Some("string") => check_string(name, spec, text),
-        other => Err(format!("{name}: {text:?} does not fit type {other:?}")),
-    }
-}
-
-fn check_range(name: &str, spec: &Value, n: f64) -> Result<(), String> {
-    let below = spec["minimum"].as_f64().is_some_and(|min| n < min);
-    let above = spec["maximum"].as_f64().is_some_and(|max| n > max);
-    if below || above { Err(format!("{name}: {n} is out of range")) } else { Ok(()) }
-}
-
-fn check_string(name: &str, spec: &Value, text: &str) -> Result<(), String> {
-    if spec["maxLength"].as_u64().is_some_and(|max| text.len() as u64 > max)
-        || spec["minLength"].as_u64().is_some_and(|min| (text.len() as u64) < min)
-    {
-        return Err(format!("{name}: length {} is out of range", text.len()));
-    }
-    if let Some(values) = spec["enum"].as_array()
-        && !values.iter().any(|v| v == text)
-    {
-        return Err(format!("{name}: {text:?} is not one of {values:?}"));
-    }
-    if let Some(perl) = spec["pattern"].as_str()
-        && !pattern(perl).is_match(text)
-    {
-        return Err(format!("{name}: {text:?} does not match {perl}"));
-    }
-    match &spec["format"] {
-        Value::Object(members) => check_property_string(name, members, text),
-        Value::String(format) => check_format(name, format, text),
-        _ => Ok(()),
-    }
-}
-
-/// `key=value,...` with an optional leading value for the `default_key` member.
-fn check_property_string(name: &str, members: &Map<String, Value>, text: &str) -> Result<(), String> {
-    let default_key = members.iter().find(|(_, m)| m["default_key"].as_u64() == Some(1)).map(|(k, _)| k.as_str());
-    let mut seen = Vec::new();
-    for part in text.split(',') {
-        let (key, value) = match part.split_once('=') {
-            Some((key, value)) => (key, value),
-            None => (default_key.ok_or_else(|| format!("{name}: {part:?} needs a key"))?, part),
-        };
-        let member = members.get(key).ok_or_else(|| format!("{name}: unknown key {key:?}"))?;
-        if seen.contains(&key) {
-            return Err(format!("{name}: {key} given twice"));
-        }
-        seen.push(key);
-        check_member(&format!("{name}.{key}"), member, value)?;
-    }
-    for (key, member) in members {
-        if member["optional"].as_u64() != Some(1) && !seen.contains(&key.as_str()) {
-            return Err(format!("{name}: required key {key} is missing"));
-        }
-    }
-    Ok(())
-}
-
-fn check_param(params: &Map<String, Value>, name: &str, value: &Value) -> Result<(), String> {
-    let spec = spec_for(params, name).ok_or_else(|| format!("{name}: not a parameter of POST /nodes/{{node}}/lxc"))?;
-    match (spec["type"].as_str(), value) {
-        (Some("integer"), Value::Number(n)) if n.is_i64() || n.is_u64() => check_range(name, spec, n.as_f64().unwrap()),
-        (Some("boolean"), Value::Number(n)) if matches!(n.as_u64(), Some(0 | 1)) => Ok(()),
-        (Some("string"), Value::String(text)) => check_string(name, spec, text),
-        (ty, value) => Err(format!("{name}: {value} does not fit type {ty:?}")),
-    }
-}
-
+/// What the API would refuse in these parameters: first the schema, through the same
+/// validator as the fake PVE server (`testkit::proxmox::schema`), the values sent as
+/// text like a form body would carry them (numbers in decimal); then the checks of PVE's
+/// create handler that come after the schema (volumes, template).
 fn violations(params: &Value) -> Vec<String> {
-    let schema = schema_params();
-    let mut errors: Vec<String> = params
-        .as_object()
-        .expect("an object")
-        .iter()
-        .filter_map(|(name, value)| check_param(&schema, name, value).err())
-        .collect();
-    for (name, spec) in &schema {
-        let path_param = name == "node";
-        if spec["optional"].as_u64() != Some(1) && !path_param && params.get(name).is_none() {
-            errors.push(format!("required parameter {name} is missing"));
-        }
+    let mut errors = Vec::new();
+    let mut text = BTreeMap::new();
+    for (name, value) in params.as_object().expect("an object") {
+        match value {
+            Value::String(s) => text.insert(name.clone(), s.clone()),
+            Value::Number(n) => text.insert(name.clone(), n.to_string()),
+            other => {
+                errors.push(format!("{name}: {other} is neither text nor a number (no form value)"));
+                continue;
+            }
+        };
+    }
+    match Schema::official().check("POST", "/nodes/pve1/lxc", &text) {
+        Ok(_) => {}
+        Err(Refused::Invalid(invalid)) => errors.extend(invalid.iter().map(|(name, e)| format!("{name}: {e}"))),
+        Err(refused) => errors.push(format!("{refused:?}")),
+    }
+    if errors.is_empty()
+        && let Err(refused) = proxmox_fake::check_create(&text)
+    {
+        errors.push(refused);
     }
     errors
 }

@@ -3,4 +3,5 @@
 pub mod apiserver;
 pub mod dockerd;
 pub mod kubelet;
+pub mod proxmox;
 pub mod registry;
