@@ -67,6 +67,15 @@ pub fn format_fingerprint(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
+/// Why a handshake failed, in words: the pin mismatch names both fingerprints.
+pub fn handshake_reason(err: &std::io::Error) -> String {
+    match err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => inner.to_string(),
+        Some(other) => other.to_string(),
+        None => err.to_string(),
+    }
+}
+
 /// The TLS client configuration for `trust`.
 pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

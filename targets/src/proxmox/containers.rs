@@ -1,0 +1,307 @@
+//! A deployment's LXC containers through the API: found by their tags, created (and found
+//! again by their tags when the create's answer was lost, never created twice), configured,
+//! grown, started, stopped and destroyed, each task awaited.
+//!
+//! Identity lives in the container's tags, so it survives a reordered node or agent list:
+//! `rivetctl` (the marker), `rivet-d-<deployment>`, `rivet-c-<container>` (its role in the
+//! deployment: `datahub`, `agents-<node>`) and `rivet-s-<spec hash>`. A vmid, once given, is
+//! read back from the container that holds those tags ([`assign_vmids`]): the node list's
+//! order or a new `ctid_start` never moves a container.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::api::{self, Guest};
+use super::client::{ApiError, Client, TaskDone};
+
+/// The marker tag of every container rivetctl made.
+pub const MARKER: &str = "rivetctl";
+
+/// A tag as PVE accepts it (`[a-z0-9_][a-z0-9_\-+.]*`): lowercase, other characters `-`.
+pub fn tag_safe(text: &str) -> String {
+    let mut out: String =
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.') {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+    if out.starts_with(['-', '+', '.']) || out.is_empty() {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The deployment's tag.
+pub fn deployment_tag(deployment: &str) -> String {
+    format!("rivet-d-{}", tag_safe(deployment))
+}
+
+/// A container's identity tag (`datahub`, `agents-pve1`).
+pub fn container_tag(container: &str) -> String {
+    format!("rivet-c-{}", tag_safe(container))
+}
+
+/// The spec hash tag.
+pub fn spec_tag(hash: &str) -> String {
+    format!("rivet-s-{}", tag_safe(hash))
+}
+
+/// Every tag of one container, `;`-separated and sorted as PVE keeps them.
+pub fn tags(deployment: &str, container: &str, hash: &str) -> String {
+    let mut all = vec![MARKER.to_string(), deployment_tag(deployment), container_tag(container), spec_tag(hash)];
+    all.sort();
+    all.join(";")
+}
+
+/// One container of the deployment, as found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its identity (`datahub`, `agents-pve1`), from its `rivet-c-` tag.
+    pub container: String,
+    pub vmid: u32,
+    pub node: String,
+    pub running: bool,
+    /// The spec hash of its `rivet-s-` tag.
+    pub hash: Option<String>,
+}
+
+/// The deployment's containers among `guests` (LXC ones carrying its marker and deployment
+/// tags), by identity; a second container claiming the same identity is returned apart.
+pub fn owned(guests: &[Guest], deployment: &str) -> (BTreeMap<String, Found>, Vec<Found>) {
+    let wanted = deployment_tag(deployment);
+    let mut found = BTreeMap::new();
+    let mut clashes = Vec::new();
+    let mut sorted: Vec<&Guest> = guests.iter().filter(|g| g.kind == "lxc").collect();
+    sorted.sort_by_key(|g| g.vmid);
+    for guest in sorted {
+        let tags = guest.tag_list();
+        if !tags.contains(&MARKER) || !tags.contains(&wanted.as_str()) {
+            continue;
+        }
+        let Some(container) = tags.iter().find_map(|t| t.strip_prefix("rivet-c-")) else { continue };
+        let entry = Found {
+            container: container.to_string(),
+            vmid: guest.vmid,
+            node: guest.node.clone(),
+            running: guest.status.as_deref() == Some("running"),
+            hash: tags.iter().find_map(|t| t.strip_prefix("rivet-s-")).map(str::to_string),
+        };
+        if found.contains_key(container) {
+            clashes.push(entry);
+        } else {
+            found.insert(container.to_string(), entry);
+        }
+    }
+    (found, clashes)
+}
+
+/// Where a vmid for a new container comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmidSource {
+    /// The container has it (its tags say which it is).
+    Kept,
+    /// The first free one from the node's `ctid_start`.
+    FromStart,
+    /// `/cluster/nextid` is to be asked at create time.
+    Cluster,
+}
+
+/// The vmid of each wanted container (`(identity, ctid_start)`, in order): the one a found
+/// container of that identity has, else the first vmid from `ctid_start` up that no guest
+/// of the cluster and no earlier assignment holds, else `None` (ask `/cluster/nextid`).
+pub fn assign_vmids(
+    wanted: &[(String, Option<u32>)],
+    found: &BTreeMap<String, Found>,
+    guests: &[Guest],
+) -> Vec<(Option<u32>, VmidSource)> {
+    let mut taken: BTreeSet<u32> = guests.iter().map(|g| g.vmid).collect();
+    wanted
+        .iter()
+        .map(|(container, start)| {
+            if let Some(found) = found.get(&tag_safe(container)) {
+                return (Some(found.vmid), VmidSource::Kept);
+            }
+            match start {
+                Some(start) => {
+                    let vmid = (*start..).find(|v| !taken.contains(v)).expect("a free vmid");
+                    taken.insert(vmid);
+                    (Some(vmid), VmidSource::FromStart)
+                }
+                None => (None, VmidSource::Cluster),
+            }
+        })
+        .collect()
+}
+
+/// The deployment's containers as the cluster lists them.
+pub async fn find(client: &Client, deployment: &str) -> Result<(BTreeMap<String, Found>, Vec<Guest>), ApiError> {
+    let guests: Vec<Guest> = client.call(&api::guests()).await?;
+    let (found, _) = owned(&guests, deployment);
+    Ok((found, guests))
+}
+
+/// How a create ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The create task ran to its end.
+    Done(TaskDone),
+    /// The create's answer was lost (or it kept failing transiently), but the container is
+    /// there, found by its tags: it is not created a second time.
+    FoundAgain { vmid: u32 },
+}
+
+/// Creates a container on `node` with `params` (which carry its `tags`), waiting for the
+/// task. When the request got no answer or kept failing transiently, the cluster is asked
+/// for a container with the same tags before the error is returned: a create that did
+/// happen is found, not made twice.
+pub async fn create(
+    client: &Client,
+    deployment: &str,
+    container: &str,
+    node: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<Created, ApiError> {
+    let what = format!("creating container {container} on {node}");
+    match client.run_task(&api::create(node, params), &what).await {
+        Ok(done) => Ok(Created::Done(done)),
+        Err(err @ (ApiError::NoAnswer { .. } | ApiError::GaveUp { .. })) => {
+            let (found, _) = find(client, deployment).await?;
+            match found.get(&tag_safe(container)) {
+                Some(found) => {
+                    wait_unlocked(client, &found.node, found.vmid).await?;
+                    Ok(Created::FoundAgain { vmid: found.vmid })
+                }
+                None => Err(err),
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Waits until the container has no `lock` (a create in flight holds `lock: create`).
+async fn wait_unlocked(client: &Client, node: &str, vmid: u32) -> Result<(), ApiError> {
+    let started = std::time::Instant::now();
+    loop {
+        let status: api::CurrentStatus = client.call(&api::status(node, vmid)).await?;
+        if status.lock.is_none() {
+            return Ok(());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(600) {
+            return Err(ApiError::TaskTimeout {
+                what: format!("container {vmid} on {node} still locked ({})", status.lock.unwrap_or_default()),
+                upid: String::new(),
+                waited: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The container's config, values as text, with its `digest`.
+pub async fn config(client: &Client, node: &str, vmid: u32) -> Result<BTreeMap<String, String>, ApiError> {
+    Ok(api::config_text(&client.call_value(&api::config(node, vmid)).await?))
+}
+
+/// Starts the container unless it runs.
+pub async fn ensure_running(client: &Client, node: &str, vmid: u32, name: &str) -> Result<bool, ApiError> {
+    let status: api::CurrentStatus = client.call(&api::status(node, vmid)).await?;
+    if status.status == "running" {
+        return Ok(false);
+    }
+    client.run_task(&api::start(node, vmid), &format!("starting {name}")).await?;
+    Ok(true)
+}
+
+/// Shuts the container down (cleanly within `timeout_s`, then hard) unless it is stopped.
+pub async fn ensure_stopped(
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    name: &str,
+    timeout_s: u32,
+) -> Result<bool, ApiError> {
+    let status: api::CurrentStatus = client.call(&api::status(node, vmid)).await?;
+    if status.status == "stopped" {
+        return Ok(false);
+    }
+    client.run_task(&api::shutdown(node, vmid, timeout_s), &format!("shutting {name} down")).await?;
+    Ok(true)
+}
+
+/// Stops and destroys the container, disks included.
+pub async fn destroy(client: &Client, node: &str, vmid: u32, name: &str, timeout_s: u32) -> Result<(), ApiError> {
+    ensure_stopped(client, node, vmid, name, timeout_s).await?;
+    client.run_task(&api::destroy(node, vmid), &format!("destroying {name}")).await?;
+    Ok(())
+}
+
+/// The root disk's size in GiB from a `rootfs` value (`local-lvm:vm-310-disk-0,size=8G`).
+pub fn rootfs_gib(rootfs: &str) -> Option<u32> {
+    let size = rootfs.split(',').find_map(|part| part.strip_prefix("size="))?;
+    let (number, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(size.len()));
+    let number: f64 = number.parse().ok()?;
+    let gib = match unit {
+        "T" => number * 1024.0,
+        "G" | "" => number,
+        "M" => number / 1024.0,
+        "K" => number / 1024.0 / 1024.0,
+        _ => return None,
+    };
+    Some(gib.ceil() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(vmid: u32, node: &str, tags: &str) -> Guest {
+        serde_json::from_value(serde_json::json!({
+            "vmid": vmid, "node": node, "type": "lxc", "status": "running", "tags": tags
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn tags_are_what_pve_accepts() {
+        assert_eq!(
+            tags("Home Lab", "agents-pve1", "1a2b"),
+            "rivet-c-agents-pve1;rivet-d-home-lab;rivet-s-1a2b;rivetctl"
+        );
+        assert_eq!(tag_safe("-x"), "_-x");
+    }
+
+    #[test]
+    fn containers_are_found_by_their_tags_and_keep_their_vmid_when_the_nodes_are_reordered() {
+        let guests = vec![
+            guest(310, "pve1", &tags("home", "datahub", "aa")),
+            guest(320, "pve2", &tags("home", "agents-pve2", "bb")),
+            guest(330, "pve2", &tags("other", "agents-pve2", "cc")),
+            guest(340, "pve1", "rivet-c-agents-pve1;rivet-d-home"),
+        ];
+        let (found, clashes) = owned(&guests, "home");
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["agents-pve2", "datahub"]);
+        assert!(clashes.is_empty());
+        assert_eq!(found["datahub"].hash.as_deref(), Some("aa"));
+
+        // pve1's agents are new; the order of `wanted` (the node list) moves nobody.
+        let wanted =
+            vec![("agents-pve2".to_string(), Some(400)), ("agents-pve1".into(), Some(310)), ("datahub".into(), None)];
+        let assigned = assign_vmids(&wanted, &found, &guests);
+        assert_eq!(
+            assigned,
+            [(Some(320), VmidSource::Kept), (Some(311), VmidSource::FromStart), (Some(310), VmidSource::Kept)]
+        );
+        let without_start = assign_vmids(&[("agents-pve3".to_string(), None)], &found, &guests);
+        assert_eq!(without_start, [(None, VmidSource::Cluster)]);
+    }
+
+    #[test]
+    fn root_disk_sizes_read_in_gib() {
+        assert_eq!(rootfs_gib("local-lvm:vm-310-disk-0,size=8G"), Some(8));
+        assert_eq!(rootfs_gib("local:310/vm-310-disk-0.raw,size=512M"), Some(1));
+        assert_eq!(rootfs_gib("local-lvm:vm-310-disk-0"), None);
+    }
+}
