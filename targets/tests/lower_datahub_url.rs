@@ -90,13 +90,13 @@ fn kubernetes_writes_the_datahub_service() {
 }
 
 #[test]
-fn proxmox_writes_localhost_on_the_datahub_node_and_its_host_elsewhere() {
+fn proxmox_writes_the_datahub_container_s_address_or_its_node_s_host() {
     let fleet = fleet(PROXMOX);
     no_url_in_the_fleet(&fleet);
     let TargetSettings::Proxmox(settings) = &fleet.target_settings else { panic!("a proxmox fleet") };
-    let url = |node: &str| lower::proxmox::database_url(&fleet, settings, node).map(|v| v.value.to_string());
-    assert_eq!(url("pve1"), Some(format!("{URL}localhost:5432/rivetos")));
-    assert_eq!(url("pve2"), Some(format!("{URL}10.0.0.11:5432/rivetos")));
+    let url = |address| lower::proxmox::database_url(&fleet, settings, address).map(|v| v.value.to_string());
+    assert_eq!(url(Some([10, 4, 0, 10].into())), Some(format!("{URL}10.4.0.10:5432/rivetos")));
+    assert_eq!(url(None), Some(format!("{URL}10.0.0.11:5432/rivetos")), "DHCP: the datahub node's host");
 }
 
 #[test]
@@ -106,13 +106,18 @@ fn the_proxmox_renderer_prints_exactly_the_lowered_parameters() {
         "    ssh_public_keys: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk0c2V0dXBrZXlmb3J0ZXN0aW5nb25seQ ops@example.net\"\n    nodes:\n",
     );
     for source in [PROXMOX, with_keys.as_str()] {
-        let resources = proxmox::resources(&fleet(source)).unwrap();
-        assert_eq!(resources.len(), 2);
+        let fleet = fleet(source);
+        let resources = proxmox::resources(&fleet).unwrap();
+        assert_eq!(resources.len(), 3, "the datahub's container and one per node with agents");
         for resource in &resources {
-            let artifact = proxmox::artifact(resource).unwrap();
-            let printed: Value = serde_json::from_str(&artifact.contents).unwrap();
-            assert_eq!(printed, resource.payload, "{}", artifact.path);
+            let artifact = proxmox::artifact(&fleet.name, resource).unwrap();
+            let printed: serde_json::Map<String, Value> = serde_json::from_str(&artifact.contents).unwrap();
+            let as_text: std::collections::BTreeMap<String, String> = printed
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .collect();
+            assert_eq!(as_text, proxmox::create_params(&fleet.name, resource), "{}", artifact.path);
         }
     }
-    assert!(proxmox::resources(&fleet(&with_keys)).unwrap()[0].payload.get("ssh-public-keys").is_some());
+    assert!(proxmox::resources(&fleet(&with_keys)).unwrap()[0].payload["params"].get("ssh-public-keys").is_some());
 }

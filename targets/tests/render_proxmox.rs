@@ -50,7 +50,7 @@ fn rendered(source: &str) -> Vec<(String, Value)> {
 fn two_nodes_match_golden_files() {
     let artifacts = proxmox::artifacts(&fleet(CONFIG)).unwrap();
     let paths: Vec<&str> = artifacts.iter().map(|a| a.path.as_str()).collect();
-    assert_eq!(paths, ["proxmox/pve1.json", "proxmox/pve2.json"]);
+    assert_eq!(paths, ["proxmox/datahub.json", "proxmox/agents-pve1.json", "proxmox/agents-pve2.json"]);
     for artifact in &artifacts {
         golden(&artifact.path, &artifact.contents);
     }
@@ -68,45 +68,64 @@ fn no_password_and_no_secret() {
     }
 }
 
+/// The datahub in its own container, each node's agents in one container; vmids from
+/// `ctid_start` (one after the other on a node holding two), else from `FIRST_VMID` by
+/// position; addresses from the subnet in layout order; identity and spec hash in tags.
 #[test]
 fn addresses_ids_and_ownership() {
-    let nodes = rendered(CONFIG);
-    let (pve1, pve2) = (&nodes[0].1, &nodes[1].1);
-    assert_eq!((pve1["vmid"].as_u64(), pve2["vmid"].as_u64()), (Some(310), Some(201)));
-    assert_eq!(pve1["net0"], "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
-    assert_eq!(pve2["net0"], "name=eth0,bridge=vmbr1,ip=10.4.0.11/24,gw=10.4.0.1");
-    assert_eq!(pve1["tags"], "rivetctl;rivet-rivetos");
+    let containers = rendered(CONFIG);
+    let (hub, pve1, pve2) = (&containers[0].1, &containers[1].1, &containers[2].1);
+    let vmids: Vec<Option<u64>> = [hub, pve1, pve2].iter().map(|c| c["vmid"].as_u64()).collect();
+    assert_eq!(vmids, [Some(310), Some(311), Some(202)]);
+    assert_eq!(hub["net0"], "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
+    assert_eq!(pve1["net0"], "name=eth0,bridge=vmbr1,ip=10.4.0.11/24,gw=10.4.0.1");
+    assert_eq!(pve2["net0"], "name=eth0,bridge=vmbr1,ip=10.4.0.12/24,gw=10.4.0.1");
+    assert_eq!(
+        (hub["hostname"].as_str(), pve2["hostname"].as_str()),
+        (Some("rivetos-datahub"), Some("rivetos-agents-pve2"))
+    );
+    let tags = hub["tags"].as_str().unwrap();
+    assert!(tags.starts_with("rivet-c-datahub;rivet-d-rivetos;rivet-s-") && tags.ends_with(";rivetctl"), "{tags}");
+    assert!(hub["description"].as_str().unwrap().contains("container: datahub\nnode: pve1\n"));
     assert!(pve1["description"].as_str().unwrap().contains("agents: gemini,opus\n"));
     assert!(pve2["description"].as_str().unwrap().contains("agents: grok\n"));
 
     let dhcp = CONFIG.replace("    network: { bridge: vmbr1, subnet: 10.4.0.0/24, gateway: 10.4.0.1 }\n", "");
-    let nodes = rendered(&dhcp);
-    assert_eq!(nodes[0].1["net0"], "name=eth0,bridge=vmbr0,ip=dhcp");
-    assert!(nodes[0].1.get("ssh-public-keys").is_some());
+    let containers = rendered(&dhcp);
+    assert_eq!(containers[0].1["net0"], "name=eth0,bridge=vmbr0,ip=dhcp");
+    assert!(containers[0].1.get("ssh-public-keys").is_some());
 }
 
 #[test]
 fn clashing_vmids_are_an_error() {
-    let clash = CONFIG.replace("role: both, ctid_start: 310", "role: both, ctid_start: 201");
+    let clash = CONFIG.replace("role: both, ctid_start: 310", "role: both, ctid_start: 202");
     let err = proxmox::artifacts(&fleet(&clash)).unwrap_err();
-    assert!(format!("{err:?}").contains("vmid 201"), "{err:?}");
+    assert!(format!("{err:?}").contains("both get vmid 202"), "{err:?}");
 }
 
 #[test]
 fn resources_are_stateful_containers() {
     let resources = proxmox::resources(&fleet(CONFIG)).unwrap();
-    assert_eq!(resources.len(), 2);
-    let (pve1, pve2) = (&resources[0], &resources[1]);
-    assert_eq!((pve1.key.node.as_str(), pve1.key.kind.as_str(), pve1.key.name.as_str()), ("pve1", "lxc", "rivet-pve1"));
-    assert_eq!(pve1.component, Component::Datahub);
+    assert_eq!(resources.len(), 3);
+    let (hub, pve1, pve2) = (&resources[0], &resources[1], &resources[2]);
+    assert_eq!(
+        (hub.key.node.as_str(), hub.key.kind.as_str(), hub.key.name.as_str()),
+        ("pve1", "lxc", "rivetos-datahub")
+    );
+    assert_eq!(hub.component, Component::Datahub);
+    assert_eq!(pve1.component, Component::Agent("gemini".into()));
     assert_eq!(pve2.component, Component::Agent("grok".into()));
-    assert!(pve1.stateful && pve2.stateful);
-    assert_eq!(&*pve1.fields["vmid"].text, "310");
-    assert_eq!(&*pve1.fields["net0"].text, "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
-    for field in ["vmid", "ostemplate", "unprivileged", "rootfs", "hostname"] {
-        assert!(pve1.forces_replacement(field), "{field}");
+    assert!(hub.stateful && pve1.stateful && pve2.stateful);
+    assert_eq!(&*hub.fields["vmid"].text, "310");
+    assert_eq!(&*hub.fields["net0"].text, "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
+    assert_eq!(&*hub.fields["rootfs.size"].text, "8G");
+    for field in ["vmid", "ostemplate", "unprivileged", "rootfs.storage"] {
+        assert!(hub.forces_replacement(field), "{field}");
     }
-    assert!(!pve1.forces_replacement("memory") && !pve1.forces_replacement("description"));
+    for field in ["memory", "hostname", "rootfs.size", "net0"] {
+        assert!(!hub.forces_replacement(field), "{field} changes in place");
+    }
+    assert!(!hub.fields.contains_key("description") && !hub.fields.contains_key("tags"), "derived, not fields");
 }
 
 // ---- checking parameters against the official schema ----

@@ -9,7 +9,8 @@
 //!
 //! - [`docker`]: networks, volumes and containers per node (typed [`docker::DockerObject`]).
 //! - [`kubernetes`]: the objects of `kubectl apply` (`serde_json::Value` built in code).
-//! - [`proxmox`]: one LXC container per node (the parameters of `POST /nodes/{node}/lxc`).
+//! - [`proxmox`]: the datahub's LXC container and one per node for its agents (the parameters
+//!   of `POST /nodes/{node}/lxc`).
 //!
 //! Adding a target is one module here with the same entry point, plus its adapter.
 

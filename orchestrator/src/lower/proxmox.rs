@@ -1,25 +1,25 @@
-//! The fleet as Proxmox VE LXC containers: the parameters of `POST /nodes/{node}/lxc`, one
-//! container per node of the Proxmox settings, named `rivet-<node>`.
+//! The fleet as Proxmox VE LXC containers: the datahub in one container on its node, and on
+//! each node with agents one container hosting that node's agents. A resource's payload is
+//! `{"container", "params"}`: its identity in the deployment (`datahub`, `agents-<node>`) and
+//! exactly the body of `POST /nodes/{node}/lxc` (the path's `{node}` is the resource key's
+//! node), with the API's parameter names and value formats: booleans as `0`/`1`, `rootfs`
+//! as `<storage>:<size in GiB>` (allocate a new volume), `net0` as a property string. Never
+//! a password: logins are by SSH key only, and no secret is a parameter.
 //!
-//! A resource's payload is exactly the request body (the path's `{node}` is the resource
-//! key's node), with the API's parameter names and value formats
-//! (`reference/pve-api-schema.json`): booleans as `0`/`1`, `rootfs` as
-//! `<storage>:<size in GiB>` (allocate a new volume), `net0` as a property string. Never a
-//! password: logins are by SSH key only, and no secret is a parameter. Ownership lives in
-//! `tags` and `description` (read back when observing).
+//! Identity does not come from position. A container that exists keeps its vmid and address
+//! ([`Identity`], read back from the cluster by its tags; the adapter passes them in), so
+//! reordering the node list or the agents replaces nothing. For a new container:
+//! - `vmid`: the one the adapter assigned (the first free from the node's `ctid_start`, or
+//!   `/cluster/nextid`); offline, the node's `ctid_start` plus the containers already
+//!   placed on it, else `FIRST_VMID` plus its position.
+//! - address: with `network.subnet`, the lowest host number from `FIRST_HOST` that no other
+//!   container of the deployment has, in layout order (datahub first); without a subnet, DHCP.
 //!
-//! Choices:
-//! - `vmid`: the node's `ctid_start`, else `200 + the node's index` in the settings' nodes.
-//! - Addresses: with `network.subnet`, the node at index `i` gets `<subnet base> + 10 + i`
-//!   (the gateway is added when set); without a subnet, DHCP.
-//! - Every container should be running (`start` and `onboot` are set).
-//! - Component: the node running the datahub is [`Component::Datahub`] (created first);
-//!   a node with agents is `Agent(<its first agent id>)`; an empty node is
-//!   [`Component::Foundation`]. Every container is stateful: its root disk holds the data.
-//! - How an agent reaches the datahub: PostgreSQL runs in the datahub node's container on
-//!   its own port, so `@localhost:5432` there and `@<datahub node's host>:5432` elsewhere
-//!   ([`database_url`]); the systemd units never print it (it is a secret of the node's
-//!   environment file).
+//! Fields are what the plan diffs, in the form both the lowering and the live config give:
+//! `net0` without the MAC address PVE adds, `rootfs` as storage and size. `description`
+//! (ownership and the record of the fields) and `tags` (identity and spec hash) are derived,
+//! not fields. A new `ostemplate`, `unprivileged` flag, vmid or storage needs a new
+//! container; a bigger disk is grown in place and never replaces one.
 //!
 //! Pure: no I/O; output is deterministic.
 
@@ -28,19 +28,21 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use crate::fleet::{EnvValue, Fleet, ProxmoxNodeSettings, ProxmoxSettings};
-use crate::resource::{Component, Fields, Resource, ResourceKey, RunState, flatten_json};
+use crate::fleet::{EnvValue, Fleet, ProxmoxSettings};
+use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 
 /// Resource kind of a container.
 pub const KIND: &str = "lxc";
-/// vmid of the node at index `i` without `ctid_start`: `FIRST_VMID + i`.
+/// vmid of the container at layout position `i` without `ctid_start`: `FIRST_VMID + i`.
 pub const FIRST_VMID: u32 = 200;
 /// Host part of the first address handed out in `network.subnet`.
 pub const FIRST_HOST: u32 = 10;
-/// Parameters whose change needs a new container.
-pub const REPLACE_ON: &[&str] = &["vmid", "ostemplate", "unprivileged", "rootfs", "hostname"];
+/// Fields whose change needs a new container.
+pub const REPLACE_ON: &[&str] = &["vmid", "ostemplate", "unprivileged", "rootfs.storage"];
 /// PostgreSQL's port in the datahub's container.
 pub const POSTGRES_PORT: u16 = 5432;
+/// The datahub container's identity.
+pub const DATAHUB: &str = "datahub";
 
 /// Why the containers cannot be laid out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,125 +53,274 @@ pub enum LowerError {
     NotIpv4 { subnet: String },
     #[error("subnet {subnet} has a bad prefix")]
     BadPrefix { subnet: String },
-    #[error("subnet {subnet} has no address for node {position} (host .{host})")]
-    SubnetFull { subnet: String, position: usize, host: u64 },
-    #[error("nodes \"{first}\" and \"{second}\" both get vmid {vmid}")]
+    #[error("subnet {subnet} has no address left for container {container}")]
+    SubnetFull { subnet: String, container: String },
+    #[error("containers \"{first}\" and \"{second}\" both get vmid {vmid}")]
     DuplicateVmid { first: String, second: String, vmid: u32 },
 }
 
-/// The container's hostname.
-pub fn hostname(node: &str) -> String {
-    format!("rivet-{node}")
+/// What a container of the deployment already has (read back by its tags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub vmid: Option<u32>,
+    pub address: Option<Ipv4Addr>,
 }
 
-/// `RIVETOS_PG_URL` for the agents of `node`.
-pub fn database_url(fleet: &Fleet, settings: &ProxmoxSettings, node: &str) -> Option<EnvValue> {
-    let hub = fleet.datahub.as_ref()?;
-    if hub.node == node {
-        return Some(hub.url("localhost", POSTGRES_PORT));
+/// One container of the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// `datahub` or `agents-<node>`.
+    pub id: String,
+    /// The Proxmox node it runs on.
+    pub node: String,
+    /// The agents it hosts (none for the datahub).
+    pub agents: Vec<String>,
+}
+
+/// The identity of the agents container of `node`.
+pub fn agents_container(node: &str) -> String {
+    format!("agents-{node}")
+}
+
+/// The datahub's container (on the datahub's node), then each node's agents container in
+/// node order. A node with role `both` holds two containers.
+pub fn layout(fleet: &Fleet, settings: &ProxmoxSettings) -> Vec<Container> {
+    let mut out = Vec::new();
+    if let Some(hub) = &fleet.datahub {
+        out.push(Container { id: DATAHUB.into(), node: hub.node.clone(), agents: Vec::new() });
     }
-    let host = settings.nodes.iter().find(|n| n.name == hub.node).and_then(|n| n.host.as_deref());
-    Some(hub.url(host.unwrap_or(&hub.node), POSTGRES_PORT))
+    for node in &settings.nodes {
+        let agents = fleet.node(&node.name).map(|n| n.agents.clone()).unwrap_or_default();
+        if !agents.is_empty() {
+            out.push(Container { id: agents_container(&node.name), node: node.name.clone(), agents });
+        }
+    }
+    out
 }
 
-/// `ip=<addr>/<prefix>[,gw=<gw>]` from the subnet, or `ip=dhcp`.
-fn ip_config(settings: &ProxmoxSettings, index: usize) -> Result<String, LowerError> {
-    let network = &settings.network;
-    let Some(subnet) = &network.subnet else {
-        return Ok("ip=dhcp".into());
-    };
+/// The container's hostname: `<deployment>-<id>`, as a DNS label.
+pub fn hostname(deployment: &str, container: &str) -> String {
+    let raw = format!("{deployment}-{container}").to_ascii_lowercase();
+    let label: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    label.trim_matches('-').chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+}
+
+/// The subnet's base, prefix and number of addresses.
+fn subnet(settings: &ProxmoxSettings) -> Result<Option<(Ipv4Addr, u32, u64)>, LowerError> {
+    let Some(subnet) = &settings.network.subnet else { return Ok(None) };
     let (base, prefix) = subnet.split_once('/').ok_or_else(|| LowerError::NoPrefix { subnet: subnet.clone() })?;
     let base: Ipv4Addr = base.parse().map_err(|_| LowerError::NotIpv4 { subnet: subnet.clone() })?;
     let prefix: u32 = prefix.parse().map_err(|_| LowerError::BadPrefix { subnet: subnet.clone() })?;
-    let size = 1u64 << (32 - prefix.min(32));
-    let host = u64::from(FIRST_HOST) + index as u64;
-    if host + 1 >= size {
-        return Err(LowerError::SubnetFull { subnet: subnet.clone(), position: index + 1, host });
+    if prefix > 32 {
+        return Err(LowerError::BadPrefix { subnet: subnet.clone() });
     }
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32)) };
-    let address = Ipv4Addr::from((u32::from(base) & mask) + host as u32);
-    let mut config = format!("ip={address}/{prefix}");
-    if let Some(gateway) = &network.gateway {
-        config.push_str(&format!(",gw={gateway}"));
-    }
-    Ok(config)
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    Ok(Some((Ipv4Addr::from(u32::from(base) & mask), prefix, 1u64 << (32 - prefix))))
 }
 
-/// Who owns the container and what runs in it: no secrets, one `key: value` per line.
-fn description(fleet: &Fleet, node: &ProxmoxNodeSettings, agents: &[String]) -> String {
-    let agents = if agents.is_empty() { "-".to_string() } else { agents.join(",") };
+/// Every container's address: its own if it has one, else the lowest free host number
+/// from [`FIRST_HOST`]; `None` without a subnet (DHCP).
+fn addresses(
+    settings: &ProxmoxSettings,
+    containers: &[Container],
+    identities: &BTreeMap<String, Identity>,
+) -> Result<Vec<Option<Ipv4Addr>>, LowerError> {
+    let Some((base, _, size)) = subnet(settings)? else { return Ok(vec![None; containers.len()]) };
+    let mut taken: BTreeSet<Ipv4Addr> =
+        containers.iter().filter_map(|c| identities.get(&c.id).and_then(|i| i.address)).collect();
+    let subnet_text = settings.network.subnet.clone().unwrap_or_default();
+    containers
+        .iter()
+        .map(|container| {
+            if let Some(address) = identities.get(&container.id).and_then(|i| i.address) {
+                return Ok(Some(address));
+            }
+            let free = (u64::from(FIRST_HOST)..size.saturating_sub(1))
+                .map(|host| Ipv4Addr::from(u32::from(base) + host as u32))
+                .find(|address| !taken.contains(address))
+                .ok_or_else(|| LowerError::SubnetFull {
+                    subnet: subnet_text.clone(),
+                    container: container.id.clone(),
+                })?;
+            taken.insert(free);
+            Ok(Some(free))
+        })
+        .collect()
+}
+
+/// Every container's vmid: its own, else offline defaults (see the module doc).
+fn vmids(settings: &ProxmoxSettings, containers: &[Container], identities: &BTreeMap<String, Identity>) -> Vec<u32> {
+    let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
+    containers
+        .iter()
+        .enumerate()
+        .map(|(position, container)| {
+            let placed = per_node.entry(container.node.as_str()).or_insert(0);
+            let start = settings.nodes.iter().find(|n| n.name == container.node).and_then(|n| n.ctid);
+            let default = start.map_or(FIRST_VMID + position as u32, |start| start + *placed);
+            *placed += 1;
+            identities.get(&container.id).and_then(|i| i.vmid).unwrap_or(default)
+        })
+        .collect()
+}
+
+/// `RIVETOS_PG_URL` for the agents of `node`: the datahub container's address (its node's
+/// `host` when addresses come from DHCP).
+pub fn database_url(fleet: &Fleet, settings: &ProxmoxSettings, datahub_address: Option<Ipv4Addr>) -> Option<EnvValue> {
+    let hub = fleet.datahub.as_ref()?;
+    let host = match datahub_address {
+        Some(address) => address.to_string(),
+        None => {
+            settings.nodes.iter().find(|n| n.name == hub.node).and_then(|n| n.host.clone()).unwrap_or(hub.node.clone())
+        }
+    };
+    Some(hub.url(&host, POSTGRES_PORT))
+}
+
+/// `name=eth0,bridge=…,ip=…[,gw=…]` from a `net0` value, in this order, without what PVE
+/// adds (`hwaddr`, `type`): the form both sides of a diff are compared in.
+pub fn canonical_net0(net0: &str) -> String {
+    let members: BTreeMap<&str, &str> = net0.split(',').filter_map(|part| part.split_once('=')).collect();
+    let mut out = Vec::new();
+    for key in ["name", "bridge", "ip", "gw", "firewall", "tag", "mtu", "rate"] {
+        if let Some(value) = members.get(key) {
+            out.push(format!("{key}={value}"));
+        }
+    }
+    out.join(",")
+}
+
+/// The fields of one container, from its creation parameters or from its live config (where
+/// `rootfs` is `local-lvm:vm-310-disk-0,size=8G` rather than `local-lvm:8`).
+pub fn fields_of(params: &BTreeMap<String, String>) -> Fields {
+    let mut fields = Fields::new();
+    let mut put = |name: &str, value: &str| {
+        fields.insert(name.into(), FieldValue::plain(value));
+    };
+    for name in ["vmid", "hostname", "ostemplate", "unprivileged", "cores", "memory", "swap", "onboot", "features"] {
+        if let Some(value) = params.get(name) {
+            put(name, value);
+        }
+    }
+    if let Some(net0) = params.get("net0") {
+        put("net0", &canonical_net0(net0));
+    }
+    if let Some(rootfs) = params.get("rootfs") {
+        let mut parts = rootfs.split(',');
+        let volume = parts.next().unwrap_or_default();
+        let (storage, rest) = volume.split_once(':').unwrap_or((volume, ""));
+        let size = if !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()) {
+            format!("{rest}G")
+        } else {
+            parts.find_map(|p| p.strip_prefix("size=")).unwrap_or("unknown").to_string()
+        };
+        put("rootfs.storage", storage);
+        put("rootfs.size", &size);
+    }
+    fields
+}
+
+/// Who owns the container, what runs in it and the record of its fields: no secrets.
+fn description(fleet: &Fleet, container: &Container, template: &str) -> String {
+    let agents = if container.agents.is_empty() { "-".to_string() } else { container.agents.join(",") };
     format!(
-        "Managed by rivetctl; edits are overwritten.\ndeployment: {}\nnode: {}\nrole: {}\nagents: {agents}\n",
-        fleet.name,
-        node.name,
-        node.role.as_str()
+        "Managed by rivetctl; edits are overwritten.\ndeployment: {}\ncontainer: {}\nnode: {}\ntemplate: {template}\nagents: {agents}\n",
+        fleet.name, container.id, container.node
     )
 }
 
-/// The request body creating one node's container.
-fn parameters(
+/// One resource per container of the [`layout`], datahub first; `identities` are what the
+/// cluster's containers of this deployment already have (empty offline). Fails when two
+/// containers would get the same vmid or the subnet runs out of addresses.
+pub fn lower(
     fleet: &Fleet,
     settings: &ProxmoxSettings,
-    index: usize,
-    node: &ProxmoxNodeSettings,
-) -> Result<Value, LowerError> {
-    let agents = fleet.node(&node.name).map(|n| n.agents.clone()).unwrap_or_default();
-    let vmid = node.ctid.unwrap_or(FIRST_VMID + index as u32);
-    let net0 = format!("name=eth0,bridge={},{}", settings.network.bridge, ip_config(settings, index)?);
-    let mut params = json!({
-        "vmid": vmid,
-        "hostname": hostname(&node.name),
-        "ostemplate": settings.template,
-        "description": description(fleet, node, &agents),
-        "tags": format!("rivetctl;rivet-{}", fleet.name),
-        "cores": settings.cores,
-        "memory": settings.memory_mb,
-        "swap": settings.swap_mb,
-        "rootfs": format!("{}:{}", settings.storage, settings.rootfs_gb),
-        "net0": net0,
-        "features": "nesting=1",
-        "unprivileged": u8::from(settings.unprivileged),
-        "onboot": 1,
-        "start": 1,
-    });
-    if let Some(keys) = &settings.ssh_public_keys {
-        params["ssh-public-keys"] = json!(keys);
-    }
-    Ok(params)
-}
-
-/// One stateful resource per container, in the settings' node order; fields are the
-/// request parameters. Fails when two nodes would get the same vmid or the subnet runs out
-/// of addresses.
-pub fn lower(fleet: &Fleet, settings: &ProxmoxSettings) -> Result<Vec<Resource<Value>>, LowerError> {
+    identities: &BTreeMap<String, Identity>,
+) -> Result<Vec<Resource<Value>>, LowerError> {
+    let containers = layout(fleet, settings);
+    let addresses = addresses(settings, &containers, identities)?;
+    let vmids = vmids(settings, &containers, identities);
+    let prefix = subnet(settings)?.map(|(_, prefix, _)| prefix);
     let mut seen: BTreeMap<u32, &str> = BTreeMap::new();
     let mut out = Vec::new();
-    for (index, node) in settings.nodes.iter().enumerate() {
-        let params = parameters(fleet, settings, index, node)?;
-        let vmid = node.ctid.unwrap_or(FIRST_VMID + index as u32);
-        if let Some(first) = seen.insert(vmid, &node.name) {
-            return Err(LowerError::DuplicateVmid { first: first.to_string(), second: node.name.clone(), vmid });
+    for ((container, address), vmid) in containers.iter().zip(&addresses).zip(&vmids) {
+        if let Some(first) = seen.insert(*vmid, &container.id) {
+            return Err(LowerError::DuplicateVmid {
+                first: first.to_string(),
+                second: container.id.clone(),
+                vmid: *vmid,
+            });
         }
-        let mut fields = Fields::new();
-        flatten_json(&params, "", &mut fields, &|_| false, &fleet.name);
-        let agents = fleet.node(&node.name).map(|n| n.agents.as_slice()).unwrap_or_default();
-        let component = if fleet.datahub.as_ref().is_some_and(|h| h.node == node.name) {
-            Component::Datahub
-        } else if let Some(first) = agents.first() {
-            Component::Agent(first.clone())
-        } else {
-            Component::Foundation
+        let ip = match (address, prefix) {
+            (Some(address), Some(prefix)) => {
+                let gateway = settings.network.gateway.as_ref().map(|gw| format!(",gw={gw}")).unwrap_or_default();
+                format!("ip={address}/{prefix}{gateway}")
+            }
+            _ => "ip=dhcp".to_string(),
         };
+        let mut params: BTreeMap<String, String> = [
+            ("vmid", vmid.to_string()),
+            ("hostname", hostname(&fleet.name, &container.id)),
+            ("ostemplate", settings.template.clone()),
+            ("description", description(fleet, container, &settings.template)),
+            ("cores", settings.cores.to_string()),
+            ("memory", settings.memory_mb.to_string()),
+            ("swap", settings.swap_mb.to_string()),
+            ("rootfs", format!("{}:{}", settings.storage, settings.rootfs_gb)),
+            ("net0", format!("name=eth0,bridge={},{ip}", settings.network.bridge)),
+            ("features", "nesting=1".to_string()),
+            ("unprivileged", u8::from(settings.unprivileged).to_string()),
+            ("onboot", "1".to_string()),
+            ("start", "1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Some(keys) = &settings.ssh_public_keys {
+            params.insert("ssh-public-keys".into(), keys.clone());
+        }
+        let component =
+            if container.id == DATAHUB { Component::Datahub } else { Component::Agent(container.agents[0].clone()) };
         out.push(Resource {
-            key: ResourceKey { node: node.name.clone(), kind: KIND.into(), name: hostname(&node.name) },
+            key: ResourceKey {
+                node: container.node.clone(),
+                kind: KIND.into(),
+                name: hostname(&fleet.name, &container.id),
+            },
             component,
             stateful: true,
-            fields,
+            fields: fields_of(&params),
             replace_on: REPLACE_ON.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
             run_state: Some(RunState::Running),
             stop_grace_ms: None,
-            payload: params,
+            payload: json!({"container": container.id, "agents": container.agents, "params": params}),
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_are_dns_labels() {
+        assert_eq!(hostname("Home_Lab", "agents-pve1"), "home-lab-agents-pve1");
+        assert_eq!(hostname("rivetos", DATAHUB), "rivetos-datahub");
+    }
+
+    #[test]
+    fn net0_compares_without_what_pve_adds() {
+        let live = "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:AA:BB:CC,ip=10.4.0.10/24,gw=10.4.0.1,type=veth";
+        assert_eq!(canonical_net0(live), "name=eth0,bridge=vmbr0,ip=10.4.0.10/24,gw=10.4.0.1");
+    }
+
+    #[test]
+    fn root_disks_are_storage_and_size_fields() {
+        for rootfs in ["local-lvm:8", "local-lvm:vm-310-disk-0,size=8G"] {
+            let fields = fields_of(&BTreeMap::from([("rootfs".to_string(), rootfs.to_string())]));
+            assert_eq!(&*fields["rootfs.storage"].text, "local-lvm", "{rootfs}");
+            assert_eq!(&*fields["rootfs.size"].text, "8G", "{rootfs}");
+        }
+    }
 }

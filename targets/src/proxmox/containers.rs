@@ -51,7 +51,7 @@ pub fn spec_tag(hash: &str) -> String {
 
 /// Every tag of one container, `;`-separated and sorted as PVE keeps them.
 pub fn tags(deployment: &str, container: &str, hash: &str) -> String {
-    let mut all = vec![MARKER.to_string(), deployment_tag(deployment), container_tag(container), spec_tag(hash)];
+    let mut all = [MARKER.to_string(), deployment_tag(deployment), container_tag(container), spec_tag(hash)];
     all.sort();
     all.join(";")
 }
