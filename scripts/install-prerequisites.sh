@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl iproute2 util-linux etcd-server docker-registry)
+PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl iproute2 util-linux etcd-server docker-registry runit)
 KUBERNETES_VALIDATE=1.37.0
 # Where kubernetes-validate goes when the system Python refuses pip installs (PEP 668).
 VENV=/opt/rivetctl/kubernetes-validate

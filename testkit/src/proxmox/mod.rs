@@ -14,6 +14,7 @@ mod formats;
 mod http;
 mod lxc;
 pub mod schema;
+pub mod standin;
 mod state;
 mod tasks;
 mod tls;
