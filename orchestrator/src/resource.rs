@@ -122,6 +122,9 @@ pub enum Component {
     Storage,
     Datahub,
     Migrate,
+    /// A machine that runs agents (a Proxmox VE container hosting a node's agents): after
+    /// the datahub, removed with the agents. Not an agent itself, so never rolled out.
+    Host,
     /// One agent, by id.
     Agent(String),
 }

@@ -14,6 +14,7 @@ use crate::render::{self, RenderError};
 
 use crate::docker::port::DockerTarget;
 use crate::kubernetes::{ConnectOptions, KubernetesTarget};
+use crate::proxmox::target::ProxmoxTarget;
 
 /// How to reach a Kubernetes cluster and apply there (`--context`, `--force-conflicts`,
 /// `--skip-unserved`, `--no-push`).
@@ -50,6 +51,10 @@ pub async fn open<V: Visit>(fleet: &Fleet, options: &OpenOptions<'_>, visitor: V
         }
         TargetKind::Kubernetes => {
             let target = KubernetesTarget::open(fleet, options.config_dir, options.kubernetes.clone()).await?;
+            Ok(visitor.visit(&target).await)
+        }
+        TargetKind::Proxmox => {
+            let target = ProxmoxTarget::open(fleet, options.config_dir).await?;
             Ok(visitor.visit(&target).await)
         }
         other => Err(not_applied(other)),
@@ -190,6 +195,21 @@ pub async fn open_lowered<V: VisitLowered, S: Sink>(
         TargetKind::Kubernetes => {
             // The server decides the manifests (API versions, fields): connect first.
             let target = match KubernetesTarget::open(fleet, options.config_dir, options.kubernetes.clone()).await {
+                Ok(target) => target,
+                Err(err) => return Ok(Err(err)),
+            };
+            let desired = target.lower(fleet);
+            if let Some(files) = files {
+                for artifact in target.artifacts()? {
+                    files.sink.start(&artifact.path, artifact.secret)?;
+                    files.sink.write(&artifact.contents)?;
+                }
+            }
+            Ok(Ok(visitor.visit(&target, desired).await))
+        }
+        TargetKind::Proxmox => {
+            // vmids and addresses come from the containers found: connect first.
+            let target = match ProxmoxTarget::open(fleet, options.config_dir).await {
                 Ok(target) => target,
                 Err(err) => return Ok(Err(err)),
             };

@@ -113,9 +113,9 @@ fn resources_are_stateful_containers() {
         ("pve1", "lxc", "rivetos-datahub")
     );
     assert_eq!(hub.component, Component::Datahub);
-    assert_eq!(pve1.component, Component::Agent("gemini".into()));
-    assert_eq!(pve2.component, Component::Agent("grok".into()));
-    assert!(hub.stateful && pve1.stateful && pve2.stateful);
+    assert_eq!((pve1.component.clone(), pve2.component.clone()), (Component::Host, Component::Host));
+    assert!(hub.stateful && !pve1.stateful && !pve2.stateful, "only the datahub's disk holds data");
+    assert_eq!((&*pve1.fields["agents"].text, &*pve2.fields["agents"].text), ("gemini,opus", "grok"));
     assert_eq!(&*hub.fields["vmid"].text, "310");
     assert_eq!(&*hub.fields["net0"].text, "name=eth0,bridge=vmbr1,ip=10.4.0.10/24,gw=10.4.0.1");
     assert_eq!(&*hub.fields["rootfs.size"].text, "8G");

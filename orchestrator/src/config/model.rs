@@ -157,6 +157,7 @@ pub struct ProxmoxSettings {
     pub token_secret: Option<String>,
     pub fingerprint: Option<String>,
     pub ca_file: Option<String>,
+    pub insecure: bool,
     pub template: String,
     pub storage: String,
     pub rootfs_gb: u32,

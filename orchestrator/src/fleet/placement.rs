@@ -58,8 +58,10 @@ pub(super) fn place_nodes(config: &Config) -> Placed {
             Ok((nodes, engines))
         }
         Target::Proxmox if !deployment.proxmox.nodes.is_empty() => {
-            let agent_nodes: Vec<&str> =
+            // By name, not by position: reordering the node list moves no agent.
+            let mut agent_nodes: Vec<&str> =
                 deployment.proxmox.nodes.iter().filter(|n| n.role.runs_agents()).map(|n| n.name.as_str()).collect();
+            agent_nodes.sort_unstable();
             let mut nodes: Vec<FleetNode> = deployment
                 .proxmox
                 .nodes

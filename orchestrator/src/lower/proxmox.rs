@@ -220,9 +220,30 @@ pub fn fields_of(params: &BTreeMap<String, String>) -> Fields {
     fields
 }
 
-/// Who owns the container, what runs in it and the record of its fields: no secrets.
-fn description(fleet: &Fleet, container: &Container, template: &str) -> String {
-    let agents = if container.agents.is_empty() { "-".to_string() } else { container.agents.join(",") };
+/// `fields` with `agents`: the agents the container hosts, as its description lists them
+/// (`gemini,opus`, `-` for none), so that preview shows the spread and a move is a change.
+pub fn with_agents(mut fields: Fields, agents: &[String]) -> Fields {
+    fields.insert("agents".into(), FieldValue::plain(agents_text(agents)));
+    fields
+}
+
+fn agents_text(agents: &[String]) -> String {
+    if agents.is_empty() { "-".to_string() } else { agents.join(",") }
+}
+
+/// The agents a description lists (its `agents:` line).
+pub fn agents_in(description: &str) -> Vec<String> {
+    description
+        .lines()
+        .find_map(|l| l.strip_prefix("agents: "))
+        .map(|a| a.split(',').map(str::trim).filter(|a| *a != "-" && !a.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Who owns the container and what runs in it: no secrets. Read back by observe
+/// (`template:`, `agents:`); the state documents' lines follow it (`targets::proxmox::store`).
+pub fn description(fleet: &Fleet, container: &Container, template: &str) -> String {
+    let agents = agents_text(&container.agents);
     format!(
         "Managed by rivetctl; edits are overwritten.\ndeployment: {}\ncontainer: {}\nnode: {}\ntemplate: {template}\nagents: {agents}\n",
         fleet.name, container.id, container.node
@@ -279,8 +300,7 @@ pub fn lower(
         if let Some(keys) = &settings.ssh_public_keys {
             params.insert("ssh-public-keys".into(), keys.clone());
         }
-        let component =
-            if container.id == DATAHUB { Component::Datahub } else { Component::Agent(container.agents[0].clone()) };
+        let component = if container.id == DATAHUB { Component::Datahub } else { Component::Host };
         out.push(Resource {
             key: ResourceKey {
                 node: container.node.clone(),
@@ -288,8 +308,10 @@ pub fn lower(
                 name: hostname(&fleet.name, &container.id),
             },
             component,
-            stateful: true,
-            fields: fields_of(&params),
+            // The datahub's disk holds the data; an agents container holds releases and
+            // logs, which a new one gets again.
+            stateful: container.id == DATAHUB,
+            fields: with_agents(fields_of(&params), &container.agents),
             replace_on: REPLACE_ON.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
             run_state: Some(RunState::Running),
             stop_grace_ms: None,

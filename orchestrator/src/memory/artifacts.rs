@@ -166,6 +166,7 @@ impl<P: Clone> Artifacts for MemoryTarget<P> {
             Component::Storage => "storage",
             Component::Datahub => "datahub",
             Component::Migrate => "migrate",
+            Component::Host => "host",
             Component::Agent(_) => "agent",
         };
         Ok(Details {

@@ -36,7 +36,7 @@ pub struct ChangeDocument {
     pub kind: String,
     pub name: String,
     pub node: String,
-    /// `network`, `storage`, `datahub`, `migrate` or `agent`.
+    /// `network`, `storage`, `datahub`, `migrate`, `host` or `agent`.
     pub component: &'static str,
     /// The agent id, for agent objects.
     pub agent: Option<String>,
@@ -48,6 +48,10 @@ pub struct ChangeDocument {
     pub forced_by: Vec<String>,
     pub drift: Option<DriftDocument>,
     pub fields: Vec<FieldDocument>,
+    /// The API requests applying it makes, where the target lists them (Proxmox VE):
+    /// `{"method", "path", "params"}`, secrets redacted. Absent for other targets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +106,7 @@ pub fn plan_document<P>(plan: &Plan<P>, observed: &str) -> PlanDocument {
                     Component::Storage => "storage",
                     Component::Datahub => "datahub",
                     Component::Migrate => "migrate",
+                    Component::Host => "host",
                     Component::Agent(_) => "agent",
                 },
                 agent: match &step.component {
@@ -140,6 +145,7 @@ pub fn plan_document<P>(plan: &Plan<P>, observed: &str) -> PlanDocument {
                         forces_replacement: c.forces_replacement,
                     })
                     .collect(),
+                requests: Vec::new(),
             })
             .collect(),
         kept: plan

@@ -226,14 +226,14 @@ impl<P> Plan<P> {
 
 fn wave_of(component: &Component, action: Action) -> u32 {
     match (action, component) {
-        (Action::Delete, Component::Agent(_) | Component::Migrate) => 6,
+        (Action::Delete, Component::Agent(_) | Component::Migrate | Component::Host) => 6,
         (Action::Delete, Component::Datahub) => 7,
         (Action::Delete, Component::Foundation) => 8,
         (Action::Delete, Component::Storage) => 9,
         (_, Component::Foundation) => 1,
         (_, Component::Storage) => 2,
         (_, Component::Datahub) => 3,
-        (_, Component::Migrate) => 4,
+        (_, Component::Migrate | Component::Host) => 4,
         (_, Component::Agent(_)) => 5,
     }
 }

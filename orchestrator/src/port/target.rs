@@ -61,6 +61,13 @@ pub trait Target {
         Ok(None)
     }
 
+    /// The API requests applying `step` would make, as `{"method", "path", "params"}` with
+    /// secrets redacted, for targets whose API is a list of requests (Proxmox VE); empty for
+    /// the others (the default). `infra preview --output json` lists them per change.
+    fn requests(&self, _step: &Step<Self::Payload>) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+
     /// Operations the target made so far (API calls), for benchmarks and `--output json`.
     fn calls(&self) -> usize {
         0

@@ -40,9 +40,20 @@ fn config_name(project: &Project) -> String {
     project.config_path.file_name().map_or("rivet.config.yaml".into(), |n| n.to_string_lossy().into_owned())
 }
 
-fn show<P>(printer: &Printer, plan: &Plan<P>, observed: &str) -> anyhow::Result<()> {
+/// Shows the plan; `requests` gives each step's API requests for the JSON document (the
+/// live target's, where it lists them).
+fn show<P>(
+    printer: &Printer,
+    plan: &Plan<P>,
+    observed: &str,
+    requests: &dyn Fn(&orchestrator::plan::Step<P>) -> Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
     if printer.json() {
-        printer.json_line(&plan_document(plan, observed))?;
+        let mut document = plan_document(plan, observed);
+        for (change, step) in document.changes.iter_mut().zip(&plan.steps) {
+            change.requests = requests(step);
+        }
+        printer.json_line(&document)?;
     } else {
         printer.data(&render_text(plan, RenderOptions { color: printer.color_out }))?;
     }
@@ -77,7 +88,7 @@ pub async fn plan_live<T: Port>(
     let nodes = if nodes.len() == 1 { format!("node {}", nodes[0]) } else { format!("nodes {}", nodes.join(", ")) };
     printer.info(&format!("Observed: {} object(s) of \"{}\" on {nodes}.", found.len(), fleet.name));
     let plan = plan::plan(&fleet.name, target.kind(), desired, &found, PlanOptions::default());
-    show(printer, &plan, "live")?;
+    show(printer, &plan, "live", &|step| target.requests(step))?;
     Ok(!plan.is_empty())
 }
 
@@ -94,12 +105,11 @@ impl Unconnected for Offline<'_> {
     fn lowered<P>(self, target: &'static str, desired: Vec<Resource<P>>) -> Self::Output {
         let note = match self.fleet.target() {
             Target::Docker => "Observed: nothing (--offline); planning against an empty engine.".to_string(),
-            Target::Kubernetes => "Observed: nothing — reading a live kubernetes cluster is not implemented yet, so this plan is against an empty one.".to_string(),
-            other => format!("Observed: nothing — reading a live {} cluster's containers is not implemented yet, so this plan is against an empty one.", other.as_str()),
+            other => format!("Observed: nothing (offline); planning against an empty {} cluster.", other.as_str()),
         };
         self.printer.info(&note);
         let plan = plan::plan::<P>(&self.fleet.name, target, desired, &[], PlanOptions::default());
-        show(self.printer, &plan, "offline")?;
+        show(self.printer, &plan, "offline", &|_| Vec::new())?;
         Ok(!plan.is_empty())
     }
 }
@@ -119,7 +129,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
     let project = project::load(printer, &global.config)?;
     let resolved = source::resolve(&project).await?;
     let fleet = fleet::build(&project, &resolved)?;
-    let live = matches!(fleet.target(), Target::Docker | Target::Kubernetes) && !args.offline;
+    let live = matches!(fleet.target(), Target::Docker | Target::Kubernetes | Target::Proxmox) && !args.offline;
     // Without a live target the files are rendered first, and their objects dropped before
     // planning; a live preview writes them from the objects it plans.
     let written = match &args.out {
@@ -158,8 +168,10 @@ pub async fn run(printer: &Printer, global: &GlobalArgs, args: &PreviewArgs) -> 
             let changed = match planned? {
                 Ok(changed) => changed?,
                 // No cluster to read: the plan against an empty one, and said so.
-                Err(err) if ctx.fleet.target() == Target::Kubernetes && unreachable_cluster(&err) => {
-                    printer.warn(&format!("no Kubernetes cluster reachable ({}): rendering offline", err.message));
+                Err(err) if ctx.fleet.target() != Target::Docker && unreachable_cluster(&err) => {
+                    let what =
+                        if ctx.fleet.target() == Target::Kubernetes { "Kubernetes cluster" } else { "Proxmox VE API" };
+                    printer.warn(&format!("no {what} reachable ({}): rendering offline", err.message));
                     if let Some(dir) = &args.out {
                         let (count, secret) = write_artifacts(&ctx.project, &ctx.fleet, dir)?;
                         printer.info(&format!(

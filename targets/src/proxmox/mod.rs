@@ -6,5 +6,8 @@
 pub mod api;
 pub mod client;
 pub mod containers;
+pub mod port;
+pub mod store;
+pub mod target;
 pub mod task;
 pub mod tls;

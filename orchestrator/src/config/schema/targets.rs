@@ -103,6 +103,12 @@ pub(super) const PROXMOX: Object = Object {
             "rivetctl: SHA-256 fingerprint of the API's TLS certificate (self-signed clusters).",
         ),
         Field::new("ca_file", &STR, "rivetctl: CA certificate file that signed the API's TLS certificate."),
+        Field::new(
+            "insecure",
+            &BOOL,
+            "rivetctl: accept any TLS certificate from the API (no fingerprint, CA or system root checks). Anyone on the path can then read the API token; every run warns.",
+        )
+        .default(B(false)),
         Field::new("template", &STR, "rivetctl: OS template volume for new containers.")
             .default(S("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")),
         Field::new("storage", &NAME, "rivetctl: storage for container root disks.").default(S("local-lvm")),
