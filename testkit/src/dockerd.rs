@@ -58,7 +58,7 @@ impl Dockerd {
         let socket = dir.path().join("docker.sock");
         let log = dir.path().join("dockerd.log");
         let bridge = Bridge::create()?;
-        let mut child = spawn(&binary, dir.path(), &config, &socket, &log, &bridge.name)?;
+        let mut child = spawn(&binary, dir.path(), &config, &socket, &log, &bridge)?;
         if let Err(err) = wait_ready(&mut child, &socket) {
             let _ = child.kill();
             let _ = child.wait();
@@ -113,6 +113,12 @@ impl Drop for Dockerd {
 /// The engine's default bridge: a Linux bridge made for it, deleted on drop.
 struct Bridge {
     name: String,
+    /// N of its 10.213.N.1/24: also picks the engine's own pool for the networks it
+    /// creates (10.(100+N).0.0/16), apart from the main engine's 172.16/12 and 192.168/16
+    /// and from every other test engine's. Without it, both engines may pick the same free
+    /// subnet at the same moment, and the host's route to one network leads into the other
+    /// (seen: a main-engine agent whose health probes went to the second engine's bridge).
+    slot: u8,
 }
 
 impl Bridge {
@@ -129,11 +135,11 @@ impl Bridge {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("rvtd{:x}{n}", std::process::id() & 0xff_ffff);
         let used = ip(&["-4", "-o", "addr", "show"])?;
-        let third = (0..=255u8)
+        let third = (0..150u8)
             .find(|i| !used.contains(&format!(" 10.213.{i}.")))
             .context("no free /24 left in 10.213.0.0/16 for a test engine's bridge")?;
         ip(&["link", "add", &name, "type", "bridge"])?;
-        let bridge = Bridge { name };
+        let bridge = Bridge { name, slot: third };
         ip(&["addr", "add", &format!("10.213.{third}.1/24"), "dev", &bridge.name])?;
         ip(&["link", "set", &bridge.name, "up"])?;
         Ok(bridge)
@@ -168,7 +174,14 @@ fn find_binary() -> anyhow::Result<PathBuf> {
         .context("dockerd is not installed: install Docker Engine (Debian's docker.io)")
 }
 
-fn spawn(binary: &Path, dir: &Path, config: &Path, socket: &Path, log: &Path, bridge: &str) -> anyhow::Result<Child> {
+fn spawn(
+    binary: &Path,
+    dir: &Path,
+    config: &Path,
+    socket: &Path,
+    log: &Path,
+    bridge: &Bridge,
+) -> anyhow::Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     let parent = std::process::id();
@@ -184,7 +197,9 @@ fn spawn(binary: &Path, dir: &Path, config: &Path, socket: &Path, log: &Path, br
         .arg(dir.join("dockerd.pid"))
         .arg("--host")
         .arg(format!("unix://{}", socket.display()))
-        .args(["--bridge", bridge, "--iptables=false", "--ip6tables=false", "--storage-driver", "vfs"])
+        .args(["--bridge", &bridge.name, "--iptables=false", "--ip6tables=false", "--storage-driver", "vfs"])
+        .arg("--default-address-pool")
+        .arg(format!("base=10.{}.0.0/16,size=24", 100 + u16::from(bridge.slot)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
