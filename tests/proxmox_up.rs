@@ -190,10 +190,14 @@ fn destroy_keeps_the_datahub_unless_volumes_and_failures_are_clear() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("zfs error: out of space") && stderr.contains("TASK ERROR"), "{}", describe(&out));
 
-    // Destroy: the agents' containers go, the datahub's stays (it holds the data).
-    fleet.expect(&["infra", "destroy", "--yes"], 0);
-    let left: Vec<String> = fleet.pve.containers().into_iter().map(|c| c.config["hostname"].clone()).collect();
-    assert_eq!(left, ["pvetest-datahub"]);
+    // Destroy: the agents' containers go, the datahub's stays, stopped (it holds the data).
+    let out = fleet.expect(&["infra", "destroy", "--yes"], 0);
+    let left: Vec<(String, bool)> =
+        fleet.pve.containers().into_iter().map(|c| (c.config["hostname"].clone(), c.running)).collect();
+    assert_eq!(left, [("pvetest-datahub".to_string(), false)], "{}", describe(&out));
+    let said = describe(&out);
+    assert!(said.contains("Stopped lxc pvetest-datahub (310 on pve1): its disk holds the data."), "{said}");
+    assert!(said.contains("Kept (data; remove with --volumes): lxc pvetest-datahub"), "{said}");
     fleet.expect(&["infra", "destroy", "--yes", "--volumes"], 0);
     assert!(fleet.pve.containers().is_empty());
 

@@ -61,6 +61,13 @@ pub trait Target {
         Ok(None)
     }
 
+    /// What `infra destroy` without `--volumes` does to the data it keeps (`kept`: owned,
+    /// no longer desired, not deleted), as lines to show: a Proxmox VE datahub container is
+    /// stopped. Nothing by default (a Docker volume needs nothing).
+    async fn keep(&self, _kept: &[ObservedResource]) -> Result<Vec<String>, TargetError> {
+        Ok(Vec::new())
+    }
+
     /// The API requests applying `step` would make, as `{"method", "path", "params"}` with
     /// secrets redacted, for targets whose API is a list of requests (Proxmox VE); empty for
     /// the others (the default). `infra preview --output json` lists them per change.

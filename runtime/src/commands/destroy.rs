@@ -64,6 +64,7 @@ pub async fn destroy<T: Port>(
         }
         printer.data(&format!("Nothing to destroy: deployment \"{name}\" owns no containers or networks.\n"))?;
         if !kept.is_empty() {
+            keep(printer, target, &plan.kept).await?;
             printer.data(&format!("Kept (data; remove with --volumes): {}\n", kept.join(", ")))?;
         }
         return Ok(ExitStatus::Success);
@@ -86,6 +87,9 @@ pub async fn destroy<T: Port>(
     }
     let data_left = report.left.iter().any(|l| plan.steps.iter().any(|s| s.key == l.key && s.stateful));
     if !kept.is_empty() {
+        if !cancel.is_cancelled() {
+            keep(printer, target, &plan.kept).await?;
+        }
         printer.data(&format!("Kept (data; remove with --volumes): {}\n", kept.join(", ")))?;
     } else if args.volumes && report.not_started.is_empty() && !data_left {
         printer.data("Data volumes were deleted (--volumes).\n")?;
@@ -108,4 +112,17 @@ pub async fn destroy<T: Port>(
         return Err(Reported.into());
     }
     Ok(ExitStatus::Success)
+}
+
+/// Has the target put the data it keeps at rest (a Proxmox datahub container stopped), and
+/// says what it did.
+async fn keep<T: Port>(
+    printer: &Printer,
+    target: &T,
+    kept: &[orchestrator::resource::ObservedResource],
+) -> anyhow::Result<()> {
+    for line in target.keep(kept).await.map_err(target_error)? {
+        printer.info(&line);
+    }
+    Ok(())
 }

@@ -426,6 +426,21 @@ impl Target for ProxmoxTarget<'_> {
         Ok(())
     }
 
+    async fn keep(&self, kept: &[ObservedResource]) -> Result<Vec<String>, TargetError> {
+        let mut done = Vec::new();
+        for observed in kept.iter().filter(|k| k.key.kind == lowering::KIND) {
+            let Some(live) = self.live_of(&observed.key) else { continue };
+            let (node, vmid) = (&live.found.node, live.found.vmid);
+            let stopped = containers::ensure_stopped(&self.client, node, vmid, &observed.key.name, SHUTDOWN_S)
+                .await
+                .map_err(target_error)?;
+            if stopped {
+                done.push(format!("Stopped lxc {} ({vmid} on {node}): its disk holds the data.", observed.key.name));
+            }
+        }
+        Ok(done)
+    }
+
     fn requests(&self, step: &Step<Value>) -> Vec<Value> {
         let live = self.live_of(&step.key).map(|l| (l.found.vmid, &l.config));
         requests(&self.fleet.name, step, live).iter().map(Request::redacted).collect()
