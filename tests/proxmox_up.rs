@@ -110,6 +110,22 @@ fn a_fleet_from_empty_then_a_no_op_a_change_drift_and_a_reordered_node_list() {
     );
     let hub = fleet.pve.container(310).unwrap();
     assert!(hub.config["tags"].contains("rivet-c-datahub") && hub.config["tags"].contains("rivet-d-pvetest"));
+    // Each container pins the host keys its create task printed (read over the pinned API):
+    // exactly those sshd will present.
+    for container in fleet.pve.containers() {
+        let pinned: Vec<String> = container.config["description"]
+            .lines()
+            .filter_map(|l| l.strip_prefix("rivetctl-hostkey "))
+            .map(str::to_string)
+            .collect();
+        let mut real = Vec::new();
+        for kind in ["ed25519", "rsa"] {
+            let public = container.host_keys.join(format!("ssh_host_{kind}_key.pub"));
+            let out = std::process::Command::new("ssh-keygen").arg("-lf").arg(&public).output().unwrap();
+            real.push(String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_string());
+        }
+        assert_eq!(pinned, real, "CT {}", container.vmid);
+    }
 
     // A second run changes nothing: its only writes are the lock's (the datahub's description).
     let before = fleet.pve.requests().len();

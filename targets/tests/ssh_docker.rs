@@ -22,6 +22,7 @@ fn trusted(sshd: &Sshd) -> SshOptions {
         known_hosts: sshd.known_hosts(),
         identity_file: Some(sshd.client_key()),
         agent_socket: None,
+        pinned: None,
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(60),
     }

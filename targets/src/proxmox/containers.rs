@@ -143,11 +143,48 @@ pub async fn find(client: &Client, deployment: &str) -> Result<(BTreeMap<String,
     Ok((found, guests))
 }
 
+/// The line of a container's description that pins one of its SSH host keys.
+pub const HOST_KEY_LINE: &str = "rivetctl-hostkey ";
+
+/// The SHA-256 fingerprints of the SSH host keys a create task generated, from its log, as
+/// PVE prints them: `Creating SSH host key 'ssh_host_ed25519_key' - this may take some time
+/// ...` then `done: SHA256:<base64> root@<hostname>`. They were read over the pinned API, so
+/// they are what SSH to the container trusts (never a key seen first on connecting).
+pub fn host_keys_in(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|line| line.strip_prefix("done: "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|fingerprint| fingerprint.starts_with("SHA256:") && fingerprint.len() > 7)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The host key fingerprints a container's description pins.
+pub fn pinned_host_keys(description: &str) -> Vec<String> {
+    description.lines().filter_map(|l| l.strip_prefix(HOST_KEY_LINE)).map(|f| f.trim().to_string()).collect()
+}
+
+/// Adds the `fingerprints` to the container's description (a digest-guarded config PUT).
+pub async fn pin_host_keys(client: &Client, node: &str, vmid: u32, fingerprints: &[String]) -> Result<(), ApiError> {
+    let config = config(client, node, vmid).await?;
+    let mut description = config.get("description").cloned().unwrap_or_default();
+    for fingerprint in fingerprints {
+        if !description.ends_with('\n') && !description.is_empty() {
+            description.push('\n');
+        }
+        description.push_str(&format!("{HOST_KEY_LINE}{fingerprint}\n"));
+    }
+    let set = BTreeMap::from([("description".to_string(), description)]);
+    let _: serde_json::Value =
+        client.call(&api::set_config(node, vmid, &set, &[], config.get("digest").map(String::as_str))).await?;
+    Ok(())
+}
+
 /// How a create ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
-    /// The create task ran to its end.
-    Done(TaskDone),
+    /// The create task ran to its end; the host key fingerprints its log printed.
+    Done { task: TaskDone, host_keys: Vec<String> },
     /// The create's answer was lost (or it kept failing transiently), but the container is
     /// there, found by its tags: it is not created a second time.
     FoundAgain { vmid: u32 },
@@ -166,7 +203,10 @@ pub async fn create(
 ) -> Result<Created, ApiError> {
     let what = format!("creating container {container} on {node}");
     match client.run_task(&api::create(node, params), &what).await {
-        Ok(done) => Ok(Created::Done(done)),
+        Ok(task) => {
+            let log = client.task_log(node, &task.upid, 1000).await?;
+            Ok(Created::Done { host_keys: host_keys_in(&log), task })
+        }
         Err(err @ (ApiError::NoAnswer { .. } | ApiError::GaveUp { .. })) => {
             let (found, _) = find(client, deployment).await?;
             match found.get(&tag_safe(container)) {
@@ -296,6 +336,26 @@ mod tests {
         );
         let without_start = assign_vmids(&[("agents-pve3".to_string(), None)], &found, &guests);
         assert_eq!(without_start, [(None, VmidSource::Cluster)]);
+    }
+
+    #[test]
+    fn host_keys_come_from_the_create_task_s_log() {
+        let log: Vec<String> = [
+            "extracting archive '/var/lib/vz/template/cache/debian-12-standard_12.7-1_amd64.tar.zst'",
+            "Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ...",
+            "done: SHA256:3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA root@rivetos-datahub",
+            "Creating SSH host key 'ssh_host_rsa_key' - this may take some time ...",
+            "done: SHA256:q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80 root@rivetos-datahub",
+            "done: nothing",
+            "TASK OK",
+        ]
+        .map(String::from)
+        .to_vec();
+        let keys = host_keys_in(&log);
+        assert_eq!(keys.len(), 2);
+        assert!(keys[0].starts_with("SHA256:3q2+") && keys[1].starts_with("SHA256:q83v"));
+        let description = format!("Managed by rivetctl\n{HOST_KEY_LINE}{}\n{HOST_KEY_LINE}{}\n", keys[0], keys[1]);
+        assert_eq!(pinned_host_keys(&description), keys);
     }
 
     #[test]

@@ -60,8 +60,10 @@ fn parse(description: &str) -> (Vec<String>, BTreeMap<String, Document>) {
 /// `human` (the lowering's description) followed by the state documents' lines of `live`
 /// (the container's description now): what an update of the description writes.
 pub fn with_documents(human: &str, live: &str) -> String {
-    let (_, documents) = parse(live);
-    let lines: Vec<String> = human.lines().map(str::to_string).collect();
+    let (other, documents) = parse(live);
+    let mut lines: Vec<String> = human.lines().map(str::to_string).collect();
+    // The pinned host keys stay too: they came from the create task, once.
+    lines.extend(other.into_iter().filter(|l| l.starts_with(containers::HOST_KEY_LINE)));
     compose(&lines, &documents)
 }
 

@@ -361,11 +361,27 @@ impl Target for ProxmoxTarget<'_> {
             let what = format!("{} {}", request.describe(), step.key.name);
             match (request.method, request.path.ends_with("/lxc")) {
                 (Method::Post, true) => {
-                    containers::create(&self.client, &self.fleet.name, container, &step.key.node, &request.params)
-                        .await
-                        .map_err(target_error)?;
+                    let created =
+                        containers::create(&self.client, &self.fleet.name, container, &step.key.node, &request.params)
+                            .await
+                            .map_err(target_error)?;
+                    let vmid = request.params.get("vmid").and_then(|v| v.parse().ok()).unwrap_or_default();
+                    match created {
+                        containers::Created::Done { host_keys, .. } if !host_keys.is_empty() => {
+                            containers::pin_host_keys(&self.client, &step.key.node, vmid, &host_keys)
+                                .await
+                                .map_err(target_error)?;
+                        }
+                        containers::Created::Done { .. } => eprintln!(
+                            "warning: the create task of {} printed no SSH host key fingerprints: SSH to it will be refused until they are pinned",
+                            step.key.name
+                        ),
+                        containers::Created::FoundAgain { .. } => eprintln!(
+                            "warning: {} was found again after its create's answer was lost, without its task log: its SSH host keys are not pinned",
+                            step.key.name
+                        ),
+                    }
                     if self.home_container().as_deref() == Some(container) {
-                        let vmid = request.params.get("vmid").and_then(|v| v.parse().ok()).unwrap_or_default();
                         self.store.attach(&step.key.node, vmid, &step.key.name).await.map_err(state_error)?;
                     }
                 }

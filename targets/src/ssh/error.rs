@@ -28,6 +28,11 @@ pub enum SshError {
     )]
     HostKeyChanged { host: String, port: u16, line: usize, fingerprint: String, key_type: String, known_hosts: PathBuf },
     #[error(
+        "refusing to connect to {host}:{port}: its host key {fingerprint} is not one of those pinned for it ({})",
+        pinned.join(", ")
+    )]
+    NotPinned { host: String, port: u16, fingerprint: String, pinned: Vec<String> },
+    #[error(
         "refusing to connect to {host}:{port}: it presented a host certificate, and only plain host keys recorded in known_hosts are trusted"
     )]
     HostCertificate { host: String, port: u16 },
@@ -149,6 +154,10 @@ impl SshError {
                     pattern = host_pattern(host, *port),
                 )
             }
+            SshError::NotPinned { .. } => "the pinned keys are those the Proxmox VE create task printed for this container; \
+                 a different key means another machine answers at its address, or its keys were regenerated: \
+                 check on the node (`pct exec <vmid> -- ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)"
+                .into(),
             SshError::HostKeyChanged { host, port, known_hosts, .. } => {
                 let known_hosts = known_hosts.display();
                 format!(

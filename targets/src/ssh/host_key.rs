@@ -21,12 +21,23 @@ pub(super) struct HostKeyCheck {
     host: String,
     port: u16,
     known_hosts: PathBuf,
+    /// Fingerprints trusted instead of known_hosts ([`super::SshOptions::pinned`]).
+    pinned: Option<Vec<String>>,
 }
 
 impl HostKeyCheck {
-    pub(super) fn new(host: &str, port: u16, known_hosts: PathBuf) -> Self {
-        HostKeyCheck { host: host.to_string(), port, known_hosts }
+    pub(super) fn new(host: &str, port: u16, known_hosts: PathBuf, pinned: Option<Vec<String>>) -> Self {
+        HostKeyCheck { host: host.to_string(), port, known_hosts, pinned }
     }
+}
+
+/// Accepts `key` only if its fingerprint is one of `pinned`.
+fn verify_pinned(host: &str, port: u16, key: &PublicKey, pinned: &[String]) -> Result<(), SshError> {
+    let seen = fingerprint(key);
+    if pinned.iter().any(|p| p.trim() == seen) {
+        return Ok(());
+    }
+    Err(SshError::NotPinned { host: host.to_string(), port, fingerprint: seen, pinned: pinned.to_vec() })
 }
 
 /// What ends a handshake: russh's own errors, or our refusal of the host key.
@@ -47,7 +58,10 @@ impl russh::client::Handler for HostKeyCheck {
 
     async fn check_server_key(&mut self, server_key: &PublicKeyOrCertificate) -> Result<bool, HandshakeError> {
         let verdict = match server_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => verify(&self.host, self.port, key, &self.known_hosts),
+            PublicKeyOrCertificate::PublicKey { key, .. } => match &self.pinned {
+                Some(pinned) => verify_pinned(&self.host, self.port, key, pinned),
+                None => verify(&self.host, self.port, key, &self.known_hosts),
+            },
             // Only offered when the client advertises certificate algorithms, which it does not.
             PublicKeyOrCertificate::Certificate(_) => {
                 Err(SshError::HostCertificate { host: self.host.clone(), port: self.port })

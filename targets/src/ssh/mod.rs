@@ -46,6 +46,10 @@ pub struct SshOptions {
     pub identity_file: Option<PathBuf>,
     /// The ssh-agent's socket; `None` means `$SSH_AUTH_SOCK` at connect time.
     pub agent_socket: Option<PathBuf>,
+    /// Host key fingerprints (`SHA256:…`) trusted instead of known_hosts, when the host's
+    /// keys are known from a trusted channel: a Proxmox VE container's, from its create task
+    /// read over the pinned API. Any other key is refused.
+    pub pinned: Option<Vec<String>>,
     /// Connecting, the key exchange and authentication together; also opening a channel.
     pub connect_timeout: Duration,
     /// One remote command ([`Session::exec`]).
@@ -59,6 +63,7 @@ impl SshOptions {
             known_hosts: known_hosts.into(),
             identity_file: None,
             agent_socket: None,
+            pinned: None,
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(600),
         }
@@ -70,6 +75,7 @@ impl SshOptions {
             known_hosts: PathBuf::from(&settings.known_hosts),
             identity_file: settings.identity_file.as_ref().map(PathBuf::from),
             agent_socket: None,
+            pinned: None,
             connect_timeout: Duration::from_millis(settings.connect_timeout),
             command_timeout: Duration::from_millis(settings.command_timeout),
         }

@@ -66,14 +66,20 @@ pub async fn connect(host: &str, port: u16, user: &str, options: &SshOptions) ->
         .map_err(|source| SshError::Connect { host: host.to_string(), port, source })?;
     let _ = socket.set_nodelay(true);
 
+    // Pinned keys: russh's own preference (ed25519 first), since the pins hold every type
+    // the host has.
+    let preferred = match &options.pinned {
+        Some(_) => russh::Preferred::default(),
+        None => preferred_algorithms(host, port, &known_hosts)?,
+    };
     let config = client::Config {
-        preferred: preferred_algorithms(host, port, &known_hosts)?,
+        preferred,
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: 3,
         nodelay: true,
         ..Default::default()
     };
-    let check = HostKeyCheck::new(host, port, known_hosts);
+    let check = HostKeyCheck::new(host, port, known_hosts, options.pinned.clone());
     let mut handle = timeout_at(deadline, client::connect_stream(Arc::new(config), socket, check))
         .await
         .map_err(|_| timed_out("the key exchange"))?
