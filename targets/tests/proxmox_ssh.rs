@@ -1,8 +1,9 @@
 //! SSH into a Proxmox VE container with the host keys its create task printed, read over the
-//! pinned API (`containers::host_keys_in`, `SshOptions::pinned`): against the fake API with
-//! its Docker stand-ins (a real sshd on the container's address, with the host keys the
-//! fake generated at create). No known_hosts file is involved; a key that is not pinned is
-//! refused.
+//! pinned API (`containers::host_keys_in`, `SshOptions::pinned`), and what is provisioned
+//! there (`proxmox::provision`): against the fake API with its Docker stand-ins (a real sshd
+//! on the container's address, with the host keys the fake generated at create; runit as
+//! PID 1, the service manager that runs here). No known_hosts file is involved; a key that
+//! is not pinned is refused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use rivet_targets::proxmox::client::{Client, Deadlines};
 use rivet_targets::proxmox::containers::{self, Created};
+use rivet_targets::proxmox::provision::{self, ServiceManager};
 use rivet_targets::proxmox::task::Token;
 use rivet_targets::proxmox::tls::{Trust, parse_fingerprint};
 use rivet_targets::ssh::{SshError, SshOptions, connect};
@@ -45,12 +47,23 @@ fn options(key: &Path, pinned: Vec<String>) -> SshOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_is_reached_with_the_host_keys_its_create_task_printed() {
+/// A started container on the fake (vmid 410, its own loopback address), reached by SSH.
+struct Ct {
+    pve: FakePve,
+    _standins: Arc<DockerStandins>,
+    client: Client,
+    ip: String,
+    port: u16,
+    key: PathBuf,
+    host_keys: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+async fn container(label: &str, second_octet: u8) -> Ct {
     // A loopback address of this test's own (127.0.0.0/8 is all local).
-    let ip = format!("127.93.{}.10", std::process::id() % 250);
+    let ip = format!("127.{second_octet}.{}.10", std::process::id() % 250);
     let port = free_port(&ip);
-    let standins = Arc::new(DockerStandins::new(&format!("ssh{}", std::process::id()), port).unwrap());
+    let standins = Arc::new(DockerStandins::new(&format!("{label}{}", std::process::id()), port).unwrap());
     let runtime: Arc<dyn Runtime> = standins.clone();
     let options_pve =
         Options { task_duration: Duration::from_millis(30), runtime: Some(runtime), ..Options::default() };
@@ -78,10 +91,17 @@ async fn a_container_is_reached_with_the_host_keys_its_create_task_printed() {
     .collect();
     let created = containers::create(&client, "home", "agents-pve1", "pve1", &params).await.unwrap();
     let Created::Done { host_keys, .. } = created else { panic!("{created:?}") };
-    assert_eq!(host_keys.len(), 2, "ed25519 and rsa: {host_keys:?}");
     containers::ensure_running(&client, "pve1", 410, "home-agents-pve1").await.unwrap();
+    Ct { pve, _standins: standins, client, ip, port, key, host_keys, _dir: dir }
+}
 
-    let session = connect(&ip, port, "root", &options(&key, host_keys.clone())).await.unwrap_or_else(|e| {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_is_reached_with_the_host_keys_its_create_task_printed() {
+    let ct = container("ssh", 93).await;
+    let (ip, port, key, host_keys) = (&ct.ip, ct.port, &ct.key, &ct.host_keys);
+    assert_eq!(host_keys.len(), 2, "ed25519 and rsa: {host_keys:?}");
+
+    let session = connect(ip, port, "root", &options(key, host_keys.clone())).await.unwrap_or_else(|e| {
         panic!("{e}\nhint: {}", e.hint());
     });
     let out = session.exec("echo hello; id -u; hostname").await.unwrap();
@@ -91,9 +111,99 @@ async fn a_container_is_reached_with_the_host_keys_its_create_task_printed() {
 
     // Any other key is refused, naming what was seen and what was pinned.
     let elsewhere = vec!["SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string()];
-    let err = connect(&ip, port, "root", &options(&key, elsewhere)).await.unwrap_err();
+    let err = connect(ip, port, "root", &options(key, elsewhere)).await.unwrap_err();
     assert!(matches!(&err, SshError::NotPinned { fingerprint, .. } if host_keys.contains(fingerprint)), "{err}");
     assert!(err.hint().contains("create task"), "{}", err.hint());
 
-    containers::destroy(&client, "pve1", 410, "home-agents-pve1", 10).await.unwrap();
+    containers::destroy(&ct.client, "pve1", 410, "home-agents-pve1", 10).await.unwrap();
+    assert!(ct.pve.container(410).is_none());
+}
+
+/// A release as a tarball: examples/quickstart's agent tree, `FAIL_HEALTH` added when
+/// `broken` (the example's knob: its health endpoints then answer 503).
+fn release(broken: bool) -> Vec<u8> {
+    let tree = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/containers/agent");
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append_dir_all(".", &tree).unwrap();
+    if broken {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(7);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, "FAIL_HEALTH", &b"broken\n"[..]).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Polls the agent's health on `port` until `want(live, status)`, up to 30 s.
+async fn until_health(session: &rivet_targets::ssh::Session, port: u16, want: impl Fn(bool, Option<&str>) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (live, status) = provision::health(session, port).await;
+        if want(live, status.as_deref()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "health on {port}: live {live}, status {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The pid runit supervises for `agent`.
+async fn pid(session: &rivet_targets::ssh::Session, agent: &str) -> String {
+    let out = session.exec(&format!("cat /etc/service/rivetos@{agent}/supervise/pid")).await.unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Two agents in one container, each on its own release link, service and port: a broken
+/// revision on one is rolled back by its link alone, and the other keeps running untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_of_a_container_rolls_back_by_its_link_and_the_other_is_untouched() {
+    let ct = container("prov", 94).await;
+    let session = connect(&ct.ip, ct.port, "root", &options(&ct.key, ct.host_keys.clone())).await.unwrap();
+    provision::ensure_user(&session).await.unwrap();
+    assert!(provision::install_release(&session, "good-1", &release(false)).await.unwrap());
+    assert!(!provision::install_release(&session, "good-1", &release(false)).await.unwrap(), "installed once");
+    let ports = [free_port("0.0.0.0"), free_port("0.0.0.0")];
+    let manager = ServiceManager::Runit;
+    for (agent, port) in ["a1", "a2"].iter().zip(ports) {
+        let env = [
+            ("RIVETOS_AGENT_ID".to_string(), agent.to_string()),
+            ("RIVETOS_HEALTH_PORT".to_string(), port.to_string()),
+            ("RIVETOS_VERSION".to_string(), "1.0.0".to_string()),
+            ("ANTHROPIC_API_KEY".to_string(), "sk-secret-'quoted'".to_string()),
+        ];
+        provision::write_env(&session, agent, &env).await.unwrap();
+        assert_eq!(provision::switch(&session, agent, "good-1").await.unwrap(), None);
+        provision::install_service(&session, manager, agent).await.unwrap();
+        provision::control(&session, manager, agent, "start").await.unwrap();
+    }
+    for port in ports {
+        until_health(&session, port, |live, status| live && status == Some("healthy")).await;
+    }
+    // The secret file is root's alone; the agents run as rivetos.
+    let out = session
+        .exec("stat -c '%a %U' /etc/rivetos/agents/a1/env; ps -o user,args | grep '[n]c -l' | head -1")
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("600 root\n") && text.lines().nth(1).unwrap_or_default().starts_with("rivetos"), "{text}");
+    let a2_before = pid(&session, "a2").await;
+
+    // a1 to a broken revision: its link and service only.
+    provision::install_release(&session, "bad-2", &release(true)).await.unwrap();
+    assert_eq!(provision::switch(&session, "a1", "bad-2").await.unwrap().as_deref(), Some("good-1"));
+    provision::control(&session, manager, "a1", "restart").await.unwrap();
+    until_health(&session, ports[0], |live, status| !live && status == Some("unhealthy")).await;
+    assert_eq!(provision::current(&session, "a2").await.unwrap().as_deref(), Some("good-1"));
+
+    // Rolled back by the link.
+    assert_eq!(provision::switch(&session, "a1", "good-1").await.unwrap().as_deref(), Some("bad-2"));
+    provision::control(&session, manager, "a1", "restart").await.unwrap();
+    until_health(&session, ports[0], |live, status| live && status == Some("healthy")).await;
+    assert_eq!(pid(&session, "a2").await, a2_before, "a2 was never restarted");
+    until_health(&session, ports[1], |live, status| live && status == Some("healthy")).await;
+
+    provision::control(&session, manager, "a1", "stop").await.unwrap();
+    until_health(&session, ports[0], |live, _| !live).await;
+    session.close().await.unwrap();
 }

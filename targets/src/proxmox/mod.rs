@@ -7,6 +7,7 @@ pub mod api;
 pub mod client;
 pub mod containers;
 pub mod port;
+pub mod provision;
 pub mod store;
 pub mod target;
 pub mod task;

@@ -160,6 +160,34 @@ impl Session {
         }
     }
 
+    /// Runs `command` with `input` as its standard input (then end of file), within
+    /// `command_timeout`: how files and secrets reach a host without appearing on a command
+    /// line (a release tarball into `tar -x`, an environment file into `cat >`).
+    pub async fn exec_with_input(&self, command: &str, input: &[u8]) -> Result<ExecOutput, SshError> {
+        let mut channel = self.open("a session", self.handle.channel_open_session()).await?;
+        let failed = |source| SshError::Command { address: self.address(), command: command.to_string(), source };
+        let exchange = async {
+            channel.exec(true, command).await?;
+            channel.data(input).await?;
+            channel.eof().await?;
+            collect(&mut channel).await
+        };
+        match timeout(self.command_timeout, exchange).await {
+            Ok(Ok(Some(output))) => Ok(output),
+            Ok(Ok(None)) => Err(SshError::CommandRefused { address: self.address(), command: command.to_string() }),
+            Ok(Err(source)) => Err(failed(Box::new(source))),
+            Err(_) => {
+                let _ = channel.signal(Sig::TERM).await;
+                let _ = channel.close().await;
+                Err(SshError::Timeout {
+                    address: self.address(),
+                    command: command.to_string(),
+                    timeout: self.command_timeout,
+                })
+            }
+        }
+    }
+
     /// A stream to the Unix socket `path` on the host (`direct-streamlocal@openssh.com`).
     pub async fn open_unix_stream(&self, path: &str) -> Result<SshStream, SshError> {
         let channel =
@@ -221,6 +249,11 @@ impl Session {
 /// server refuses to run it.
 async fn run(channel: &mut Channel<Msg>, command: &str) -> Result<Option<ExecOutput>, russh::Error> {
     channel.exec(true, command).await?;
+    collect(channel).await
+}
+
+/// The output and exit status of the command running on `channel`.
+async fn collect(channel: &mut Channel<Msg>) -> Result<Option<ExecOutput>, russh::Error> {
     let mut output = ExecOutput::default();
     let mut status = None;
     while let Some(message) = channel.wait().await {
