@@ -37,6 +37,9 @@ impl Fleet {
             format!("PVE_TOKEN_SECRET={}\nPOSTGRES_PASSWORD=pg-secret-value\n", fleet.pve.token_secret()),
         )
         .unwrap();
+        // A secret file readable by others is what doctor reports; this one is not.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(fleet.dir.path().join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
         fleet
     }
 
@@ -275,4 +278,42 @@ fn regex_lite_digest(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
+}
+
+/// `doctor` on the fake: the API with its version, token and TLS trust, each node, which
+/// containers exist, the lock; an expired token is a failed check naming it.
+#[test]
+fn doctor_reports_the_api_the_nodes_and_the_containers() {
+    let fleet = Fleet::new();
+    let checks = |args: &[&str]| -> (Output, BTreeMap<String, (bool, String)>) {
+        let output = fleet.rivetctl(args);
+        let checks = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let check: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                let name = check["name"].as_str().unwrap().to_string();
+                (name, (check["ok"].as_bool().unwrap(), check["detail"].as_str().unwrap_or_default().to_string()))
+            })
+            .collect();
+        (output, checks)
+    };
+    let (out, found) = checks(&["--output", "json", "doctor"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let api = found.iter().find(|(name, _)| name.starts_with("proxmox API 127.0.0.1:")).expect("the API check");
+    assert!(
+        api.1.0 && api.1.1.starts_with("Proxmox VE 8.2.4; token rivetctl@pve!deploy accepted; TLS trusts the pinned")
+    );
+    assert_eq!(found["node pve2"], (true, "in the cluster, online".to_string()));
+    assert!(found["containers of pvetest"].1.starts_with("none of 3 yet"), "{found:?}");
+    assert!(found["lock"].0, "{found:?}");
+
+    fleet.expect(&["infra", "up", "--yes"], 0);
+    let (_, found) = checks(&["--output", "json", "doctor"]);
+    assert!(found["containers of pvetest"].1.starts_with("3 of 3 found: "), "{found:?}");
+
+    fleet.pve.expire_token();
+    let (out, found) = checks(&["--output", "json", "doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (ok, detail) = &found["proxmox API"];
+    assert!(!ok && detail.contains("has expired"), "{detail}");
 }

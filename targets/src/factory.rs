@@ -101,6 +101,7 @@ pub async fn checks(
             crate::docker::port::doctor::checks(fleet, options.config_dir, source_root, base_image_hint).await
         }
         TargetKind::Kubernetes => crate::kubernetes::doctor::checks(fleet, options.kubernetes).await,
+        TargetKind::Proxmox => crate::proxmox::doctor::checks(fleet, options.config_dir).await,
         _ => Vec::new(),
     }
 }

@@ -106,7 +106,7 @@ pub async fn run(printer: &Printer, global: &GlobalArgs) -> anyhow::Result<ExitS
     for check in factory::checks(&fleet, &options, root, &crate::images::base_image_hint).await {
         add(&check.name, check.result);
     }
-    if matches!(raw.deployment.target, Target::Docker | Target::Kubernetes) {
+    if matches!(raw.deployment.target, Target::Docker | Target::Kubernetes | Target::Proxmox) {
         let lock = factory::open(&fleet, &OpenOptions { nodes: Some(&[]), ..options }, LockCheck(&fleet.name)).await;
         match lock {
             Ok(Ok(detail)) => add("lock", Ok(detail)),

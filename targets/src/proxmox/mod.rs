@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client;
 pub mod containers;
+pub mod doctor;
 pub mod port;
 pub mod provision;
 pub mod store;
