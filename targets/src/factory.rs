@@ -6,7 +6,7 @@ use std::path::Path;
 
 use orchestrator::config::Target as TargetKind;
 use orchestrator::fleet::Fleet;
-use orchestrator::port::{Port, Target as _, TargetError};
+use orchestrator::port::{Port, TargetError};
 use orchestrator::resource::Resource;
 
 use crate::render::compose::Sink;
@@ -195,34 +195,40 @@ pub async fn open_lowered<V: VisitLowered, S: Sink>(
         }
         TargetKind::Kubernetes => {
             // The server decides the manifests (API versions, fields): connect first.
-            let target = match KubernetesTarget::open(fleet, options.config_dir, options.kubernetes.clone()).await {
-                Ok(target) => target,
-                Err(err) => return Ok(Err(err)),
-            };
-            let desired = target.lower(fleet);
-            if let Some(files) = files {
-                for artifact in target.artifacts()? {
-                    files.sink.start(&artifact.path, artifact.secret)?;
-                    files.sink.write(&artifact.contents)?;
-                }
+            match KubernetesTarget::open(fleet, options.config_dir, options.kubernetes.clone()).await {
+                Ok(target) => rendered(fleet, &target, target.artifacts(), files, visitor).await,
+                Err(err) => Ok(Err(err)),
             }
-            Ok(Ok(visitor.visit(&target, desired).await))
         }
         TargetKind::Proxmox => {
             // vmids and addresses come from the containers found: connect first.
-            let target = match ProxmoxTarget::open(fleet, options.config_dir).await {
-                Ok(target) => target,
-                Err(err) => return Ok(Err(err)),
-            };
-            let desired = target.lower(fleet);
-            if let Some(files) = files {
-                for artifact in target.artifacts()? {
-                    files.sink.start(&artifact.path, artifact.secret)?;
-                    files.sink.write(&artifact.contents)?;
-                }
+            match ProxmoxTarget::open(fleet, options.config_dir).await {
+                Ok(target) => rendered(fleet, &target, target.artifacts(), files, visitor).await,
+                Err(err) => Ok(Err(err)),
             }
-            Ok(Ok(visitor.visit(&target, desired).await))
         }
         other => Ok(Err(not_applied(other))),
     }
+}
+
+/// Writes the files a connected `target` rendered (when asked to) and hands its lowering to
+/// `visitor`: the targets whose files depend on what the target holds.
+async fn rendered<T: Port, V: VisitLowered, S: Sink>(
+    fleet: &Fleet,
+    target: &T,
+    artifacts: Result<Vec<render::Artifact>, RenderError>,
+    files: Option<Files<'_, S>>,
+    visitor: V,
+) -> Result<Result<V::Output, TargetError>, S::Error>
+where
+    S::Error: From<RenderError>,
+{
+    let desired = target.lower(fleet);
+    if let Some(files) = files {
+        for artifact in artifacts? {
+            files.sink.start(&artifact.path, artifact.secret)?;
+            files.sink.write(&artifact.contents)?;
+        }
+    }
+    Ok(Ok(visitor.visit(target, desired).await))
 }

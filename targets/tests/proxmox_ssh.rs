@@ -24,19 +24,6 @@ fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
-/// An ed25519 key pair in `dir`: the private key's path and the public key.
-fn keypair(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("id_ed25519");
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.net", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) must be installed");
-    assert!(ok.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string();
-    (key, public)
-}
-
 fn options(key: &Path, pinned: Vec<String>) -> SshOptions {
     SshOptions {
         pinned: Some(pinned),
@@ -74,7 +61,7 @@ async fn container(label: &str, second_octet: u8) -> Ct {
     let client = Client::new(&pve.url(), &Trust::Fingerprint(pin), token, deadlines).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(dir.path());
+    let (key, public) = testkit::proxmox::raw::keypair(dir.path(), "id_ed25519");
     let params: BTreeMap<String, String> = [
         ("vmid", "410".to_string()),
         ("hostname", "home-agents-pve1".to_string()),

@@ -8,73 +8,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use rivet_testkit::proxmox::schema::{Refused, Schema};
 use rivet_testkit::proxmox::{Container, FakePve, Options, Runtime};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-/// An answer: status, reason phrase, JSON body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    reason: String,
-    body: Value,
-}
-
-enum Auth {
-    Token,
-    None,
-    Header(String),
-}
-
-/// One request on a new TLS connection that trusts only the fake's certificate.
-async fn send(pve: &FakePve, method: &str, path: &str, params: &[(&str, &str)], auth: Auth) -> anyhow::Result<Answer> {
-    let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(pve.ca_pem().as_bytes())?)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let address = pve.url().trim_start_matches("https://").to_string();
-    let tcp = tokio::net::TcpStream::connect(&address).await?;
-    let name = ServerName::try_from("127.0.0.1")?.to_owned();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-    tokio::spawn(connection);
-    let form: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-    let (uri, body) = match method {
-        "POST" | "PUT" => (format!("/api2/json{path}"), form),
-        _ if form.is_empty() => (format!("/api2/json{path}"), String::new()),
-        _ => (format!("/api2/json{path}?{form}"), String::new()),
-    };
-    let mut request = hyper::Request::builder().method(method).uri(uri).header("host", address);
-    if !body.is_empty() {
-        request = request.header("content-type", "application/x-www-form-urlencoded");
-    }
-    match auth {
-        Auth::Token => {
-            let value = format!("PVEAPIToken={}={}", pve.token_id(), pve.token_secret());
-            request = request.header("authorization", value);
-        }
-        Auth::Header(value) => request = request.header("authorization", value),
-        Auth::None => {}
-    }
-    let response = sender.send_request(request.body(Full::new(Bytes::from(body)))?).await?;
-    let status = response.status().as_u16();
-    let reason = match response.extensions().get::<hyper::ext::ReasonPhrase>() {
-        Some(reason) => String::from_utf8_lossy(reason.as_bytes()).into_owned(),
-        None => response.status().canonical_reason().unwrap_or("").to_string(),
-    };
-    let body = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
-    Ok(Answer { status, reason, body })
-}
+use rivet_testkit::proxmox::raw::{Answer, Auth, send};
 
 async fn call(pve: &FakePve, method: &str, path: &str, params: &[(&str, &str)]) -> Answer {
     send(pve, method, path, params, Auth::Token).await.unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
@@ -110,14 +51,7 @@ async fn fast(runtime: Option<Arc<dyn Runtime>>) -> FakePve {
 
 /// A real public key (PVE checks them with `ssh-keygen -l`).
 fn public_key(dir: &std::path::Path) -> String {
-    let key = dir.join("id_ed25519");
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.net", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string()
+    rivet_testkit::proxmox::raw::keypair(dir, "id_ed25519").1
 }
 
 fn keygen_fingerprint(public: &std::path::Path) -> String {

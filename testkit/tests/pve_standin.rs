@@ -8,52 +8,17 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use rivet_testkit::proxmox::raw::{Auth, send};
 use rivet_testkit::proxmox::standin::DockerStandins;
 use rivet_testkit::proxmox::{FakePve, Options, Runtime};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-/// One request with the fake's token on a new TLS connection that trusts only its certificate;
-/// status and JSON body.
+/// One request with the fake's token; status and JSON body.
 async fn call(pve: &FakePve, method: &str, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
-    let attempt = async {
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_slice(pve.ca_pem().as_bytes())?)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let address = pve.url().trim_start_matches("https://").to_string();
-        let tcp = tokio::net::TcpStream::connect(&address).await?;
-        let name = ServerName::try_from("127.0.0.1")?.to_owned();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(connection);
-        let form: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-        let (uri, body) = match method {
-            "POST" | "PUT" => (format!("/api2/json{path}"), form),
-            _ if form.is_empty() => (format!("/api2/json{path}"), String::new()),
-            _ => (format!("/api2/json{path}?{form}"), String::new()),
-        };
-        let token = format!("PVEAPIToken={}={}", pve.token_id(), pve.token_secret());
-        let mut request =
-            hyper::Request::builder().method(method).uri(uri).header("host", address).header("authorization", token);
-        if !body.is_empty() {
-            request = request.header("content-type", "application/x-www-form-urlencoded");
-        }
-        let response = sender.send_request(request.body(Full::new(Bytes::from(body)))?).await?;
-        let status = response.status().as_u16();
-        let body: Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
-        anyhow::Ok((status, body))
-    };
-    attempt.await.unwrap_or_else(|e| panic!("{method} {path}: {e:#}"))
+    let answer =
+        send(pve, method, path, params, Auth::Token).await.unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
+    (answer.status, answer.body)
 }
 
 /// Starts a task and waits until it has stopped; its exit status and log.
@@ -86,18 +51,7 @@ fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
-/// A new ed25519 key pair in `dir`; the private key's path and the public key.
-fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
-    let key = dir.join(name);
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops@example.net", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap().trim().to_string();
-    (key, public)
-}
+use rivet_testkit::proxmox::raw::keypair;
 
 /// How the test reaches one container with the OpenSSH client.
 struct Ssh {

@@ -146,9 +146,28 @@ impl Session {
     /// [`exec`](Self::exec) with its own time limit (a long build, a quick probe). On
     /// timeout the command is sent SIGTERM and its channel closed.
     pub async fn exec_with_timeout(&self, command: &str, limit: Duration) -> Result<ExecOutput, SshError> {
+        self.exec_inner(command, None, limit).await
+    }
+
+    /// Runs `command` with `input` as its standard input (then end of file), within
+    /// `command_timeout`: how files and secrets reach a host without appearing on a command
+    /// line (a release tarball into `tar -x`, an environment file into `cat >`).
+    pub async fn exec_with_input(&self, command: &str, input: &[u8]) -> Result<ExecOutput, SshError> {
+        self.exec_inner(command, Some(input), self.command_timeout).await
+    }
+
+    async fn exec_inner(&self, command: &str, input: Option<&[u8]>, limit: Duration) -> Result<ExecOutput, SshError> {
         let mut channel = self.open("a session", self.handle.channel_open_session()).await?;
         let failed = |source| SshError::Command { address: self.address(), command: command.to_string(), source };
-        match timeout(limit, run(&mut channel, command)).await {
+        let exchange = async {
+            channel.exec(true, command).await?;
+            if let Some(input) = input {
+                channel.data(input).await?;
+                channel.eof().await?;
+            }
+            collect(&mut channel).await
+        };
+        match timeout(limit, exchange).await {
             Ok(Ok(Some(output))) => Ok(output),
             Ok(Ok(None)) => Err(SshError::CommandRefused { address: self.address(), command: command.to_string() }),
             Ok(Err(source)) => Err(failed(Box::new(source))),
@@ -156,34 +175,6 @@ impl Session {
                 let _ = channel.signal(Sig::TERM).await;
                 let _ = channel.close().await;
                 Err(SshError::Timeout { address: self.address(), command: command.to_string(), timeout: limit })
-            }
-        }
-    }
-
-    /// Runs `command` with `input` as its standard input (then end of file), within
-    /// `command_timeout`: how files and secrets reach a host without appearing on a command
-    /// line (a release tarball into `tar -x`, an environment file into `cat >`).
-    pub async fn exec_with_input(&self, command: &str, input: &[u8]) -> Result<ExecOutput, SshError> {
-        let mut channel = self.open("a session", self.handle.channel_open_session()).await?;
-        let failed = |source| SshError::Command { address: self.address(), command: command.to_string(), source };
-        let exchange = async {
-            channel.exec(true, command).await?;
-            channel.data(input).await?;
-            channel.eof().await?;
-            collect(&mut channel).await
-        };
-        match timeout(self.command_timeout, exchange).await {
-            Ok(Ok(Some(output))) => Ok(output),
-            Ok(Ok(None)) => Err(SshError::CommandRefused { address: self.address(), command: command.to_string() }),
-            Ok(Err(source)) => Err(failed(Box::new(source))),
-            Err(_) => {
-                let _ = channel.signal(Sig::TERM).await;
-                let _ = channel.close().await;
-                Err(SshError::Timeout {
-                    address: self.address(),
-                    command: command.to_string(),
-                    timeout: self.command_timeout,
-                })
             }
         }
     }
@@ -247,11 +238,6 @@ impl Session {
 
 /// Runs `command` on a fresh session channel and collects its output; `None` when the
 /// server refuses to run it.
-async fn run(channel: &mut Channel<Msg>, command: &str) -> Result<Option<ExecOutput>, russh::Error> {
-    channel.exec(true, command).await?;
-    collect(channel).await
-}
-
 /// The output and exit status of the command running on `channel`.
 async fn collect(channel: &mut Channel<Msg>) -> Result<Option<ExecOutput>, russh::Error> {
     let mut output = ExecOutput::default();

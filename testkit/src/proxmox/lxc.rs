@@ -256,16 +256,10 @@ pub(crate) fn put_config(shared: &Shared, node: &str, vmid: u32, params: &BTreeM
     let revert: Vec<String> =
         given.remove("revert").map(|d| split_list(&d).into_iter().map(String::from).collect()).unwrap_or_default();
     let mut state = shared.state();
-    let ct = match find(&mut state, node, vmid) {
+    let ct = match writable(&mut state, node, vmid, digest.as_deref()) {
         Ok(ct) => ct,
         Err(refused) => return refused,
     };
-    if let Some(lock) = ct.config.get("lock") {
-        return Reply::error(500, format!("CT is locked ({lock})"));
-    }
-    if digest.as_ref().is_some_and(|d| *d != ct.digest()) {
-        return Reply::error(500, "detected modified configuration - file changed by other user? Try again.");
-    }
     let properties = Schema::official().entry("PUT", CONFIG).and_then(|e| e["parameters"]["properties"].as_object());
     let exists = |opt: &str| properties.is_some_and(|p| spec_for(p, opt).is_some());
     for opt in &revert {
@@ -342,20 +336,32 @@ fn same_volume(current: Option<&String>, new: &str) -> bool {
     old_volume == new_volume && new_size.is_none_or(|s| Some(s) == old_size)
 }
 
+/// The container a config write may change: it exists on `node`, holds no lock, and its
+/// config is still at `digest` when one is given (PVE's answers otherwise).
+fn writable<'a>(
+    state: &'a mut super::state::State,
+    node: &str,
+    vmid: u32,
+    digest: Option<&str>,
+) -> Result<&'a mut Ct, Reply> {
+    let ct = find(state, node, vmid)?;
+    if let Some(lock) = ct.config.get("lock") {
+        return Err(Reply::error(500, format!("CT is locked ({lock})")));
+    }
+    if digest.is_some_and(|d| d != ct.digest()) {
+        return Err(Reply::error(500, "detected modified configuration - file changed by other user? Try again."));
+    }
+    Ok(ct)
+}
+
 pub(crate) fn resize(shared: &Arc<Shared>, node: &str, vmid: u32, params: &BTreeMap<String, String>) -> Reply {
     let (disk, size) = (params["disk"].clone(), params["size"].clone());
     {
         let mut state = shared.state();
-        let ct = match find(&mut state, node, vmid) {
+        let ct = match writable(&mut state, node, vmid, params.get("digest").map(String::as_str)) {
             Ok(ct) => ct,
             Err(refused) => return refused,
         };
-        if let Some(lock) = ct.config.get("lock") {
-            return Reply::error(500, format!("CT is locked ({lock})"));
-        }
-        if params.get("digest").is_some_and(|d| *d != ct.digest()) {
-            return Reply::error(500, "detected modified configuration - file changed by other user? Try again.");
-        }
         if !ct.config.contains_key(&disk) {
             return Reply::error(500, format!("disk '{disk}' does not exist"));
         }

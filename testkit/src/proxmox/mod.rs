@@ -13,6 +13,7 @@ mod api;
 mod formats;
 mod http;
 mod lxc;
+pub mod raw;
 pub mod schema;
 pub mod standin;
 mod state;
