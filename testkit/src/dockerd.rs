@@ -18,7 +18,6 @@
 //! started on the way out.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,7 +183,6 @@ fn spawn(
 ) -> anyhow::Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
-    let parent = std::process::id();
     let mut command = Command::new(binary);
     command
         .arg("--config-file")
@@ -203,19 +201,7 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: the closure runs in the child between fork and exec and calls only the
-    // async-signal-safe prctl and getppid.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("the test process exited while starting dockerd"));
-            }
-            Ok(())
-        });
-    }
+    crate::die_with_parent(&mut command, libc::SIGTERM);
     command.spawn().with_context(|| format!("starting {}", binary.display()))
 }
 

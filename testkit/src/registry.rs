@@ -16,7 +16,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,23 +252,9 @@ fn config_text(address: &str, storage: &Path, htpasswd: Option<&Path>) -> String
 fn spawn(binary: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
-    let parent = std::process::id();
     let mut command = Command::new(binary);
     command.arg("serve").arg(config).stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: the closure runs in the child between fork and exec and calls only the
-    // async-signal-safe prctl and getppid.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent died before the signal was armed: nobody would ever kill us.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("the test process exited while starting the registry"));
-            }
-            Ok(())
-        });
-    }
+    crate::die_with_parent(&mut command, libc::SIGKILL);
     command.spawn().with_context(|| format!("starting {} serve {}", binary.display(), config.display()))
 }
 

@@ -69,20 +69,7 @@ pub(super) fn spawn(name: &'static str, program: &Path, args: &[String], dir: &P
     for (key, _) in env::vars_os().filter(|(key, _)| key.to_string_lossy().starts_with("ETCD_")) {
         command.env_remove(key);
     }
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure makes async-signal-safe system calls only, and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl: then no signal will ever come.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
+    crate::die_with_parent(&mut command, libc::SIGKILL);
     let child = spawn_from_immortal_thread(command)
         .map_err(|err| Failure::Broken(format!("cannot start {}: {err}", program.display())))?;
     Ok(Process { name, child, log })
