@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use orchestrator::config::rules::{Endpoint, TcpSecurity};
 use rivet_targets::proxmox::client::{Client, Deadlines};
 use rivet_targets::proxmox::containers::{self, Created};
 use rivet_targets::proxmox::provision::{self, ServiceManager};
+use rivet_targets::proxmox::release;
 use rivet_targets::proxmox::task::Token;
 use rivet_targets::proxmox::tls::{Trust, parse_fingerprint};
 use rivet_targets::ssh::{SshError, SshOptions, connect};
@@ -106,19 +108,47 @@ async fn a_container_is_reached_with_the_host_keys_its_create_task_printed() {
     assert!(ct.pve.container(410).is_none());
 }
 
-/// A release as a tarball: examples/quickstart's agent tree, `FAIL_HEALTH` added when
-/// `broken` (the example's knob: its health endpoints then answer 503).
-fn release(broken: bool) -> Vec<u8> {
-    let tree = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/containers/agent");
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.append_dir_all(".", &tree).unwrap();
-    if broken {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(7);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, "FAIL_HEALTH", &b"broken\n"[..]).unwrap();
+/// The example's agent image, built from examples/quickstart on this machine's engine (the
+/// legacy builder, FROM the local base image), as a release (`release::from_image`); with
+/// `FAIL_HEALTH` added when `broken` (the example's knob: its health endpoints answer 503).
+async fn release(broken: bool) -> Vec<u8> {
+    static BUILT: tokio::sync::OnceCell<Vec<u8>> = tokio::sync::OnceCell::const_new();
+    let good = BUILT
+        .get_or_init(|| async {
+            let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+            let tag = format!("rivet-proxmox-release-test:{}", std::process::id());
+            let out = std::process::Command::new("docker")
+                .args(["build", "-q", "-f", "containers/agent/Dockerfile", "-t", &tag, "."])
+                .env("DOCKER_BUILDKIT", "0")
+                .current_dir(&source)
+                .output()
+                .expect("the docker CLI");
+            assert!(
+                out.status.success(),
+                "building the example's agent image (is rivetos-base:busybox there? examples/base-image/build.sh): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let engine = rivet_targets::docker::connect("local", &Endpoint::Local, &TcpSecurity::Unset).await.unwrap();
+            let tarball = release::from_image(&engine, &tag).await.unwrap();
+            let _ = std::process::Command::new("docker").args(["rmi", "-f", &tag]).output();
+            tarball
+        })
+        .await;
+    if !broken {
+        return good.clone();
     }
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in tar::Archive::new(good.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let path = entry.path().unwrap().into_owned();
+        builder.append_data(&mut header, path, &mut entry).unwrap();
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(7);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "FAIL_HEALTH", &b"broken\n"[..]).unwrap();
     builder.into_inner().unwrap()
 }
 
@@ -148,8 +178,8 @@ async fn one_agent_of_a_container_rolls_back_by_its_link_and_the_other_is_untouc
     let ct = container("prov", 94).await;
     let session = connect(&ct.ip, ct.port, "root", &options(&ct.key, ct.host_keys.clone())).await.unwrap();
     provision::ensure_user(&session).await.unwrap();
-    assert!(provision::install_release(&session, "good-1", &release(false)).await.unwrap());
-    assert!(!provision::install_release(&session, "good-1", &release(false)).await.unwrap(), "installed once");
+    assert!(provision::install_release(&session, "good-1", &release(false).await).await.unwrap());
+    assert!(!provision::install_release(&session, "good-1", &release(false).await).await.unwrap(), "installed once");
     let ports = [free_port("0.0.0.0"), free_port("0.0.0.0")];
     let manager = ServiceManager::Runit;
     for (agent, port) in ["a1", "a2"].iter().zip(ports) {
@@ -177,7 +207,7 @@ async fn one_agent_of_a_container_rolls_back_by_its_link_and_the_other_is_untouc
     let a2_before = pid(&session, "a2").await;
 
     // a1 to a broken revision: its link and service only.
-    provision::install_release(&session, "bad-2", &release(true)).await.unwrap();
+    provision::install_release(&session, "bad-2", &release(true).await).await.unwrap();
     assert_eq!(provision::switch(&session, "a1", "bad-2").await.unwrap().as_deref(), Some("good-1"));
     provision::control(&session, manager, "a1", "restart").await.unwrap();
     until_health(&session, ports[0], |live, status| !live && status == Some("unhealthy")).await;

@@ -9,6 +9,7 @@ pub mod containers;
 pub mod doctor;
 pub mod port;
 pub mod provision;
+pub mod release;
 pub mod store;
 pub mod target;
 pub mod task;
