@@ -357,7 +357,16 @@ impl Target for ProxmoxTarget<'_> {
         {
             self.store.detach().await.map_err(state_error)?;
         }
-        for request in requests(&self.fleet.name, step, live) {
+        let requests = requests(&self.fleet.name, step, live);
+        if requests.is_empty() {
+            // An update, replace or delete of a container that is gone since it was observed.
+            return Err(TargetError::failed(format!(
+                "{} on {} is no longer there (removed since it was read?)",
+                step.key.name, step.key.node
+            ))
+            .with_hint("run the command again: it plans from what the cluster holds now"));
+        }
+        for request in requests {
             let what = format!("{} {}", request.describe(), step.key.name);
             match (request.method, request.path.ends_with("/lxc")) {
                 (Method::Post, true) => {
