@@ -169,6 +169,18 @@ fn a_fleet_from_empty_then_a_no_op_a_change_drift_and_a_reordered_node_list() {
     let plan = fleet.plan();
     let shown = serde_json::to_string(&plan["changes"]).unwrap();
     assert!(shown.contains(r#""field":"cores","before":"6","after":"2""#), "{shown}");
+    // `status` shows the same drift, container by container.
+    let status = fleet.expect(&["--output", "json", "status"], 0);
+    let services: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&status.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of =
+        |name: &str| services.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}: {services:#?}"));
+    assert_eq!(
+        (of("pvetest-datahub")["state"].as_str(), of("pvetest-datahub")["drift"].as_str()),
+        (Some("running"), Some("in sync"))
+    );
+    assert_eq!(of("pvetest-agents-pve1")["drift"], "changed: cores");
+    assert_eq!(of("pvetest-agents-pve2")["state"], "stopped");
     let fixed = fleet.expect(&["infra", "up", "--yes"], 0);
     assert_eq!(fleet.pve.container(311).unwrap().config["cores"], "2", "{}", describe(&fixed));
     assert!(fleet.pve.container(100).unwrap().running);
