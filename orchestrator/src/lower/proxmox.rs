@@ -9,9 +9,11 @@
 //! Identity does not come from position. A container that exists keeps its vmid and address
 //! ([`Identity`], read back from the cluster by its tags; the adapter passes them in), so
 //! reordering the node list or the agents replaces nothing. For a new container:
-//! - `vmid`: the one the adapter assigned (the first free from the node's `ctid_start`, or
-//!   `/cluster/nextid`); offline, the node's `ctid_start` plus the containers already
-//!   placed on it, else `FIRST_VMID` plus its position.
+//! - `vmid`: the first one from the node's `ctid_start` that no guest of the cluster (and no
+//!   earlier container) holds, else the first from `/cluster/nextid` the same way
+//!   ([`Cluster`]: the adapter reads both); offline, with nothing read, that is the node's
+//!   `ctid_start` plus the containers already placed on it, else `FIRST_VMID` plus its
+//!   position.
 //! - address: with `network.subnet`, the lowest host number from `FIRST_HOST` that no other
 //!   container of the deployment has, in layout order (datahub first); without a subnet, DHCP.
 //!
@@ -64,6 +66,31 @@ pub enum LowerError {
 pub struct Identity {
     pub vmid: Option<u32>,
     pub address: Option<Ipv4Addr>,
+}
+
+/// What the cluster holds, for the vmids and addresses of the containers (all empty
+/// offline).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// The deployment's containers found, by identity.
+    pub identities: BTreeMap<String, Identity>,
+    /// Every vmid a guest of the cluster has.
+    pub taken: BTreeSet<u32>,
+    /// What `/cluster/nextid` said, when it was asked ([`needs_next_id`]).
+    pub next_id: Option<u32>,
+}
+
+/// Whether a new container has no `ctid_start` to take its vmid from, so that the cluster's
+/// next id must be asked.
+pub fn needs_next_id(fleet: &Fleet, settings: &ProxmoxSettings, identities: &BTreeMap<String, Identity>) -> bool {
+    layout(fleet, settings)
+        .iter()
+        .any(|c| identities.get(&c.id).and_then(|i| i.vmid).is_none() && start_of(settings, &c.node).is_none())
+}
+
+/// The node's `ctid_start`.
+fn start_of(settings: &ProxmoxSettings, node: &str) -> Option<u32> {
+    settings.nodes.iter().find(|n| n.name == node).and_then(|n| n.ctid)
 }
 
 /// One container of the layout.
@@ -148,18 +175,27 @@ fn addresses(
         .collect()
 }
 
-/// Every container's vmid: its own, else offline defaults (see the module doc).
-fn vmids(settings: &ProxmoxSettings, containers: &[Container], identities: &BTreeMap<String, Identity>) -> Vec<u32> {
-    let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
+/// Every container's vmid (see the module doc); `start_of` gives a node's `ctid_start`.
+fn vmids(containers: &[Container], start_of: impl Fn(&str) -> Option<u32>, cluster: &Cluster) -> Vec<u32> {
+    let own = |c: &Container| cluster.identities.get(&c.id).and_then(|i| i.vmid);
+    let mut taken = cluster.taken.clone();
+    taken.extend(containers.iter().filter_map(own));
     containers
         .iter()
         .enumerate()
         .map(|(position, container)| {
-            let placed = per_node.entry(container.node.as_str()).or_insert(0);
-            let start = settings.nodes.iter().find(|n| n.name == container.node).and_then(|n| n.ctid);
-            let default = start.map_or(FIRST_VMID + position as u32, |start| start + *placed);
-            *placed += 1;
-            identities.get(&container.id).and_then(|i| i.vmid).unwrap_or(default)
+            if let Some(vmid) = own(container) {
+                return vmid;
+            }
+            let from = match (start_of(&container.node), cluster.next_id) {
+                (Some(start), _) => start,
+                (None, Some(next)) => next,
+                // Offline, nothing to ask: by position.
+                (None, None) => return FIRST_VMID + position as u32,
+            };
+            let vmid = (from..).find(|v| !taken.contains(v)).expect("a free vmid");
+            taken.insert(vmid);
+            vmid
         })
         .collect()
 }
@@ -250,17 +286,13 @@ pub fn description(fleet: &Fleet, container: &Container, template: &str) -> Stri
     )
 }
 
-/// One resource per container of the [`layout`], datahub first; `identities` are what the
-/// cluster's containers of this deployment already have (empty offline). Fails when two
-/// containers would get the same vmid or the subnet runs out of addresses.
-pub fn lower(
-    fleet: &Fleet,
-    settings: &ProxmoxSettings,
-    identities: &BTreeMap<String, Identity>,
-) -> Result<Vec<Resource<Value>>, LowerError> {
+/// One resource per container of the [`layout`], datahub first; `cluster` is what the
+/// cluster holds (empty offline). Fails when two containers would get the same vmid or the
+/// subnet runs out of addresses.
+pub fn lower(fleet: &Fleet, settings: &ProxmoxSettings, cluster: &Cluster) -> Result<Vec<Resource<Value>>, LowerError> {
     let containers = layout(fleet, settings);
-    let addresses = addresses(settings, &containers, identities)?;
-    let vmids = vmids(settings, &containers, identities);
+    let addresses = addresses(settings, &containers, &cluster.identities)?;
+    let vmids = vmids(&containers, |node| start_of(settings, node), cluster);
     let prefix = subnet(settings)?.map(|(_, prefix, _)| prefix);
     let mut seen: BTreeMap<u32, &str> = BTreeMap::new();
     let mut out = Vec::new();
@@ -324,6 +356,33 @@ pub fn lower(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn container(id: &str, node: &str) -> Container {
+        Container { id: id.into(), node: node.into(), agents: Vec::new() }
+    }
+
+    /// A container found keeps its vmid whatever the order; a new one takes the first free
+    /// from its node's `ctid_start`, else from the cluster's next id; offline, by position.
+    #[test]
+    fn containers_keep_their_vmid_when_the_nodes_are_reordered() {
+        let found = |vmid| Identity { vmid: Some(vmid), address: None };
+        let cluster = Cluster {
+            identities: BTreeMap::from([("datahub".into(), found(310)), ("agents-pve2".into(), found(320))]),
+            taken: BTreeSet::from([310, 320, 330, 340]),
+            next_id: None,
+        };
+        let start = |node: &str| match node {
+            "pve2" => Some(400),
+            "pve1" => Some(310),
+            _ => None,
+        };
+        // pve1's agents are new; the order (the node list) moves nobody.
+        let layout = [container("agents-pve2", "pve2"), container("agents-pve1", "pve1"), container("datahub", "pve3")];
+        assert_eq!(vmids(&layout, start, &cluster), [320, 311, 310]);
+        let new = [container("agents-pve3", "pve3")];
+        assert_eq!(vmids(&new, start, &Cluster { next_id: Some(100), ..cluster.clone() }), [100]);
+        assert_eq!(vmids(&new, start, &Cluster::default()), [FIRST_VMID], "offline: by position");
+    }
 
     #[test]
     fn hostnames_are_dns_labels() {

@@ -5,10 +5,11 @@
 //! Identity lives in the container's tags, so it survives a reordered node or agent list:
 //! `rivetctl` (the marker), `rivet-d-<deployment>`, `rivet-c-<container>` (its role in the
 //! deployment: `datahub`, `agents-<node>`) and `rivet-s-<spec hash>`. A vmid, once given, is
-//! read back from the container that holds those tags ([`assign_vmids`]): the node list's
-//! order or a new `ctid_start` never moves a container.
+//! read back from the container that holds those tags (the lowering keeps it,
+//! `orchestrator::lower::proxmox::Cluster`): the node list's order or a new `ctid_start`
+//! never moves a container.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::api::{self, Guest};
 use super::client::{ApiError, Client, TaskDone};
@@ -98,44 +99,6 @@ pub fn owned(guests: &[Guest], deployment: &str) -> (BTreeMap<String, Found>, Ve
     (found, clashes)
 }
 
-/// Where a vmid for a new container comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmidSource {
-    /// The container has it (its tags say which it is).
-    Kept,
-    /// The first free one from the node's `ctid_start`.
-    FromStart,
-    /// `/cluster/nextid` is to be asked at create time.
-    Cluster,
-}
-
-/// The vmid of each wanted container (`(identity, ctid_start)`, in order): the one a found
-/// container of that identity has, else the first vmid from `ctid_start` up that no guest
-/// of the cluster and no earlier assignment holds, else `None` (ask `/cluster/nextid`).
-pub fn assign_vmids(
-    wanted: &[(String, Option<u32>)],
-    found: &BTreeMap<String, Found>,
-    guests: &[Guest],
-) -> Vec<(Option<u32>, VmidSource)> {
-    let mut taken: BTreeSet<u32> = guests.iter().map(|g| g.vmid).collect();
-    wanted
-        .iter()
-        .map(|(container, start)| {
-            if let Some(found) = found.get(&tag_safe(container)) {
-                return (Some(found.vmid), VmidSource::Kept);
-            }
-            match start {
-                Some(start) => {
-                    let vmid = (*start..).find(|v| !taken.contains(v)).expect("a free vmid");
-                    taken.insert(vmid);
-                    (Some(vmid), VmidSource::FromStart)
-                }
-                None => (None, VmidSource::Cluster),
-            }
-        })
-        .collect()
-}
-
 /// The deployment's containers as the cluster lists them.
 pub async fn find(client: &Client, deployment: &str) -> Result<(BTreeMap<String, Found>, Vec<Guest>), ApiError> {
     let guests: Vec<Guest> = client.call(&api::guests()).await?;
@@ -221,7 +184,8 @@ pub async fn create(
     }
 }
 
-/// Waits until the container has no `lock` (a create in flight holds `lock: create`).
+/// Waits until the container has no `lock` (a create in flight holds `lock: create`), as
+/// long as a task may run.
 async fn wait_unlocked(client: &Client, node: &str, vmid: u32) -> Result<(), ApiError> {
     let started = std::time::Instant::now();
     loop {
@@ -229,14 +193,14 @@ async fn wait_unlocked(client: &Client, node: &str, vmid: u32) -> Result<(), Api
         if status.lock.is_none() {
             return Ok(());
         }
-        if started.elapsed() > std::time::Duration::from_secs(600) {
+        if started.elapsed() > client.deadlines().task {
             return Err(ApiError::TaskTimeout {
                 what: format!("container {vmid} on {node} still locked ({})", status.lock.unwrap_or_default()),
                 upid: String::new(),
                 waited: started.elapsed(),
             });
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(client.deadlines().pause).await;
     }
 }
 
@@ -314,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn containers_are_found_by_their_tags_and_keep_their_vmid_when_the_nodes_are_reordered() {
+    fn containers_are_found_by_their_tags() {
         let guests = vec![
             guest(310, "pve1", &tags("home", "datahub", "aa")),
             guest(320, "pve2", &tags("home", "agents-pve2", "bb")),
@@ -325,17 +289,6 @@ mod tests {
         assert_eq!(found.keys().collect::<Vec<_>>(), ["agents-pve2", "datahub"]);
         assert!(clashes.is_empty());
         assert_eq!(found["datahub"].hash.as_deref(), Some("aa"));
-
-        // pve1's agents are new; the order of `wanted` (the node list) moves nobody.
-        let wanted =
-            vec![("agents-pve2".to_string(), Some(400)), ("agents-pve1".into(), Some(310)), ("datahub".into(), None)];
-        let assigned = assign_vmids(&wanted, &found, &guests);
-        assert_eq!(
-            assigned,
-            [(Some(320), VmidSource::Kept), (Some(311), VmidSource::FromStart), (Some(310), VmidSource::Kept)]
-        );
-        let without_start = assign_vmids(&[("agents-pve3".to_string(), None)], &found, &guests);
-        assert_eq!(without_start, [(None, VmidSource::Cluster)]);
     }
 
     #[test]

@@ -92,6 +92,11 @@ fn trust(fleet: &Fleet, config_dir: &Path) -> Result<Trust, TargetError> {
     Ok(Trust::SystemRoots)
 }
 
+/// A step's container identity (`datahub`, `agents-pve1`), from its desired payload.
+fn container_of(step: &Step<Value>) -> &str {
+    step.desired.as_ref().and_then(|d| d.payload["container"].as_str()).unwrap_or_default()
+}
+
 /// The address in a config's `net0` (`ip=10.4.0.10/24`).
 fn address_of(config: &BTreeMap<String, String>) -> Option<std::net::Ipv4Addr> {
     let net0 = config.get("net0")?;
@@ -176,43 +181,26 @@ impl<'f> ProxmoxTarget<'f> {
         Ok(guests)
     }
 
-    /// The lowering with what exists kept and vmids for the new containers: the first free
-    /// from the node's `ctid_start`, else from `/cluster/nextid` (asked once, then counted up).
+    /// The lowering with what the cluster holds: the containers found keep their vmids and
+    /// addresses, new ones get free vmids (`/cluster/nextid` asked only when a new container
+    /// has no `ctid_start`).
     async fn lower_with(&self, guests: &[api::Guest]) -> Result<Vec<Resource<Value>>, TargetError> {
-        let layout = lowering::layout(self.fleet, self.settings);
-        let wanted: Vec<(String, Option<u32>)> = layout
-            .iter()
-            .map(|c| (c.id.clone(), self.settings.nodes.iter().find(|n| n.name == c.node).and_then(|n| n.ctid)))
+        // The lowering names containers by their ids, their tags by the tag-safe form.
+        let identities: BTreeMap<String, Identity> = lowering::layout(self.fleet, self.settings)
+            .into_iter()
+            .filter_map(|c| {
+                let live = self.live.get(&containers::tag_safe(&c.id))?;
+                Some((c.id, Identity { vmid: Some(live.found.vmid), address: address_of(&live.config) }))
+            })
             .collect();
-        let found: BTreeMap<String, Found> = self.live.iter().map(|(k, v)| (k.clone(), v.found.clone())).collect();
-        let assigned = containers::assign_vmids(&wanted, &found, guests);
-        let mut taken: std::collections::BTreeSet<u32> = guests.iter().map(|g| g.vmid).collect();
-        taken.extend(assigned.iter().filter_map(|(v, _)| *v));
-        let mut next: Option<u32> = None;
-        let mut identities = BTreeMap::new();
-        for ((id, _), (vmid, _)) in wanted.iter().zip(assigned) {
-            let vmid = match vmid {
-                Some(vmid) => vmid,
-                None => {
-                    let from = match next {
-                        Some(n) => n,
-                        None => {
-                            let text: String = self.client.call(&api::next_id(None)).await.map_err(target_error)?;
-                            text.trim()
-                                .parse()
-                                .map_err(|_| TargetError::failed(format!("/cluster/nextid said {text:?}")))?
-                        }
-                    };
-                    let vmid = (from..).find(|v| !taken.contains(v)).expect("a free vmid");
-                    taken.insert(vmid);
-                    next = Some(vmid + 1);
-                    vmid
-                }
-            };
-            let address = self.live.get(&containers::tag_safe(id)).and_then(|l| address_of(&l.config));
-            identities.insert(id.clone(), Identity { vmid: Some(vmid), address });
-        }
-        lowering::lower(self.fleet, self.settings, &identities).map_err(|err| TargetError::failed(err.to_string()))
+        let next_id = if lowering::needs_next_id(self.fleet, self.settings, &identities) {
+            let text: String = self.client.call(&api::next_id(None)).await.map_err(target_error)?;
+            Some(text.trim().parse().map_err(|_| TargetError::failed(format!("/cluster/nextid said {text:?}")))?)
+        } else {
+            None
+        };
+        let cluster = lowering::Cluster { identities, taken: guests.iter().map(|g| g.vmid).collect(), next_id };
+        lowering::lower(self.fleet, self.settings, &cluster).map_err(|err| TargetError::failed(err.to_string()))
     }
 
     /// The container holding the deployment's documents: the datahub's, else the first.
@@ -349,7 +337,7 @@ impl Target for ProxmoxTarget<'_> {
             None => None,
         };
         let live = live.as_ref().map(|(vmid, config)| (*vmid, config));
-        let container = step.desired.as_ref().and_then(|d| d.payload["container"].as_str()).unwrap_or_default();
+        let container = container_of(step);
         // The container holding the documents goes: they stay with this run until it ends.
         if step.action != Action::Update
             && let Some((vmid, _)) = live
@@ -424,7 +412,7 @@ impl Target for ProxmoxTarget<'_> {
         let started = std::time::Instant::now();
         loop {
             let (found, _) = containers::find(&self.client, &self.fleet.name).await.map_err(target_error)?;
-            let container = step.desired.as_ref().and_then(|d| d.payload["container"].as_str()).unwrap_or_default();
+            let container = container_of(step);
             if let Some(found) = found.get(&containers::tag_safe(container))
                 && found.running
             {
@@ -441,7 +429,7 @@ impl Target for ProxmoxTarget<'_> {
     }
 
     async fn discard(&self, step: &Step<Value>) -> Result<(), TargetError> {
-        let container = step.desired.as_ref().and_then(|d| d.payload["container"].as_str()).unwrap_or_default();
+        let container = container_of(step);
         let (found, _) = containers::find(&self.client, &self.fleet.name).await.map_err(target_error)?;
         if let Some(found) = found.get(&containers::tag_safe(container)) {
             containers::destroy(&self.client, &found.node, found.vmid, &step.key.name, SHUTDOWN_S)

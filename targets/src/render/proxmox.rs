@@ -32,7 +32,7 @@ fn invalid(detail: String) -> RenderError {
 pub fn resources(fleet: &Fleet) -> Result<Vec<Resource<Value>>, RenderError> {
     match &fleet.target_settings {
         TargetSettings::Proxmox(settings) => {
-            lowering::lower(fleet, settings, &Default::default()).map_err(|err| invalid(err.to_string()))
+            lowering::lower(fleet, settings, &lowering::Cluster::default()).map_err(|err| invalid(err.to_string()))
         }
         _ => Ok(Vec::new()),
     }
