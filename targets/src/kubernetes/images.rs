@@ -13,7 +13,7 @@ use serde_json::Value;
 use orchestrator::fleet::Fleet;
 
 use super::{ConnectOptions, KubernetesTarget, classify};
-use crate::docker::port::images::{build_on, facts_on, stored_on, with_token};
+use crate::docker::port::images::{build_on, facts_on, push_built, stored_on, with_token};
 use crate::registry::{self, registry_host};
 
 /// Where built images go (`deployment.image.registry`), unless `--no-push` or nothing is built.
@@ -99,18 +99,10 @@ impl KubernetesTarget<'_> {
         let Some(registry) = self.push_to() else { return Ok(()) };
         let engine = self.engine().await?;
         let credentials = self.credentials(registry)?;
-        for image in request.images.iter().filter(|i| i.build.is_some()) {
-            let note = |status: &str, detail: &str| {
-                events(ImageEvent::Note { step: "push", node: registry, image: &image.reference, status, detail })
-            };
-            note("started", "pushing unless the registry has it");
-            let line = |text: &str| events(ImageEvent::BuildLine { image: &image.reference, line: text });
-            let ensured = registry::ensure_pushed(engine, &image.reference, registry, credentials.as_ref(), &line)
-                .await
-                .map_err(|err| TargetError::failed(format!("cannot push {} to {registry}: {err}", image.reference)))?;
-            note("done", &ensured.detail());
-            self.pinned.lock().expect("pinned images").insert(image.reference.clone(), ensured.pinned().to_string());
-        }
+        let pushed = push_built(engine, request.images, registry, credentials.as_ref(), events)
+            .await
+            .map_err(|(image, err)| TargetError::failed(format!("cannot push {image} to {registry}: {err}")))?;
+        self.pinned.lock().expect("pinned images").extend(pushed);
         Ok(())
     }
 }

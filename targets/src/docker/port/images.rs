@@ -170,6 +170,32 @@ pub(crate) async fn build_on(
     Ok(())
 }
 
+/// Pushes each built image of `images` from `engine` to `registry` (unless the registry
+/// holds its content-hash tag), with `push` events; the pinned reference of each, by local
+/// reference. A failure names the image it stopped at.
+pub(crate) async fn push_built(
+    engine: &Engine,
+    images: &[ImageSpec],
+    registry: &str,
+    credentials: Option<&registry::Credentials>,
+    events: &(dyn Fn(ImageEvent<'_>) + Sync),
+) -> Result<BTreeMap<String, String>, (String, registry::RegistryError)> {
+    let mut pinned = BTreeMap::new();
+    for image in images.iter().filter(|i| i.build.is_some()) {
+        let note = |status: &str, detail: &str| {
+            events(ImageEvent::Note { step: "push", node: registry, image: &image.reference, status, detail })
+        };
+        note("started", "pushing unless the registry has it");
+        let line = |text: &str| events(ImageEvent::BuildLine { image: &image.reference, line: text });
+        let ensured = registry::ensure_pushed(engine, &image.reference, registry, credentials, &line)
+            .await
+            .map_err(|err| (image.reference.clone(), err))?;
+        note("done", &ensured.detail());
+        pinned.insert(image.reference.clone(), ensured.pinned().to_string());
+    }
+    Ok(pinned)
+}
+
 impl DockerTarget<'_> {
     /// Whether `node` is told to pull images (`images: pull`) rather than be shipped them.
     fn pulls(&self, node: &str) -> bool {
@@ -189,26 +215,11 @@ impl DockerTarget<'_> {
         let credentials =
             registry::RegistryAuth::for_registry(registry_host(registry), &|name| std::env::var(name).ok())
                 .map_err(|err| TargetError::failed(err.to_string()).with_hint(err.hint()))?;
-        let mut pinned = BTreeMap::new();
-        for image in images.iter().filter(|i| i.build.is_some()) {
-            let note = |status: &str, detail: &str| {
-                events(ImageEvent::Note { step: "push", node: registry, image: &image.reference, status, detail })
-            };
-            note("started", "pushing unless the registry has it");
-            let line = |text: &str| events(ImageEvent::BuildLine { image: &image.reference, line: text });
-            let ensured = registry::ensure_pushed(control, &image.reference, registry, credentials.as_ref(), &line)
-                .await
-                .map_err(|err| {
-                    let hint = err.hint();
-                    TargetError::failed(format!(
-                        "cannot push {} to {registry} for the nodes that pull: {err}",
-                        image.reference
-                    ))
-                    .with_hint(format!("{hint}; nothing was stopped"))
-                })?;
-            note("done", &ensured.detail());
-            pinned.insert(image.reference.clone(), ensured.pinned().to_string());
-        }
+        let pinned =
+            push_built(control, images, registry, credentials.as_ref(), events).await.map_err(|(image, err)| {
+                TargetError::failed(format!("cannot push {image} to {registry} for the nodes that pull: {err}"))
+                    .with_hint(format!("{}; nothing was stopped", err.hint()))
+            })?;
         Ok((pinned, credentials))
     }
 
