@@ -107,7 +107,7 @@ pub async fn checks(
 }
 
 /// What the runtime does with the fleet's desired objects when no target is connected
-/// (`infra preview --offline`, and targets whose observing is not built yet): called once,
+/// (`infra preview --offline`, or a cluster or API that cannot be reached): called once,
 /// with the target's name and what its lowering made.
 pub trait Unconnected {
     type Output;

@@ -2,7 +2,7 @@
 //!
 //! A live preview observes the target through the port and plans the objects the factory
 //! lowered once, writing `--out`'s files from them ([`factory::open_lowered`]);
-//! `--offline` (and the targets whose observing is not built yet) plans what the factory
+//! `--offline` (and a Kubernetes cluster or Proxmox API that cannot be reached) plans what the factory
 //! lowers without connecting ([`factory::lower_unconnected`]), `--out` writing what it
 //! renders ([`factory::write_artifacts`]). Nothing here names a target's types.
 
@@ -92,8 +92,8 @@ pub async fn plan_live<T: Port>(
     Ok(!plan.is_empty())
 }
 
-/// Plans the fleet's objects against an empty target: `--offline`, and the targets whose
-/// observing is not built yet (the output says which).
+/// Plans the fleet's objects against an empty target: `--offline`, and a cluster or API that
+/// cannot be reached (the output says so).
 struct Offline<'a> {
     printer: &'a Printer,
     fleet: &'a Fleet,

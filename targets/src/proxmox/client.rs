@@ -164,6 +164,11 @@ impl Client {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// How long it retries and waits for tasks.
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+
     /// Requests sent so far (retries included), and how many of them wrote.
     pub fn counts(&self) -> (usize, usize) {
         (self.calls.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))

@@ -1,7 +1,10 @@
-//! The Proxmox VE API (issue 10, being built): typed requests ([`api`]), the HTTPS client
-//! with its retries and tasks ([`client`]), API tokens, task ids and outcomes ([`task`]), and
-//! how the API's TLS certificate is trusted ([`tls`]). The target behind the port and
-//! provisioning over SSH follow.
+//! The Proxmox VE target (docs/proxmox.md): typed requests ([`api`]), the HTTPS client with
+//! its retries and tasks ([`client`]), API tokens, task ids and outcomes ([`task`]), how the
+//! API's certificate is trusted ([`tls`]); the deployment's containers by their tags
+//! ([`containers`]); the target behind the port ([`target`], [`port`]) with its state
+//! documents ([`store`]) and `doctor` checks ([`doctor`]); and what runs inside the
+//! containers, over SSH ([`release`], [`provision`]: built and tested, not yet called by
+//! `infra up` or the rollout).
 
 pub mod api;
 pub mod client;

@@ -146,7 +146,21 @@ impl ServiceManager {
 
 /// Runs `script` as root over `session`, failing with its stderr when it exits non-zero.
 async fn script(session: &Session, what: &str, script: &str) -> Result<String, ProvisionError> {
-    let out = session.exec(&format!("sh -c {}", quote(script))).await?;
+    script_with_input(session, what, script, None).await
+}
+
+/// [`script`] with `input` as its standard input: files and secrets, never on a command line.
+async fn script_with_input(
+    session: &Session,
+    what: &str,
+    script: &str,
+    input: Option<&[u8]>,
+) -> Result<String, ProvisionError> {
+    let command = format!("sh -c {}", quote(script));
+    let out = match input {
+        Some(input) => session.exec_with_input(&command, input).await?,
+        None => session.exec(&command).await?,
+    };
     if !out.success() {
         return Err(ProvisionError::Script {
             what: what.to_string(),
@@ -186,15 +200,7 @@ pub async fn install_release(session: &Session, rev: &str, tarball: &[u8]) -> Re
     let unpack = format!(
         "rm -rf {dir}.partial && mkdir -p {dir}.partial && tar -x -C {dir}.partial && chmod -R go-w {dir}.partial && mv -T {dir}.partial {dir}"
     );
-    let out = session.exec_with_input(&format!("sh -c {}", quote(&unpack)), tarball).await?;
-    if !out.success() {
-        return Err(ProvisionError::Script {
-            what: format!("installing release {rev}"),
-            address: session.address(),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
+    script_with_input(session, &format!("installing release {rev}"), &unpack, Some(tarball)).await?;
     Ok(true)
 }
 
@@ -211,15 +217,7 @@ pub async fn write_env(session: &Session, agent: &str, env: &[(String, String)])
     let write = format!(
         "umask 077 && mkdir -p {dir} && cat > {dir}/env.new && chmod 0600 {dir}/env.new && mv {dir}/env.new {dir}/env"
     );
-    let out = session.exec_with_input(&format!("sh -c {}", quote(&write)), text.as_bytes()).await?;
-    if !out.success() {
-        return Err(ProvisionError::Script {
-            what: format!("writing the environment of {agent}"),
-            address: session.address(),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
+    script_with_input(session, &format!("writing the environment of {agent}"), &write, Some(text.as_bytes())).await?;
     Ok(())
 }
 
