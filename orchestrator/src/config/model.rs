@@ -166,6 +166,17 @@ pub struct ProxmoxSettings {
     pub cores: u32,
     pub unprivileged: bool,
     pub ssh_public_keys: Option<String>,
+    pub ssh_port: u16,
+    pub service_manager: ServiceManager,
+}
+
+/// What runs the agents' services in a Proxmox VE container (`deployment.proxmox.service_manager`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceManager {
+    #[default]
+    Systemd,
+    Runit,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -120,6 +120,10 @@ pub struct ProxmoxSettings {
     pub cores: u32,
     pub unprivileged: bool,
     pub ssh_public_keys: Option<String>,
+    /// Where sshd listens in the containers.
+    pub ssh_port: u16,
+    /// What runs the agents' services in the containers.
+    pub service_manager: crate::config::model::ServiceManager,
 }
 
 /// One Proxmox node's container.
@@ -186,6 +190,8 @@ fn proxmox_settings(proxmox: &model::ProxmoxSettings) -> ProxmoxSettings {
         cores: proxmox.cores,
         unprivileged: proxmox.unprivileged,
         ssh_public_keys: proxmox.ssh_public_keys.clone(),
+        ssh_port: proxmox.ssh_port,
+        service_manager: proxmox.service_manager,
     }
 }
 

@@ -125,8 +125,23 @@ pub(super) const PROXMOX: Object = Object {
             &STR,
             "rivetctl: authorized keys installed for root in new containers (key login only).",
         ),
+        Field::new(
+            "ssh_port",
+            &PORT1,
+            "rivetctl: port of sshd in the containers, where rivetctl provisions and updates the agents (as root, with `deployment.ssh.identity_file`, host keys pinned from the create task).",
+        )
+        .default(I(22)),
+        Field::new(
+            "service_manager",
+            &Ty::Enum(SERVICE_MANAGERS),
+            "rivetctl: what runs the agents' services in the containers: `systemd` (the OS template's init, hardened units `rivetos@<agent>`) or `runit` (containers whose init is runit).",
+        )
+        .default(S("systemd")),
     ],
 };
+
+/// `deployment.proxmox.service_manager`.
+pub const SERVICE_MANAGERS: &[&str] = &["systemd", "runit"];
 
 const K8S_RESOURCES: Object = Object {
     unknown: Unknown::Warn("Unknown key \"{key}\" in \"{path}\""),
