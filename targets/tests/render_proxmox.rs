@@ -105,7 +105,8 @@ fn clashing_vmids_are_an_error() {
 
 #[test]
 fn resources_are_stateful_containers() {
-    let resources = proxmox::resources(&fleet(CONFIG)).unwrap();
+    let all = proxmox::resources(&fleet(CONFIG)).unwrap();
+    let resources: Vec<_> = all.iter().filter(|r| r.key.kind == "lxc").collect();
     assert_eq!(resources.len(), 3);
     let (hub, pve1, pve2) = (&resources[0], &resources[1], &resources[2]);
     assert_eq!(
@@ -126,6 +127,38 @@ fn resources_are_stateful_containers() {
         assert!(!hub.forces_replacement(field), "{field} changes in place");
     }
     assert!(!hub.fields.contains_key("description") && !hub.fields.contains_key("tags"), "derived, not fields");
+}
+
+/// After the containers, one service per agent in its node's container: its own health
+/// port (unique in the deployment, from `deployment.health.port`), the release named by the
+/// image's tag, how it reaches the datahub (a secret: a digest in the fields, the value
+/// only in the payload the adapter writes into the 0600 environment file).
+#[test]
+fn each_agent_is_a_service_in_its_node_s_container() {
+    let fleet = fleet(CONFIG);
+    let all = proxmox::resources(&fleet).unwrap();
+    let services: Vec<_> = all.iter().filter(|r| r.key.kind == "service").collect();
+    let seen: Vec<(&str, &str, &str, &str)> = services
+        .iter()
+        .map(|s| (s.key.node.as_str(), s.key.name.as_str(), &*s.fields["container"].text, &*s.fields["port"].text))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("pve1", "rivetos@gemini", "agents-pve1", "3100"),
+            ("pve1", "rivetos@opus", "agents-pve1", "3102"),
+            ("pve2", "rivetos@grok", "agents-pve2", "3101"),
+        ]
+    );
+    let opus = services[1];
+    assert_eq!(opus.component, Component::Agent("opus".into()));
+    assert!(!opus.stateful && opus.replace_on.is_empty());
+    let url = &opus.fields["env.RIVETOS_PG_URL"];
+    assert!(url.sensitive && url.text.starts_with("sensitive:"), "{url:?}");
+    let env = &opus.payload["env"];
+    assert!(env["RIVETOS_PG_URL"].as_str().unwrap().contains("@10.4.0.10:5432/"), "{env}");
+    assert_eq!((env["RIVETOS_AGENT_ID"].as_str(), env["RIVETOS_HEALTH_PORT"].as_str()), (Some("opus"), Some("3102")));
+    assert_eq!(opus.payload["release"], opus.fields["image"].text.rsplit(':').next().unwrap());
 }
 
 // ---- checking parameters against the official schema ----

@@ -226,8 +226,9 @@ impl<P> Plan<P> {
 
 fn wave_of(component: &Component, action: Action) -> u32 {
     match (action, component) {
-        (Action::Delete, Component::Agent(_) | Component::Migrate | Component::Host) => 6,
-        (Action::Delete, Component::Datahub) => 7,
+        (Action::Delete, Component::Agent(_) | Component::Migrate) => 6,
+        // After the agents it hosts: their services are stopped and removed first.
+        (Action::Delete, Component::Datahub | Component::Host) => 7,
         (Action::Delete, Component::Foundation) => 8,
         (Action::Delete, Component::Storage) => 9,
         (_, Component::Foundation) => 1,

@@ -67,5 +67,9 @@ pub fn artifact(deployment: &str, resource: &Resource<Value>) -> Result<Artifact
 
 /// `proxmox/<container>.json` for every container.
 pub fn artifacts(fleet: &Fleet) -> Result<Vec<Artifact>, RenderError> {
-    resources(fleet)?.iter().map(|resource| artifact(&fleet.name, resource)).collect()
+    resources(fleet)?
+        .iter()
+        .filter(|resource| resource.key.kind == lowering::KIND)
+        .map(|resource| artifact(&fleet.name, resource))
+        .collect()
 }

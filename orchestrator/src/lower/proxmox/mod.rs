@@ -23,6 +23,9 @@
 //! not fields. A new `ostemplate`, `unprivileged` flag, vmid or storage needs a new
 //! container; a bigger disk is grown in place and never replaces one.
 //!
+//! After the containers, one resource per agent: its service inside its node's container
+//! ([`services`]).
+//!
 //! Pure: no I/O; output is deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +35,8 @@ use serde_json::{Value, json};
 
 use crate::fleet::{EnvValue, Fleet, ProxmoxSettings};
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
+
+pub mod services;
 
 /// Resource kind of a container.
 pub const KIND: &str = "lxc";
@@ -78,6 +83,11 @@ pub struct Cluster {
     pub taken: BTreeSet<u32>,
     /// What `/cluster/nextid` said, when it was asked ([`needs_next_id`]).
     pub next_id: Option<u32>,
+    /// The health port each agent found in its container has, by agent id
+    /// ([`services::ports`]).
+    pub ports: BTreeMap<String, u16>,
+    /// Every health port an agent found has (kept or moving away): not given to a new one.
+    pub busy_ports: BTreeSet<u16>,
 }
 
 /// Whether a new container has no `ctid_start` to take its vmid from, so that the cluster's
@@ -350,6 +360,8 @@ pub fn lower(fleet: &Fleet, settings: &ProxmoxSettings, cluster: &Cluster) -> Re
             payload: json!({"container": container.id, "agents": container.agents, "params": params}),
         });
     }
+    let datahub_address = containers.iter().zip(&addresses).find(|(c, _)| c.id == DATAHUB).and_then(|(_, a)| *a);
+    out.extend(services::services(fleet, settings, cluster, datahub_address));
     Ok(out)
 }
 
@@ -369,7 +381,7 @@ mod tests {
         let cluster = Cluster {
             identities: BTreeMap::from([("datahub".into(), found(310)), ("agents-pve2".into(), found(320))]),
             taken: BTreeSet::from([310, 320, 330, 340]),
-            next_id: None,
+            ..Cluster::default()
         };
         let start = |node: &str| match node {
             "pve2" => Some(400),
