@@ -53,13 +53,7 @@ impl Context {
 /// Refuses targets whose apply is not built yet, saying what works instead.
 pub fn require_applied(project: &Project, command: &str) -> anyhow::Result<()> {
     match project.config.raw.deployment.target {
-        Target::Docker | Target::Kubernetes => Ok(()),
-        // The containers through the API; what runs inside them (over SSH) is being built.
-        Target::Proxmox if matches!(command, "update" | "rollback" | "build") => Err(hinted(
-            format!("`{command}` is not implemented for the proxmox target yet"),
-            "`infra up` creates and updates the containers; provisioning RivetOS inside them over SSH is being built (docs/proxmox.md, Status)",
-        )),
-        Target::Proxmox => Ok(()),
+        Target::Docker | Target::Kubernetes | Target::Proxmox => Ok(()),
         Target::Manual => {
             Err(hinted(format!("`{command}` does not apply to target \"manual\""), crate::commands::preview::MANUAL))
         }

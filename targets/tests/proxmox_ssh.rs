@@ -178,8 +178,11 @@ async fn one_agent_of_a_container_rolls_back_by_its_link_and_the_other_is_untouc
     let ct = container("prov", 94).await;
     let session = connect(&ct.ip, ct.port, "root", &options(&ct.key, ct.host_keys.clone())).await.unwrap();
     provision::ensure_user(&session).await.unwrap();
-    assert!(provision::install_release(&session, "good-1", &release(false).await).await.unwrap());
-    assert!(!provision::install_release(&session, "good-1", &release(false).await).await.unwrap(), "installed once");
+    assert!(provision::install_release(&session, "good-1", &release(false).await, &meta("1.0.0")).await.unwrap());
+    assert!(
+        !provision::install_release(&session, "good-1", &release(false).await, &meta("1.0.0")).await.unwrap(),
+        "installed once"
+    );
     let ports = [free_port("0.0.0.0"), free_port("0.0.0.0")];
     let manager = ServiceManager::Runit;
     for (agent, port) in ["a1", "a2"].iter().zip(ports) {
@@ -207,7 +210,7 @@ async fn one_agent_of_a_container_rolls_back_by_its_link_and_the_other_is_untouc
     let a2_before = pid(&session, "a2").await;
 
     // a1 to a broken revision: its link and service only.
-    provision::install_release(&session, "bad-2", &release(true).await).await.unwrap();
+    provision::install_release(&session, "bad-2", &release(true).await, &meta("2.0.0")).await.unwrap();
     assert_eq!(provision::switch(&session, "a1", "bad-2").await.unwrap().as_deref(), Some("good-1"));
     provision::control(&session, manager, "a1", "restart").await.unwrap();
     until_health(&session, ports[0], |live, status| !live && status == Some("unhealthy")).await;
@@ -223,4 +226,13 @@ async fn one_agent_of_a_container_rolls_back_by_its_link_and_the_other_is_untouc
     provision::control(&session, manager, "a1", "stop").await.unwrap();
     until_health(&session, ports[0], |live, _| !live).await;
     session.close().await.unwrap();
+}
+
+/// What a release records (the version its agents report, from its image).
+fn meta(version: &str) -> provision::ReleaseMeta {
+    provision::ReleaseMeta {
+        reference: format!("rivetos-agent:{version}"),
+        version: Some(version.to_string()),
+        ..provision::ReleaseMeta::default()
+    }
 }

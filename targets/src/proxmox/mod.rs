@@ -6,6 +6,7 @@
 //! containers, over SSH ([`release`], [`provision`]: built and tested, not yet called by
 //! `infra up` or the rollout).
 
+pub mod agents;
 pub mod api;
 pub mod client;
 pub mod containers;

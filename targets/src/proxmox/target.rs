@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orchestrator::fleet::{Fleet, ProxmoxSettings, TargetSettings};
+use orchestrator::lower::proxmox::services;
 use orchestrator::lower::proxmox::{self as lowering, DATAHUB, Identity};
-use orchestrator::plan::{Action, Step};
+use orchestrator::plan::{Action, Step, Wait};
 use orchestrator::port::{Readiness, Target, TargetError};
 use orchestrator::resource::{Component, ObservedResource, ObservedState, Resource, ResourceKey};
 use serde_json::Value;
@@ -49,6 +50,19 @@ pub struct ProxmoxTarget<'f> {
     pub(crate) version: String,
     /// The deployment's documents, in its first container's description.
     pub(crate) store: ProxmoxStore,
+    pub(crate) config_dir: std::path::PathBuf,
+    /// How containers are reached over SSH (the pins are each container's).
+    pub(crate) ssh: crate::ssh::SshOptions,
+    /// One SSH connection per container, by identity.
+    pub(crate) sessions: tokio::sync::Mutex<BTreeMap<String, Arc<crate::ssh::Session>>>,
+    /// The agents found in each running agents container on open, by container identity.
+    pub(crate) agents: BTreeMap<String, Vec<super::provision::Found>>,
+    /// Releases made in this run, by name.
+    pub(crate) releases: tokio::sync::Mutex<BTreeMap<String, Arc<super::agents::Built>>>,
+    /// This machine's Docker Engine (releases are built there), once needed.
+    pub(crate) engine: tokio::sync::OnceCell<crate::docker::Engine>,
+    /// One release installation at a time per container, by identity.
+    pub(crate) installing: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A [`TargetError`] from an API error, with its hint.
@@ -98,7 +112,7 @@ fn container_of(step: &Step<Value>) -> &str {
 }
 
 /// The address in a config's `net0` (`ip=10.4.0.10/24`).
-fn address_of(config: &BTreeMap<String, String>) -> Option<std::net::Ipv4Addr> {
+pub(crate) fn address_of(config: &BTreeMap<String, String>) -> Option<std::net::Ipv4Addr> {
     let net0 = config.get("net0")?;
     let ip = net0.split(',').find_map(|p| p.strip_prefix("ip="))?;
     ip.split('/').next()?.parse().ok()
@@ -157,8 +171,16 @@ impl<'f> ProxmoxTarget<'f> {
             desired: Vec::new(),
             version: version.version,
             store: ProxmoxStore::new(client, None),
+            config_dir: config_dir.to_path_buf(),
+            ssh: crate::docker::port::nodes::ssh_options(fleet, config_dir),
+            sessions: tokio::sync::Mutex::new(BTreeMap::new()),
+            agents: BTreeMap::new(),
+            releases: tokio::sync::Mutex::new(BTreeMap::new()),
+            engine: tokio::sync::OnceCell::new(),
+            installing: std::sync::Mutex::new(BTreeMap::new()),
         };
         let guests = target.refresh().await?;
+        target.agents = target.read_agents().await;
         target.desired = target.lower_with(&guests).await?;
         let home = target.home_container().and_then(|id| target.live.get(&containers::tag_safe(&id)));
         if let Some(live) = home {
@@ -199,7 +221,14 @@ impl<'f> ProxmoxTarget<'f> {
         } else {
             None
         };
-        let cluster = lowering::Cluster { identities, taken: guests.iter().map(|g| g.vmid).collect(), next_id };
+        let (ports, busy_ports) = self.found_ports();
+        let cluster = lowering::Cluster {
+            identities,
+            taken: guests.iter().map(|g| g.vmid).collect(),
+            next_id,
+            ports,
+            busy_ports,
+        };
         lowering::lower(self.fleet, self.settings, &cluster).map_err(|err| TargetError::failed(err.to_string()))
     }
 
@@ -221,10 +250,15 @@ impl<'f> ProxmoxTarget<'f> {
     }
 }
 
-/// The requests that take one step's container to its end state, in order; `live` is the
+/// The API requests that take one step's container to its end state, in order (none for an
+/// agent's service); `live` is the
 /// live container's vmid and config (updates, replaces, deletes: its digest guards the
 /// update, its description's state lines are kept).
 pub fn requests(deployment: &str, step: &Step<Value>, live: Option<(u32, &BTreeMap<String, String>)>) -> Vec<Request> {
+    if step.key.kind != lowering::KIND {
+        // An agent's service is installed over SSH, not through the API.
+        return Vec::new();
+    }
     let node = step.key.node.as_str();
     let create = |resource: &Resource<Value>| api::create(node, &create_params(deployment, resource));
     let take_down = |vmid: u32| vec![api::shutdown(node, vmid, SHUTDOWN_S), api::destroy(node, vmid)];
@@ -322,11 +356,15 @@ impl Target for ProxmoxTarget<'_> {
                 immutable: Vec::new(),
             });
         }
+        out.extend(self.observed_agents());
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     async fn apply(&self, step: &Step<Value>) -> Result<(), TargetError> {
+        if step.key.kind == services::KIND {
+            return self.apply_agent(step).await;
+        }
         // The digest and vmid just before: another run or the GUI may have changed it.
         let live = match self.live_of(&step.key) {
             Some(live) => {
@@ -406,8 +444,12 @@ impl Target for ProxmoxTarget<'_> {
     }
 
     async fn wait(&self, step: &Step<Value>, deadline: Duration) -> Result<Readiness, TargetError> {
-        if step.action == Action::Delete {
+        if step.action == Action::Delete || step.wait == Wait::Nothing {
             return Ok(Readiness::Ready);
+        }
+        if step.key.kind == services::KIND {
+            let Some(desired) = &step.desired else { return Ok(Readiness::Ready) };
+            return self.wait_agent(desired, deadline).await;
         }
         let started = std::time::Instant::now();
         loop {
@@ -429,6 +471,16 @@ impl Target for ProxmoxTarget<'_> {
     }
 
     async fn discard(&self, step: &Step<Value>) -> Result<(), TargetError> {
+        if step.key.kind == services::KIND {
+            // The agent's service is stopped: a failed agent does not keep restarting.
+            let (Some(desired), Component::Agent(agent)) = (&step.desired, &step.component) else { return Ok(()) };
+            let container = desired.payload["container"].as_str().unwrap_or_default();
+            let session = self.session(container).await?;
+            let grace = Duration::from_millis(desired.stop_grace_ms.unwrap_or(30_000));
+            return super::provision::stop(&session, self.manager(), agent, grace)
+                .await
+                .map_err(|e| super::agents::provision_error(container, e));
+        }
         let container = container_of(step);
         let (found, _) = containers::find(&self.client, &self.fleet.name).await.map_err(target_error)?;
         if let Some(found) = found.get(&containers::tag_safe(container)) {
@@ -471,6 +523,7 @@ impl ProxmoxTarget<'_> {
         let mut all: Vec<crate::render::Artifact> = self
             .desired
             .iter()
+            .filter(|resource| resource.key.kind == lowering::KIND)
             .map(|resource| crate::render::proxmox::artifact(&self.fleet.name, resource))
             .collect::<Result<_, _>>()?;
         all.extend(crate::render::systemd::artifacts(self.fleet)?);

@@ -135,6 +135,20 @@ fn host_pattern(host: &str, port: u16) -> String {
 
 impl SshError {
     /// What to do about it.
+    /// Whether the host did not answer (or the connection was lost), as opposed to
+    /// answering with a refusal: what a resumed command can get past.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SshError::Connect { .. }
+                | SshError::ConnectTimeout { .. }
+                | SshError::Handshake { .. }
+                | SshError::ChannelOpen { .. }
+                | SshError::Command { .. }
+                | SshError::Timeout { .. }
+        )
+    }
+
     pub fn hint(&self) -> String {
         match self {
             SshError::NoHome { .. } => "set HOME, or give the path without `~`".into(),
