@@ -1,36 +1,83 @@
 //! `rivetctl infra preview|up|destroy` on the Proxmox VE target, through the binary, against
 //! the fake Proxmox VE API of the testkit (every request checked against the official
-//! schema, tasks with UPIDs and logs, injected failures). The API part only: provisioning
-//! inside the containers over SSH is not built yet (docs/proxmox.md, Status).
+//! schema, tasks with UPIDs and logs, injected failures). Its containers are Docker
+//! stand-ins with a real sshd on their loopback addresses, so that the agents' services
+//! are provisioned for real (tests/proxmox_update.rs covers those); the assertions here are
+//! about the API.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::process::Output;
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::{describe, rivetctl, run};
-use testkit::proxmox::{FakePve, Logged, Options};
+use testkit::proxmox::standin::DockerStandins;
+use testkit::proxmox::{FakePve, Logged, Options, Runtime};
 
 /// A fleet on the fake: pve1 (datahub and agents, vmids from 310), pve2 (agents, vmids
-/// from the cluster), a subnet of its own, the token secret in `.env`.
+/// from the cluster), a loopback subnet of its own, the token secret in `.env`, the source
+/// tree of examples/quickstart.
 struct Fleet {
     dir: tempfile::TempDir,
     pve: FakePve,
+    /// `127.a.b`: the containers' subnet without its last part.
+    subnet: String,
+    ssh_port: u16,
+    health_port: u16,
+    key: std::path::PathBuf,
+    public: String,
+    _standins: Option<Arc<DockerStandins>>,
     // Last: the fake's threads serve while the test runs.
     _runtime: tokio::runtime::Runtime,
 }
 
 const NODES: &str = "      - { name: pve1, host: 10.0.0.11, role: both, ctid_start: 310 }\n      - { name: pve2, host: 10.0.0.12, role: agents }\n";
 
+/// A free port on `ip` a moment ago.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Unique per test of this binary: its own subnet and stand-in label.
+static COUNTER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 impl Fleet {
+    /// With stand-ins: containers that start are reachable over SSH.
     fn new() -> Fleet {
+        Fleet::start(true)
+    }
+
+    /// Without stand-ins: the API only (nothing may provision agents).
+    fn api_only() -> Fleet {
+        Fleet::start(false)
+    }
+
+    fn start(standins: bool) -> Fleet {
+        support::base_image::ensure_base_image();
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subnet = format!("127.{}.{}", 100 + n, std::process::id() % 250);
+        let ssh_port = free_port(&format!("{subnet}.1"));
+        let standins = standins.then(|| {
+            Arc::new(DockerStandins::new(&format!("pvetest{n}-{}", std::process::id()), ssh_port).expect("stand-ins"))
+        });
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let options = Options { task_duration: Duration::from_millis(30), ..Options::default() };
+        let shared: Option<Arc<dyn Runtime>> = standins.clone().map(|s| s as Arc<dyn Runtime>);
+        let options = Options { task_duration: Duration::from_millis(30), runtime: shared, ..Options::default() };
         let pve =
             runtime.block_on(FakePve::start(options)).unwrap_or_else(|e| panic!("the fake PVE API starts: {e:#}"));
         let dir = tempfile::Builder::new().prefix("rivetctl-pve-").tempdir().unwrap();
-        let fleet = Fleet { dir, pve, _runtime: runtime };
+        support::docker::copy_tree(&support::repo().join("examples/quickstart"), dir.path());
+        let (key, public) = testkit::proxmox::raw::keypair(dir.path(), "id_ed25519");
+        let health_port = loop {
+            let port = free_port("0.0.0.0");
+            if port < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("0.0.0.0", port + i)).is_ok()) {
+                break port;
+            }
+        };
+        let fleet =
+            Fleet { dir, pve, subnet, ssh_port, health_port, key, public, _standins: standins, _runtime: runtime };
         fleet.write(NODES, 2048, 8);
         std::fs::write(
             fleet.dir.path().join(".env"),
@@ -45,10 +92,15 @@ impl Fleet {
 
     fn write(&self, nodes: &str, memory: u32, rootfs: u32) {
         let config = format!(
-            "deployment:\n  target: proxmox\n  docker: {{project_name: pvetest}}\n  image: {{build_from_source: false}}\n  proxmox:\n    api_url: {url}\n    token_id: \"{token}\"\n    token_secret: ${{PVE_TOKEN_SECRET}}\n    fingerprint: \"{pin}\"\n    memory_mb: {memory}\n    rootfs_gb: {rootfs}\n    nodes:\n{nodes}    network: {{ bridge: vmbr0, subnet: 10.77.0.0/24, gateway: 10.77.0.1 }}\nagents:\n  opus: {{ provider: anthropic }}\n  grok: {{ provider: xai }}\n  gemini: {{ provider: google }}\n",
+            "deployment:\n  target: proxmox\n  docker: {{project_name: pvetest}}\n  source: {{path: .}}\n  ssh: {{identity_file: {key}}}\n  health: {{port: {health}, interval: 2s, timeout: 2s, start_period: 5s, deadline: 60s}}\n  update: {{min_healthy_time: 1s, stop_grace_period: 5s}}\n  proxmox:\n    api_url: {url}\n    token_id: \"{token}\"\n    token_secret: ${{PVE_TOKEN_SECRET}}\n    fingerprint: \"{pin}\"\n    ssh_port: {ssh_port}\n    service_manager: runit\n    ssh_public_keys: \"{public}\"\n    memory_mb: {memory}\n    rootfs_gb: {rootfs}\n    nodes:\n{nodes}    network: {{ bridge: vmbr0, subnet: {subnet}.0/24, gateway: {subnet}.1 }}\nagents:\n  opus: {{ provider: anthropic }}\n  grok: {{ provider: xai }}\n  gemini: {{ provider: google }}\n",
+            key = self.key.display(),
+            health = self.health_port,
             url = self.pve.url(),
             token = self.pve.token_id(),
             pin = self.pve.fingerprint(),
+            ssh_port = self.ssh_port,
+            public = self.public,
+            subnet = self.subnet,
         );
         std::fs::write(self.dir.path().join("rivet.config.yaml"), config).unwrap();
     }
@@ -78,6 +130,11 @@ impl Fleet {
     }
 }
 
+/// The changes of a plan to containers (not to the agents' services).
+fn container_changes(plan: &serde_json::Value) -> Vec<&serde_json::Value> {
+    plan["changes"].as_array().unwrap().iter().filter(|c| c["kind"] == "lxc").collect()
+}
+
 fn writes(requests: &[Logged]) -> Vec<String> {
     requests.iter().filter(|r| r.is_write()).map(|r| format!("{} {}", r.method, r.path)).collect()
 }
@@ -89,13 +146,26 @@ fn a_fleet_from_empty_then_a_no_op_a_change_drift_and_a_reordered_node_list() {
     // Preview from empty: three creates, each the exact request it will send; nothing written.
     let plan = fleet.plan();
     assert_eq!(plan["observed"], "live");
-    let changes = plan["changes"].as_array().unwrap();
+    let changes = container_changes(&plan);
     let names: Vec<&str> = changes.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["pvetest-datahub", "pvetest-agents-pve1", "pvetest-agents-pve2"]);
+    let services: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "service")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        services,
+        ["rivetos@gemini", "rivetos@opus", "rivetos@grok"],
+        "each agent's service, after the containers"
+    );
     let create = &changes[2]["requests"][0];
     assert_eq!((create["method"].as_str(), create["path"].as_str()), (Some("POST"), Some("/nodes/pve2/lxc")));
     assert_eq!(create["params"]["vmid"], "100", "pve2 has no ctid_start: the cluster's next id");
-    assert_eq!(create["params"]["net0"], "name=eth0,bridge=vmbr0,ip=10.77.0.12/24,gw=10.77.0.1");
+    let subnet = &fleet.subnet;
+    assert_eq!(create["params"]["net0"], format!("name=eth0,bridge=vmbr0,ip={subnet}.12/24,gw={subnet}.1"));
     assert!(writes(&fleet.pve.requests()).is_empty(), "preview writes nothing");
     let text = serde_json::to_string(&plan).unwrap();
     assert!(!text.contains(fleet.pve.token_secret()) && !text.contains("pg-secret-value"), "no secret in the plan");
@@ -146,7 +216,7 @@ fn a_fleet_from_empty_then_a_no_op_a_change_drift_and_a_reordered_node_list() {
     let plan = fleet.plan();
     let actions: Vec<&str> =
         plan["changes"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["update", "update", "update"], "{plan:#}");
+    assert_eq!(actions, ["update", "update", "update"], "the containers only: {plan:#}");
     let requests: Vec<String> = plan["changes"][0]["requests"]
         .as_array()
         .unwrap()
@@ -242,10 +312,12 @@ fn destroy_keeps_the_datahub_unless_volumes_and_failures_are_clear() {
 }
 
 /// The API requests `infra preview --output json` lists for examples/proxmox, from empty and
-/// after a change, as golden files: the example's config pointed at the fake.
+/// after a change, as golden files: the example's config pointed at the fake. The example's
+/// containers are made by sending the from-empty requests themselves (the example's
+/// addresses are not this machine's, so no agent could be provisioned there).
 #[test]
 fn the_example_s_request_lists_match_golden_files() {
-    let fleet = Fleet::new();
+    let fleet = Fleet::api_only();
     let example = std::fs::read_to_string(support::repo().join("examples/proxmox/rivet.config.yaml")).unwrap();
     let mut config = String::new();
     for line in example.lines() {
@@ -260,13 +332,36 @@ fn the_example_s_request_lists_match_golden_files() {
     assert!(config.contains(&fleet.pve.url()) && config.contains(&fleet.pve.fingerprint()));
     std::fs::write(fleet.dir.path().join("rivet.config.yaml"), &config).unwrap();
     let requests = |plan: &serde_json::Value| {
-        let lists: Vec<&serde_json::Value> =
-            plan["changes"].as_array().unwrap().iter().map(|c| &c["requests"]).collect();
+        let lists: Vec<&serde_json::Value> = container_changes(plan).iter().map(|c| &c["requests"]).collect();
         serde_json::to_string_pretty(&lists).unwrap() + "\n"
     };
-    support::golden("tests/golden/examples/proxmox/preview-requests.json", &requests(&fleet.plan()));
+    let empty = fleet.plan();
+    support::golden("tests/golden/examples/proxmox/preview-requests.json", &requests(&empty));
 
-    fleet.expect(&["infra", "up", "--yes"], 0);
+    // The creates, as listed, sent to the fake; then the change.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for change in container_changes(&empty) {
+        for request in change["requests"].as_array().unwrap() {
+            let params: Vec<(&str, &str)> =
+                request["params"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
+            let (method, path) = (request["method"].as_str().unwrap(), request["path"].as_str().unwrap());
+            let answer = runtime
+                .block_on(testkit::proxmox::raw::send(
+                    &fleet.pve,
+                    method,
+                    path,
+                    &params,
+                    testkit::proxmox::raw::Auth::Token,
+                ))
+                .unwrap();
+            assert_eq!(answer.status, 200, "{method} {path}: {answer:?}");
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fleet.pve.containers().iter().filter(|c| c.running).count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the example's containers start: {:?}", fleet.vmids());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::write(
         fleet.dir.path().join("rivet.config.yaml"),
         config.replace("  proxmox:\n", "  proxmox:\n    memory_mb: 4096\n    rootfs_gb: 16\n"),
@@ -322,6 +417,8 @@ fn doctor_reports_the_api_the_nodes_and_the_containers() {
     fleet.expect(&["infra", "up", "--yes"], 0);
     let (_, found) = checks(&["--output", "json", "doctor"]);
     assert!(found["containers of pvetest"].1.starts_with("3 of 3 found: "), "{found:?}");
+    let ssh = &found["ssh pvetest-agents-pve1"];
+    assert!(ssh.0 && ssh.1.ends_with("answers with its pinned host key; sv is there"), "{found:?}");
 
     fleet.pve.expire_token();
     let (out, found) = checks(&["--output", "json", "doctor"]);

@@ -27,7 +27,7 @@ pub fn docker_status(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().expect("docker CLI")
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub fn copy_tree(from: &Path, to: &Path) {
     for entry in walk(from) {
         let relative = entry.strip_prefix(from).unwrap();
         if relative.starts_with(".rivetctl") {
