@@ -12,6 +12,8 @@
 #   source package into /opt/rivetctl/kubernetes/bin (scripts/kubernetes/build-apiserver.sh;
 #   5-15 minutes the first time): the Kubernetes tests start their own server with them;
 # - kubernetes-validate 1.37.0 (pip), which checks rendered Kubernetes manifests;
+# - pgserver 0.1.4 (pip): its relocatable PostgreSQL 16 with pgvector goes into the image of
+#   the Proxmox tests' container stand-ins (testkit/src/proxmox/standin/image.rs);
 # - /run/sshd, sshd's privilege separation directory;
 # - the local base image rivetos-base:busybox (examples/base-image/build.sh), so the
 #   quickstart builds offline. This step needs a running Docker Engine.
@@ -26,6 +28,9 @@ PACKAGES=(busybox-static openssh-server docker-compose systemd socat openssl ipr
 KUBERNETES_VALIDATE=1.37.0
 # Where kubernetes-validate goes when the system Python refuses pip installs (PEP 668).
 VENV=/opt/rivetctl/kubernetes-validate
+PGSERVER=0.1.4
+# Where pgserver goes in that case; the testkit looks for its python3 there.
+PGSERVER_VENV=/opt/rivetctl/pgserver
 
 say() { echo "install-prerequisites: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -88,7 +93,34 @@ else
     say "kubernetes-validate: $KUBERNETES_VALIDATE installed ($(command -v kubernetes-validate))"
 fi
 
-# 4. sshd's privilege separation directory (the SSH tests start their own sshd).
+# 4. pgserver, for the PostgreSQL of the stand-ins' image.
+pgserver_version() { "$1" -c 'import importlib.metadata as m; print(m.version("pgserver"))' 2>/dev/null || true; }
+if [ "$(pgserver_version python3)" = "$PGSERVER" ]; then
+    say "pgserver: $PGSERVER present ($(command -v python3))"
+elif [ "$(pgserver_version "$PGSERVER_VENV/bin/python3")" = "$PGSERVER" ]; then
+    say "pgserver: $PGSERVER present ($PGSERVER_VENV)"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 not found (apt-get install python3)"
+    managed="$(python3 -c 'import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))')"
+    if [ "$managed" = True ]; then
+        if ! python3 -c 'import ensurepip' 2>/dev/null; then
+            say "pgserver: installing python3-venv"
+            "${SUDO[@]}" apt-get install -y -qq python3-venv >/dev/null
+        fi
+        say "pgserver: installing $PGSERVER into $PGSERVER_VENV (the system Python is externally managed)"
+        "${SUDO[@]}" python3 -m venv "$PGSERVER_VENV"
+        "${SUDO[@]}" "$PGSERVER_VENV/bin/pip" install -q "pgserver==$PGSERVER"
+        python="$PGSERVER_VENV/bin/python3"
+    else
+        say "pgserver: installing $PGSERVER with $(command -v python3) -m pip"
+        python3 -m pip install -q "pgserver==$PGSERVER"
+        python=python3
+    fi
+    [ "$(pgserver_version "$python")" = "$PGSERVER" ] || die "pgserver $PGSERVER is not importable by $python after installing it"
+    say "pgserver: $PGSERVER installed ($python)"
+fi
+
+# 5. sshd's privilege separation directory (the SSH tests start their own sshd).
 if [ -d /run/sshd ]; then
     say "/run/sshd: present"
 else
@@ -96,7 +128,7 @@ else
     say "/run/sshd: created"
 fi
 
-# 5. The examples' .env files hold (demo) secrets: private, as rivetctl doctor expects. Git
+# 6. The examples' .env files hold (demo) secrets: private, as rivetctl doctor expects. Git
 #    records no mode but the executable bit, so a fresh clone has them 0644.
 for env_file in examples/*/.env; do
     [ -f "$env_file" ] || continue
@@ -106,7 +138,7 @@ for env_file in examples/*/.env; do
     fi
 done
 
-# 6. The base image the examples build FROM, on the local engine.
+# 7. The base image the examples build FROM, on the local engine.
 docker version --format 'docker: Engine {{.Server.Version}} (API {{.Server.APIVersion}})' >&2 \
     || die "the Docker Engine is not reachable; start it (and make sure this user may use it), then run this script again"
 say "base image: examples/base-image/build.sh"
