@@ -125,6 +125,9 @@ pub enum Component {
     /// A machine that runs agents (a Proxmox VE container hosting a node's agents): after
     /// the datahub, removed with the agents. Not an agent itself, so never rolled out.
     Host,
+    /// The datahub's database as a service inside its host (Proxmox VE: PostgreSQL in the
+    /// datahub's container): after the host, removed before it. Its data is the host's.
+    Database,
     /// One agent, by id.
     Agent(String),
 }

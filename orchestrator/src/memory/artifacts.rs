@@ -167,6 +167,7 @@ impl<P: Clone> Artifacts for MemoryTarget<P> {
             Component::Datahub => "datahub",
             Component::Migrate => "migrate",
             Component::Host => "host",
+            Component::Database => "database",
             Component::Agent(_) => "agent",
         };
         Ok(Details {

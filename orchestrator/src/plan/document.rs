@@ -107,6 +107,7 @@ pub fn plan_document<P>(plan: &Plan<P>, observed: &str) -> PlanDocument {
                     Component::Datahub => "datahub",
                     Component::Migrate => "migrate",
                     Component::Host => "host",
+                    Component::Database => "database",
                     Component::Agent(_) => "agent",
                 },
                 agent: match &step.component {

@@ -226,7 +226,7 @@ impl<P> Plan<P> {
 
 fn wave_of(component: &Component, action: Action) -> u32 {
     match (action, component) {
-        (Action::Delete, Component::Agent(_) | Component::Migrate) => 6,
+        (Action::Delete, Component::Agent(_) | Component::Migrate | Component::Database) => 6,
         // After the agents it hosts: their services are stopped and removed first.
         (Action::Delete, Component::Datahub | Component::Host) => 7,
         (Action::Delete, Component::Foundation) => 8,
@@ -234,7 +234,7 @@ fn wave_of(component: &Component, action: Action) -> u32 {
         (_, Component::Foundation) => 1,
         (_, Component::Storage) => 2,
         (_, Component::Datahub) => 3,
-        (_, Component::Migrate | Component::Host) => 4,
+        (_, Component::Migrate | Component::Host | Component::Database) => 4,
         (_, Component::Agent(_)) => 5,
     }
 }

@@ -113,7 +113,11 @@ impl ProxmoxTarget<'_> {
     }
 
     /// [`Self::session`], trying to connect for up to `patience` while sshd does not answer.
-    async fn session_within(&self, container: &str, patience: Duration) -> Result<Arc<Session>, TargetError> {
+    pub(crate) async fn session_within(
+        &self,
+        container: &str,
+        patience: Duration,
+    ) -> Result<Arc<Session>, TargetError> {
         if let Some(session) = self.sessions.lock().await.get(container).filter(|s| !s.is_closed()) {
             return Ok(Arc::clone(session));
         }
@@ -296,6 +300,9 @@ impl ProxmoxTarget<'_> {
     /// Applies a service step: installs and (re)starts the agent, or stops and removes it
     /// (before its container goes, if it does: the plan removes hosts after their agents).
     pub(crate) async fn apply_agent(&self, step: &orchestrator::plan::Step<Value>) -> Result<(), TargetError> {
+        if step.component == Component::Database {
+            return self.apply_database(step).await;
+        }
         let Component::Agent(agent) = &step.component else { return Ok(()) };
         match &step.desired {
             Some(desired) if step.action != orchestrator::plan::Action::Delete => {

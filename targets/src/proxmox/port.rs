@@ -254,7 +254,12 @@ impl Artifacts for ProxmoxTarget<'_> {
                 .unwrap_or(Value::Null);
             let field = |name: &str| observed.fields.as_ref().and_then(|f| f.get(name)).map(|v| v.text.to_string());
             return Ok(Details {
-                component: "agent".into(),
+                component: if observed.component == orchestrator::resource::Component::Database {
+                    "database"
+                } else {
+                    "agent"
+                }
+                .into(),
                 image: field("image").unwrap_or_default(),
                 revision: record["revision"].as_str().unwrap_or_default().to_string(),
                 state,

@@ -42,7 +42,7 @@ pub enum ServiceManager {
 
 /// A name safe in paths and unit names (agent ids and revisions are checked by the config,
 /// and checked again here since they end up in shell scripts).
-fn checked<'a>(what: &str, name: &'a str) -> Result<&'a str, ProvisionError> {
+pub(crate) fn checked<'a>(what: &str, name: &'a str) -> Result<&'a str, ProvisionError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -55,7 +55,7 @@ fn checked<'a>(what: &str, name: &'a str) -> Result<&'a str, ProvisionError> {
 }
 
 /// `'…'` for the shell.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
@@ -192,12 +192,12 @@ impl ServiceManager {
 }
 
 /// Runs `script` as root over `session`, failing with its stderr when it exits non-zero.
-async fn script(session: &Session, what: &str, script: &str) -> Result<String, ProvisionError> {
+pub(crate) async fn script(session: &Session, what: &str, script: &str) -> Result<String, ProvisionError> {
     script_with_input(session, what, script, None).await
 }
 
 /// [`script`] with `input` as its standard input: files and secrets, never on a command line.
-async fn script_with_input(
+pub(crate) async fn script_with_input(
     session: &Session,
     what: &str,
     script: &str,

@@ -57,6 +57,8 @@ pub struct ProxmoxTarget<'f> {
     pub(crate) sessions: tokio::sync::Mutex<BTreeMap<String, Arc<crate::ssh::Session>>>,
     /// The agents found in each running agents container on open, by container identity.
     pub(crate) agents: BTreeMap<String, Vec<super::provision::Found>>,
+    /// The datahub's service on open: whether it runs, its record.
+    pub(crate) database: Option<(bool, String)>,
     /// Releases made in this run, by name.
     pub(crate) releases: tokio::sync::Mutex<BTreeMap<String, Arc<super::agents::Built>>>,
     /// This machine's Docker Engine (releases are built there), once needed.
@@ -175,12 +177,14 @@ impl<'f> ProxmoxTarget<'f> {
             ssh: crate::docker::port::nodes::ssh_options(fleet, config_dir),
             sessions: tokio::sync::Mutex::new(BTreeMap::new()),
             agents: BTreeMap::new(),
+            database: None,
             releases: tokio::sync::Mutex::new(BTreeMap::new()),
             engine: tokio::sync::OnceCell::new(),
             installing: std::sync::Mutex::new(BTreeMap::new()),
         };
         let guests = target.refresh().await?;
         target.agents = target.read_agents().await;
+        target.database = target.read_database().await;
         target.desired = target.lower_with(&guests).await?;
         let home = target.home_container().and_then(|id| target.live.get(&containers::tag_safe(&id)));
         if let Some(live) = home {
@@ -356,6 +360,7 @@ impl Target for ProxmoxTarget<'_> {
                 immutable: Vec::new(),
             });
         }
+        out.extend(self.observed_database());
         out.extend(self.observed_agents());
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -449,6 +454,9 @@ impl Target for ProxmoxTarget<'_> {
         }
         if step.key.kind == services::KIND {
             let Some(desired) = &step.desired else { return Ok(Readiness::Ready) };
+            if step.component == Component::Database {
+                return self.wait_database(desired, deadline).await;
+            }
             return self.wait_agent(desired, deadline).await;
         }
         let started = std::time::Instant::now();
@@ -472,7 +480,13 @@ impl Target for ProxmoxTarget<'_> {
 
     async fn discard(&self, step: &Step<Value>) -> Result<(), TargetError> {
         if step.key.kind == services::KIND {
-            // The agent's service is stopped: a failed agent does not keep restarting.
+            // The service is stopped: a failed agent does not keep restarting.
+            if step.component == Component::Database {
+                let session = self.session(lowering::DATAHUB).await?;
+                return super::datahub::stop(&session, self.manager(), Duration::from_secs(60))
+                    .await
+                    .map_err(|e| super::agents::provision_error(lowering::DATAHUB, e));
+            }
             let (Some(desired), Component::Agent(agent)) = (&step.desired, &step.component) else { return Ok(()) };
             let container = desired.payload["container"].as_str().unwrap_or_default();
             let session = self.session(container).await?;

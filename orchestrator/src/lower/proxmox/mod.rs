@@ -361,6 +361,7 @@ pub fn lower(fleet: &Fleet, settings: &ProxmoxSettings, cluster: &Cluster) -> Re
         });
     }
     let datahub_address = containers.iter().zip(&addresses).find(|(c, _)| c.id == DATAHUB).and_then(|(_, a)| *a);
+    out.extend(services::database(fleet, settings, datahub_address));
     out.extend(services::services(fleet, settings, cluster, datahub_address));
     Ok(out)
 }

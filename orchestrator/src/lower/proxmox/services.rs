@@ -132,6 +132,58 @@ pub fn services(
     out
 }
 
+/// The datahub's database service (kind [`KIND`], named [`DATABASE`]) in the datahub's
+/// container, when the deployment has a datahub: PostgreSQL listening on the container's
+/// address (every address with DHCP) for the deployment's subnet (the server's own subnets
+/// with DHCP), the role and database of `deployment.datahub`, the shared directory. The
+/// password is a digest in the fields and a value only in the payload.
+pub fn database(
+    fleet: &Fleet,
+    settings: &ProxmoxSettings,
+    datahub_address: Option<Ipv4Addr>,
+) -> Option<Resource<Value>> {
+    let hub = fleet.datahub.as_ref()?;
+    let password = hub.env.get("POSTGRES_PASSWORD").map_or("", |p| &*p.value);
+    let listen = datahub_address.map_or_else(|| "*".to_string(), |a| a.to_string());
+    let clients = settings.network.subnet.clone().unwrap_or_else(|| "samenet".to_string());
+    let shared = fleet.shared_storage.then(|| fleet.shared_mount_path.clone());
+    let mut fields = Fields::new();
+    let mut put = |name: &str, value: &str| {
+        fields.insert(name.into(), FieldValue::plain(value));
+    };
+    put("postgres_version", &hub.postgres_version);
+    put("user", &hub.user);
+    put("database", &hub.database);
+    put("port", &super::POSTGRES_PORT.to_string());
+    put("listen", &listen);
+    put("clients", &clients);
+    put("shared", shared.as_deref().unwrap_or("-"));
+    fields.insert("password".into(), FieldValue::secret(&fleet.name, "password", password));
+    Some(Resource {
+        key: ResourceKey { node: hub.node.clone(), kind: KIND.into(), name: DATABASE.into() },
+        component: Component::Database,
+        stateful: false,
+        fields,
+        replace_on: BTreeSet::new(),
+        run_state: Some(RunState::Running),
+        stop_grace_ms: Some(fleet.update.stop_grace_period.max(30_000)),
+        payload: json!({
+            "container": super::DATAHUB,
+            "version": hub.postgres_version,
+            "user": hub.user,
+            "database": hub.database,
+            "password": password,
+            "port": super::POSTGRES_PORT,
+            "listen": listen,
+            "clients": clients,
+            "shared": shared,
+        }),
+    })
+}
+
+/// The datahub's database service name (the unit it runs as).
+pub const DATABASE: &str = "rivetos-datahub";
+
 #[cfg(test)]
 mod tests {
     use super::*;
