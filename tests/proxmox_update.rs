@@ -8,7 +8,9 @@
 //! the release made from it and shipped over SSH (host keys pinned from the create task's
 //! log), each agent's link, environment file, service and health port, the health gate read
 //! through the SSH connection, a failing revision rolled back by the link (exit 3) while the
-//! other agents keep running untouched.
+//! other agents keep running untouched; the datahub's PostgreSQL with pgvector (the stand-ins
+//! carry a real PostgreSQL 16 with pgvector, as a template with Debian's packages would)
+//! reached with the agents' own URL, its data kept through every update.
 
 mod support;
 
@@ -190,6 +192,15 @@ fn agents_are_provisioned_from_source_updated_and_a_failing_revision_is_rolled_b
     assert_eq!(url, format!("postgres://rivetos:pg-secret-value@{}.10:5432/rivetos", fleet.subnet));
     assert!(!text.contains("pg-secret-value") && !text.contains("sk-ant-secret"), "no secret printed: {text}");
 
+    // The datahub: PostgreSQL with pgvector in its container, reached from an agent's
+    // container with the agent's own URL (its address, the role's password over SCRAM).
+    let sql = |statement: &str| {
+        fleet.exec(vmid, &format!(". /etc/rivetos/agents/{agent}/env; psql \"$RIVETOS_PG_URL\" -X -tA -v ON_ERROR_STOP=1 -c \"{statement}\""))
+    };
+    sql("CREATE TABLE memories (id int PRIMARY KEY, embedding vector(3))");
+    sql("INSERT INTO memories VALUES (1, '[1,2,3]')");
+    assert_eq!(sql("SELECT embedding <-> '[1,2,4]' FROM memories WHERE id = 1"), "1");
+
     // A second run changes nothing.
     let again = fleet.expect(&["infra", "up", "--yes"], 0);
     assert!(String::from_utf8_lossy(&again.stdout).contains("No changes"), "{}", describe(&again));
@@ -227,6 +238,9 @@ fn agents_are_provisioned_from_source_updated_and_a_failing_revision_is_rolled_b
     for (agent, _, release, _, health) in fleet.agents() {
         assert_eq!((release.as_str(), health.as_str()), (first_release.as_str(), "healthy 1.0.0"), "{agent}");
     }
+
+    // The datahub's data survived every update and rollback.
+    assert_eq!(sql("SELECT embedding FROM memories WHERE id = 1"), "[1,2,3]");
 
     // Status shows each agent's service.
     let status = fleet.expect(&["status"], 0);

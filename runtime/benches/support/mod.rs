@@ -19,6 +19,13 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Copies examples/quickstart's source tree into `dir` (without any state of its own).
+pub fn copy_quickstart(dir: &std::path::Path) {
+    let status = Command::new("cp").arg("-a").arg(repo().join("examples/quickstart/.")).arg(dir).status().unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(dir.join(".rivetctl"));
+}
+
 /// A copy of the quickstart source with a config of `agents` agents named `name`.
 pub struct BenchFleet {
     pub dir: tempfile::TempDir,
@@ -28,10 +35,7 @@ pub struct BenchFleet {
 impl BenchFleet {
     pub fn new(name: &str, agents: usize, memory: &str) -> BenchFleet {
         let dir = tempfile::Builder::new().prefix("rivetctl-bench-").tempdir().unwrap();
-        let status =
-            Command::new("cp").arg("-a").arg(repo().join("examples/quickstart/.")).arg(dir.path()).status().unwrap();
-        assert!(status.success());
-        let _ = std::fs::remove_dir_all(dir.path().join(".rivetctl"));
+        copy_quickstart(dir.path());
         let mut config = format!(
             "deployment:\n  target: docker\n  docker: {{project_name: {name}, network: {name}-net, postgres_port: 0}}\n  resources:\n    agent: {{memory: {memory}, cpus: 0.1, pids: 64}}\n    datahub: {{memory: 64m, cpus: 0.5}}\n  health: {{interval: 1s, timeout: 2s, start_period: 5s, deadline: 120s}}\nagents:\n"
         );
