@@ -158,8 +158,8 @@ fn a_fleet_from_empty_then_a_no_op_a_change_drift_and_a_reordered_node_list() {
         .collect();
     assert_eq!(
         services,
-        ["rivetos@gemini", "rivetos@opus", "rivetos@grok"],
-        "each agent's service, after the containers"
+        ["rivetos-datahub", "rivetos@gemini", "rivetos@opus", "rivetos@grok"],
+        "the datahub's database and each agent's service, after the containers"
     );
     let create = &changes[2]["requests"][0];
     assert_eq!((create["method"].as_str(), create["path"].as_str()), (Some("POST"), Some("/nodes/pve2/lxc")));

@@ -144,7 +144,7 @@ pub fn write_artifacts<S: Sink>(
         TargetKind::Kubernetes => render::kubernetes::artifacts(fleet)?,
         TargetKind::Proxmox => {
             let mut all = render::proxmox::artifacts(fleet)?;
-            all.extend(render::systemd::artifacts(fleet)?);
+            all.extend(render::proxmox::unit_artifacts(fleet));
             all
         }
         TargetKind::Manual => render::systemd::artifacts(fleet)?,

@@ -236,3 +236,52 @@ fn meta(version: &str) -> provision::ReleaseMeta {
         ..provision::ReleaseMeta::default()
     }
 }
+
+/// A state document too big for the description (a large fleet's rollout journal) is kept
+/// as a file in the container, over SSH, named by its digest in the description; the
+/// compare-and-swap stays the description's, and a file no document names is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_state_document_is_a_file_in_the_container_named_in_the_description() {
+    use orchestrator::port::{StateError, StateStore};
+    use rivet_targets::proxmox::store::{BLOB_DIR, DESCRIPTION_MAX, ProxmoxStore};
+
+    let ct = container("store", 96).await;
+    containers::pin_host_keys(&ct.client, "pve1", 410, &ct.host_keys).await.unwrap();
+    let client = Client::new(
+        &ct.pve.url(),
+        &Trust::Fingerprint(parse_fingerprint(&ct.pve.fingerprint()).unwrap()),
+        Token::new(ct.pve.token_id(), ct.pve.token_secret()).unwrap(),
+        Deadlines::default(),
+    )
+    .unwrap();
+    let ssh = options(&ct.key, Vec::new());
+    let store = ProxmoxStore::new(
+        Arc::new(client),
+        Some(("pve1".into(), 410, "home-agents-pve1".into())),
+        Some((ssh, ct.port)),
+    );
+    let big: String = (0..400).map(|i| format!("{{\"instance\":{i},\"state\":\"pending\"}},")).collect();
+    assert!(big.len() > DESCRIPTION_MAX, "{}", big.len());
+    let first = store.store("journal", None, &big).await.unwrap();
+    store.store("lock", None, "{\"holder\":\"ci\"}").await.unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!((loaded["journal"].generation, loaded["journal"].body.as_str()), (first, big.as_str()));
+    assert_eq!(loaded["lock"].body, "{\"holder\":\"ci\"}", "small documents stay in the description");
+    let description = ct.pve.container(410).unwrap().config["description"].clone();
+    assert!(description.len() < 2048 && description.contains("rivetctl-state journal 1 @"), "{description}");
+
+    // A stale generation is refused; a new body replaces the file, the old one goes.
+    let stale = store.store("journal", None, &big).await.unwrap_err();
+    assert!(matches!(stale, StateError::Conflict { .. }), "{stale:?}");
+    let bigger = big.replace("pending", "done");
+    store.store("journal", Some(first), &bigger).await.unwrap();
+    assert_eq!(store.load().await.unwrap()["journal"].body, bigger);
+    let session = connect(&ct.ip, ct.port, "root", &options(&ct.key, ct.host_keys.clone())).await.unwrap();
+    let files = session.exec(&format!("ls {BLOB_DIR} | wc -l")).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&files.stdout).trim(), "1", "the old file was removed");
+
+    // Changed by hand: the digest says so.
+    session.exec(&format!("for f in {BLOB_DIR}/*; do echo x >> $f; done")).await.unwrap();
+    let err = store.load().await.unwrap_err();
+    assert!(err.to_string().contains("does not match its digest"), "{err}");
+}

@@ -137,7 +137,8 @@ fn resources_are_stateful_containers() {
 fn each_agent_is_a_service_in_its_node_s_container() {
     let fleet = fleet(CONFIG);
     let all = proxmox::resources(&fleet).unwrap();
-    let services: Vec<_> = all.iter().filter(|r| r.key.kind == "service").collect();
+    let services: Vec<_> =
+        all.iter().filter(|r| r.key.kind == "service" && matches!(r.component, Component::Agent(_))).collect();
     let seen: Vec<(&str, &str, &str, &str)> = services
         .iter()
         .map(|s| (s.key.node.as_str(), s.key.name.as_str(), &*s.fields["container"].text, &*s.fields["port"].text))
@@ -159,6 +160,12 @@ fn each_agent_is_a_service_in_its_node_s_container() {
     assert!(env["RIVETOS_PG_URL"].as_str().unwrap().contains("@10.4.0.10:5432/"), "{env}");
     assert_eq!((env["RIVETOS_AGENT_ID"].as_str(), env["RIVETOS_HEALTH_PORT"].as_str()), (Some("opus"), Some("3102")));
     assert_eq!(opus.payload["release"], opus.fields["image"].text.rsplit(':').next().unwrap());
+
+    // The datahub's database: its own service in the datahub's container, before the agents.
+    let hub = all.iter().find(|r| r.component == Component::Database).expect("the datahub's service");
+    assert_eq!((hub.key.node.as_str(), hub.key.name.as_str()), ("pve1", "rivetos-datahub"));
+    assert_eq!((&*hub.fields["listen"].text, &*hub.fields["clients"].text), ("10.4.0.10", "10.4.0.0/24"));
+    assert!(hub.fields["password"].sensitive && !hub.stateful, "its data is the container's disk");
 }
 
 // ---- checking parameters against the official schema ----

@@ -8,9 +8,11 @@
 //! written to it as soon as it is created ([`ProxmoxStore::attach`]); two first runs at
 //! once are kept apart by the container itself: the second create of the same vmid fails.
 //!
-//! Limits: a description holds at most 8 KiB (the schema's `maxLength`), enough for the
-//! lock and the documents of `infra up`; a rollout journal of a large fleet would not fit,
-//! and waits for the store over SSH in that container (docs/proxmox.md, Status).
+//! A description holds at most 8 KiB (the schema's `maxLength`): a body bigger than
+//! [`INLINE_MAX`] (the rollout journal of a large fleet) is kept as a file in that container
+//! instead, written over SSH before the description names it (`@<sha256>` in place of the
+//! base64 body), content-addressed and checked on read. The compare-and-swap stays the
+//! description's; files no document names any more are removed after a write.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,15 +29,27 @@ use super::target::target_error;
 pub const DESCRIPTION_MAX: usize = 8192;
 const PREFIX: &str = "rivetctl-state ";
 
+/// Bodies up to this size are lines of the description; bigger ones are files.
+pub const INLINE_MAX: usize = 1536;
+/// Where bigger bodies are, in the container holding the documents.
+pub const BLOB_DIR: &str = "/var/lib/rivetctl/state";
+
 /// Where the documents are, and those held until it exists.
 pub struct ProxmoxStore {
     client: Arc<Client>,
+    /// How the container is reached for bodies kept as files (its pins are its own).
+    ssh: Option<(crate::ssh::SshOptions, u16)>,
+    session: tokio::sync::Mutex<Option<Arc<crate::ssh::Session>>>,
     /// `(node, vmid, name)` of the container holding them.
     home: Mutex<Option<(String, u32, String)>>,
     pending: Mutex<BTreeMap<String, Document>>,
 }
 
-/// The documents in a description, and its other lines.
+/// The marker of a body kept as a file: `@<sha256 hex>`.
+const BLOB: char = '@';
+
+/// The documents in a description, and its other lines. A body kept as a file is
+/// `@<sha256>` here ([`ProxmoxStore::resolve`] reads it).
 fn parse(description: &str) -> (Vec<String>, BTreeMap<String, Document>) {
     let mut other = Vec::new();
     let mut documents = BTreeMap::new();
@@ -44,7 +58,11 @@ fn parse(description: &str) -> (Vec<String>, BTreeMap<String, Document>) {
             let mut parts = rest.splitn(3, ' ');
             let name = parts.next()?.to_string();
             let generation = parts.next()?.parse().ok()?;
-            let body = base64::engine::general_purpose::STANDARD.decode(parts.next()?).ok()?;
+            let text = parts.next()?;
+            if text.starts_with(BLOB) {
+                return Some((name, Document { generation, body: text.to_string() }));
+            }
+            let body = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
             Some((name, Document { generation, body: String::from_utf8(body).ok()? }))
         });
         match parsed {
@@ -71,10 +89,24 @@ pub fn with_documents(human: &str, live: &str) -> String {
 fn compose(other: &[String], documents: &BTreeMap<String, Document>) -> String {
     let mut text: String = other.iter().map(|l| format!("{l}\n")).collect();
     for (name, document) in documents {
-        let body = base64::engine::general_purpose::STANDARD.encode(&document.body);
+        let body = if is_blob(&document.body) {
+            document.body.clone()
+        } else {
+            base64::engine::general_purpose::STANDARD.encode(&document.body)
+        };
         text.push_str(&format!("{PREFIX}{name} {} {body}\n", document.generation));
     }
     text
+}
+
+/// Whether a parsed body names a file (`@` and 64 hex digits; a JSON body never starts so).
+fn is_blob(body: &str) -> bool {
+    body.strip_prefix(BLOB).is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn sha256_hex(body: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(body.as_bytes()))
 }
 
 fn conflict(name: &str, expected: Option<u64>, found: Option<u64>) -> StateError {
@@ -82,8 +114,102 @@ fn conflict(name: &str, expected: Option<u64>, found: Option<u64>) -> StateError
 }
 
 impl ProxmoxStore {
-    pub fn new(client: Arc<Client>, home: Option<(String, u32, String)>) -> ProxmoxStore {
-        ProxmoxStore { client, home: Mutex::new(home), pending: Mutex::new(BTreeMap::new()) }
+    /// `ssh`: how the container holding the documents is reached (options and port), for
+    /// bodies kept as files; without it, every body must fit the description.
+    pub fn new(
+        client: Arc<Client>,
+        home: Option<(String, u32, String)>,
+        ssh: Option<(crate::ssh::SshOptions, u16)>,
+    ) -> ProxmoxStore {
+        ProxmoxStore {
+            client,
+            ssh,
+            session: tokio::sync::Mutex::new(None),
+            home: Mutex::new(home),
+            pending: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The SSH connection to the container holding the documents, made once, with the
+    /// address and pinned host keys of its `config`.
+    async fn session(&self, config: &BTreeMap<String, String>) -> Result<Arc<crate::ssh::Session>, StateError> {
+        let mut held = self.session.lock().await;
+        if let Some(session) = held.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(Arc::clone(session));
+        }
+        let unavailable =
+            |why: String| StateError::Target(TargetError::failed(format!("the state documents' files: {why}")));
+        let (options, port) = self.ssh.clone().ok_or_else(|| unavailable("no SSH settings".into()))?;
+        let address = super::target::address_of(config)
+            .ok_or_else(|| unavailable("the container has no static address to reach it over SSH".into()))?;
+        let pins = containers::pinned_host_keys(config.get("description").map_or("", String::as_str));
+        let options = crate::ssh::SshOptions { pinned: Some(pins), ..options };
+        let session = crate::ssh::connect(&address.to_string(), port, "root", &options).await.map_err(|e| {
+            StateError::Target(TargetError::unreachable(format!("the state documents' files: {e}")).with_hint(e.hint()))
+        })?;
+        let session = Arc::new(session);
+        *held = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// Runs `script` in the container, its stdout; `input` on its stdin.
+    async fn run(
+        &self,
+        config: &BTreeMap<String, String>,
+        what: &str,
+        script: &str,
+        input: Option<&[u8]>,
+    ) -> Result<String, StateError> {
+        let session = self.session(config).await?;
+        super::provision::script_with_input(&session, what, script, input)
+            .await
+            .map_err(|e| StateError::Target(TargetError::failed(format!("the state documents' files: {e}"))))
+    }
+
+    /// `documents` with the bodies kept as files read (and checked against their digests).
+    async fn resolve(
+        &self,
+        config: &BTreeMap<String, String>,
+        mut documents: BTreeMap<String, Document>,
+    ) -> Result<BTreeMap<String, Document>, StateError> {
+        for (name, document) in documents.iter_mut() {
+            if !is_blob(&document.body) {
+                continue;
+            }
+            let digest = document.body[1..].to_ascii_lowercase();
+            let body = self
+                .run(config, &format!("reading state document {name}"), &format!("cat {BLOB_DIR}/{digest}"), None)
+                .await?;
+            if sha256_hex(&body) != digest {
+                return Err(StateError::Target(TargetError::failed(format!(
+                    "state document \"{name}\" in {BLOB_DIR}/{digest} does not match its digest (changed by hand?)"
+                ))));
+            }
+            document.body = body;
+        }
+        Ok(documents)
+    }
+
+    /// Writes `body` as a file (content-addressed, so writing it twice is harmless) and
+    /// returns what the description holds for it.
+    async fn put_blob(&self, config: &BTreeMap<String, String>, name: &str, body: &str) -> Result<String, StateError> {
+        let digest = sha256_hex(body);
+        let write = format!(
+            "umask 077 && mkdir -p {BLOB_DIR} && cat > {BLOB_DIR}/{digest}.new && mv {BLOB_DIR}/{digest}.new {BLOB_DIR}/{digest}"
+        );
+        self.run(config, &format!("writing state document {name}"), &write, Some(body.as_bytes())).await?;
+        Ok(format!("{BLOB}{digest}"))
+    }
+
+    /// Removes the files no document of `description` names (best effort).
+    async fn collect(&self, config: &BTreeMap<String, String>, description: &str) {
+        let keep: Vec<String> =
+            parse(description).1.values().filter(|d| is_blob(&d.body)).map(|d| d.body[1..].to_string()).collect();
+        let script = format!(
+            "[ -d {BLOB_DIR} ] || exit 0; cd {BLOB_DIR} && for f in *; do case \" {} \" in *\" $f \"*) ;; *) rm -f -- \"$f\";; esac; done",
+            keep.join(" ")
+        );
+        let _ = self.run(config, "removing old state documents", &script, None).await;
     }
 
     /// Whether the documents are in container `vmid`.
@@ -130,6 +256,13 @@ impl ProxmoxStore {
             let config = containers::config(&self.client, &node, vmid).await.map_err(failed)?;
             let (other, mut documents) = parse(config.get("description").map_or("", String::as_str));
             let generation = edit(&mut documents)?;
+            let mut files = documents.values().any(|d| is_blob(&d.body));
+            for (name, document) in documents.iter_mut() {
+                if document.body.len() > INLINE_MAX && !is_blob(&document.body) {
+                    document.body = self.put_blob(&config, name, &document.body).await?;
+                    files = true;
+                }
+            }
             let description = compose(&other, &documents);
             if description.len() > DESCRIPTION_MAX {
                 return Err(StateError::Target(TargetError::failed(format!(
@@ -140,7 +273,12 @@ impl ProxmoxStore {
             let set = BTreeMap::from([("description".to_string(), description)]);
             let digest = config.get("digest").map(String::as_str);
             match self.client.call_value(&api::set_config(&node, vmid, &set, &[], digest)).await {
-                Ok(_) => return Ok(generation),
+                Ok(_) => {
+                    if files {
+                        self.collect(&config, &set["description"]).await;
+                    }
+                    return Ok(generation);
+                }
                 Err(ApiError::Refused { message, .. }) if message.contains("file changed by other user") => continue,
                 Err(err) => return Err(failed(err)),
             }
@@ -191,7 +329,8 @@ impl StateStore for ProxmoxStore {
             return Ok(self.pending.lock().expect("pending documents").clone());
         };
         let config = containers::config(&self.client, &node, vmid).await.map_err(failed)?;
-        Ok(parse(config.get("description").map_or("", String::as_str)).1)
+        let documents = parse(config.get("description").map_or("", String::as_str)).1;
+        self.resolve(&config, documents).await
     }
 
     async fn store(&self, name: &str, expected: Option<u64>, body: &str) -> Result<u64, StateError> {

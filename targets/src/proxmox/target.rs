@@ -165,6 +165,7 @@ impl<'f> ProxmoxTarget<'f> {
             }
         }
         let client = Arc::new(client);
+        let ssh = crate::docker::port::nodes::ssh_options(fleet, config_dir);
         let mut target = ProxmoxTarget {
             fleet,
             settings,
@@ -172,9 +173,9 @@ impl<'f> ProxmoxTarget<'f> {
             live: BTreeMap::new(),
             desired: Vec::new(),
             version: version.version,
-            store: ProxmoxStore::new(client, None),
+            store: ProxmoxStore::new(client, None, Some((ssh.clone(), settings.ssh_port))),
             config_dir: config_dir.to_path_buf(),
-            ssh: crate::docker::port::nodes::ssh_options(fleet, config_dir),
+            ssh,
             sessions: tokio::sync::Mutex::new(BTreeMap::new()),
             agents: BTreeMap::new(),
             database: None,
@@ -189,8 +190,12 @@ impl<'f> ProxmoxTarget<'f> {
         let home = target.home_container().and_then(|id| target.live.get(&containers::tag_safe(&id)));
         if let Some(live) = home {
             let name = live.config.get("hostname").cloned().unwrap_or_default();
-            target.store =
-                ProxmoxStore::new(Arc::clone(&target.client), Some((live.found.node.clone(), live.found.vmid, name)));
+            let ssh = Some((target.ssh.clone(), settings.ssh_port));
+            target.store = ProxmoxStore::new(
+                Arc::clone(&target.client),
+                Some((live.found.node.clone(), live.found.vmid, name)),
+                ssh,
+            );
         }
         Ok(target)
     }
@@ -540,7 +545,7 @@ impl ProxmoxTarget<'_> {
             .filter(|resource| resource.key.kind == lowering::KIND)
             .map(|resource| crate::render::proxmox::artifact(&self.fleet.name, resource))
             .collect::<Result<_, _>>()?;
-        all.extend(crate::render::systemd::artifacts(self.fleet)?);
+        all.extend(crate::render::proxmox::unit_artifacts(self.fleet));
         Ok(all)
     }
 }

@@ -73,3 +73,27 @@ pub fn artifacts(fleet: &Fleet) -> Result<Vec<Artifact>, RenderError> {
         .map(|resource| artifact(&fleet.name, resource))
         .collect()
 }
+
+/// The units installed in the containers, as they are installed: the agents' template
+/// `systemd/rivetos@.service` (one instance per agent) and the datahub's
+/// `systemd/rivetos-datahub.service` (PostgreSQL of `deployment.datahub.postgres_version`
+/// where Debian's package puts it).
+pub fn unit_artifacts(fleet: &Fleet) -> Vec<Artifact> {
+    let mut out = Vec::new();
+    if !fleet.agents.is_empty() {
+        out.push(Artifact {
+            path: "systemd/rivetos@.service".into(),
+            contents: crate::proxmox::provision::SYSTEMD_TEMPLATE.to_string(),
+            secret: false,
+        });
+    }
+    if let Some(hub) = &fleet.datahub {
+        let pgbin = format!("/usr/lib/postgresql/{}/bin", hub.postgres_version);
+        out.push(Artifact {
+            path: format!("systemd/{}.service", crate::proxmox::datahub::SERVICE),
+            contents: crate::proxmox::datahub::systemd_unit(&pgbin),
+            secret: false,
+        });
+    }
+    out
+}
