@@ -48,12 +48,11 @@ pub(crate) fn manager_of(setting: orchestrator::config::model::ServiceManager) -
 /// A [`TargetError`] from a provisioning error: SSH that does not connect is the target not
 /// answering (a resumable interruption), anything else a failure.
 pub(crate) fn provision_error(container: &str, err: ProvisionError) -> TargetError {
+    let message = format!("container {container}: {}", crate::with_causes(&err));
     match &err {
-        ProvisionError::Ssh(ssh) if ssh.is_unreachable() => {
-            TargetError::unreachable(format!("container {container}: {err}")).with_hint(ssh.hint())
-        }
-        ProvisionError::Ssh(ssh) => TargetError::failed(format!("container {container}: {err}")).with_hint(ssh.hint()),
-        _ => TargetError::failed(format!("container {container}: {err}")),
+        ProvisionError::Ssh(ssh) if ssh.is_unreachable() => TargetError::unreachable(message).with_hint(ssh.hint()),
+        ProvisionError::Ssh(ssh) => TargetError::failed(message).with_hint(ssh.hint()),
+        _ => TargetError::failed(message),
     }
 }
 
@@ -118,6 +117,12 @@ impl ProxmoxTarget<'_> {
         container: &str,
         patience: Duration,
     ) -> Result<Arc<Session>, TargetError> {
+        if let Some(session) = self.sessions.lock().await.get(container).filter(|s| !s.is_closed()) {
+            return Ok(Arc::clone(session));
+        }
+        // One connection per container, even when many of its agents are applied at once
+        // (sshd also drops connections that arrive together beyond its `MaxStartups`).
+        let _connecting = self.connecting.lock().await;
         if let Some(session) = self.sessions.lock().await.get(container).filter(|s| !s.is_closed()) {
             return Ok(Arc::clone(session));
         }

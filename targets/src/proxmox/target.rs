@@ -63,6 +63,8 @@ pub struct ProxmoxTarget<'f> {
     pub(crate) releases: tokio::sync::Mutex<BTreeMap<String, Arc<super::agents::Built>>>,
     /// This machine's Docker Engine (releases are built there), once needed.
     pub(crate) engine: tokio::sync::OnceCell<crate::docker::Engine>,
+    /// One SSH connection being made at a time.
+    pub(crate) connecting: tokio::sync::Mutex<()>,
     /// One release installation at a time per container, by identity.
     pub(crate) installing: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -181,6 +183,7 @@ impl<'f> ProxmoxTarget<'f> {
             database: None,
             releases: tokio::sync::Mutex::new(BTreeMap::new()),
             engine: tokio::sync::OnceCell::new(),
+            connecting: tokio::sync::Mutex::new(()),
             installing: std::sync::Mutex::new(BTreeMap::new()),
         };
         let guests = target.refresh().await?;

@@ -50,7 +50,13 @@ pub struct Session {
     port: u16,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// Commands running at once on this connection: OpenSSH refuses more session channels
+    /// than its `MaxSessions` (10 by default) per connection.
+    commands: tokio::sync::Semaphore,
 }
+
+/// Commands one connection runs at once (well below OpenSSH's default `MaxSessions` of 10).
+pub const COMMANDS_AT_ONCE: usize = 6;
 
 /// Connects to `host:port`, verifies its host key against `options.known_hosts` and logs in
 /// as `user` with a key. All of it must finish within `options.connect_timeout`.
@@ -102,6 +108,7 @@ pub async fn connect(host: &str, port: u16, user: &str, options: &SshOptions) ->
         port,
         connect_timeout: options.connect_timeout,
         command_timeout: options.command_timeout,
+        commands: tokio::sync::Semaphore::new(COMMANDS_AT_ONCE),
     })
 }
 
@@ -157,7 +164,8 @@ impl Session {
     }
 
     async fn exec_inner(&self, command: &str, input: Option<&[u8]>, limit: Duration) -> Result<ExecOutput, SshError> {
-        let mut channel = self.open("a session", self.handle.channel_open_session()).await?;
+        let _slot = self.commands.acquire().await.expect("the semaphore is never closed");
+        let mut channel = self.open_session().await?;
         let failed = |source| SshError::Command { address: self.address(), command: command.to_string(), source };
         let exchange = async {
             channel.exec(true, command).await?;
@@ -215,6 +223,26 @@ impl Session {
     }
 
     /// Waits for a channel to be confirmed, within `connect_timeout`.
+    /// A session channel. sshd counts a finished command's session until it has seen the
+    /// channel's close, so a refusal right after others ended (`MaxSessions`) is retried
+    /// for a moment, within `connect_timeout`.
+    async fn open_session(&self) -> Result<Channel<Msg>, SshError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.open("a session", self.handle.channel_open_session()).await {
+                Err(SshError::ChannelOpen { source, .. })
+                    if matches!(*source, russh::Error::ChannelOpenFailure(_))
+                        && started.elapsed() + pause < self.connect_timeout =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn open(
         &self,
         target: &str,
