@@ -56,13 +56,19 @@ pub(crate) fn provision_error(container: &str, err: ProvisionError) -> TargetErr
     }
 }
 
-/// What a service's record holds (written at apply, read back by observe).
-fn record_of(resource: &Resource<Value>) -> String {
-    let fields: serde_json::Map<String, Value> = resource
+/// A resource's fields as a record holds them: `{name: [text, sensitive]}`.
+pub(crate) fn recorded_fields(resource: &Resource<Value>) -> Value {
+    resource
         .fields
         .iter()
         .map(|(name, value)| (name.to_string(), json!([value.text.as_ref(), value.sensitive])))
-        .collect();
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
+}
+
+/// What a service's record holds (written at apply, read back by observe).
+fn record_of(resource: &Resource<Value>) -> String {
+    let fields = recorded_fields(resource);
     json!({
         "spec_hash": resource.spec_hash(),
         "image": resource.payload["image"],
@@ -74,7 +80,7 @@ fn record_of(resource: &Resource<Value>) -> String {
 }
 
 /// The recorded fields of a record.
-fn fields_of_record(record: &Value) -> Fields {
+pub(crate) fn fields_of_record(record: &Value) -> Fields {
     let mut fields = Fields::new();
     if let Some(map) = record["fields"].as_object() {
         for (name, value) in map {

@@ -9,10 +9,10 @@ use orchestrator::lower::proxmox::DATAHUB;
 use orchestrator::lower::proxmox::services::{DATABASE, KIND as SERVICE};
 use orchestrator::plan::{Action, Step};
 use orchestrator::port::{Readiness, TargetError};
-use orchestrator::resource::{Component, FieldValue, Fields, ObservedResource, ObservedState, Resource, ResourceKey};
+use orchestrator::resource::{Component, ObservedResource, ObservedState, Resource, ResourceKey};
 use serde_json::{Value, json};
 
-use super::agents::provision_error;
+use super::agents::{fields_of_record, provision_error, recorded_fields};
 use super::containers::tag_safe;
 use super::datahub::{self, Database};
 use super::provision;
@@ -34,12 +34,7 @@ fn database_of(payload: &Value) -> Database {
 }
 
 fn record_of(resource: &Resource<Value>) -> String {
-    let fields: serde_json::Map<String, Value> = resource
-        .fields
-        .iter()
-        .map(|(name, value)| (name.to_string(), json!([value.text.as_ref(), value.sensitive])))
-        .collect();
-    json!({"spec_hash": resource.spec_hash(), "fields": fields}).to_string()
+    json!({"spec_hash": resource.spec_hash(), "fields": recorded_fields(resource)}).to_string()
 }
 
 impl ProxmoxTarget<'_> {
@@ -68,14 +63,7 @@ impl ProxmoxTarget<'_> {
         let (running, record) = self.database.as_ref()?;
         let live = self.live.get(&tag_safe(DATAHUB))?;
         let record: Value = serde_json::from_str(record).unwrap_or(Value::Null);
-        let mut fields = Fields::new();
-        for (name, value) in record["fields"].as_object().into_iter().flatten() {
-            let text = value[0].as_str().unwrap_or_default();
-            fields.insert(
-                name.as_str().into(),
-                FieldValue { text: text.into(), sensitive: value[1].as_bool().unwrap_or(false) },
-            );
-        }
+        let fields = fields_of_record(&record);
         Some(ObservedResource {
             key: ResourceKey { node: live.found.node.clone(), kind: SERVICE.into(), name: DATABASE.into() },
             component: Component::Database,
