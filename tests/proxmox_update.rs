@@ -186,6 +186,12 @@ fn agents_are_provisioned_from_source_updated_and_a_failing_revision_is_rolled_b
     let vmid = fleet.agents_ct("pve1");
     let agent = &agents.iter().find(|a| a.1 == vmid).unwrap().0;
     assert_eq!(fleet.exec(vmid, &format!("stat -c '%a %U' /etc/rivetos/agents/{agent}/env")), "600 root");
+    // The config is a file of the container, readable by the agents' account, named by
+    // RIVETOS_CONFIG.
+    assert_eq!(fleet.exec(vmid, "stat -c '%a %U %G' /etc/rivetos/config.yaml"), "640 root rivetos");
+    let named = fleet.exec(vmid, &format!(". /etc/rivetos/agents/{agent}/env; echo $RIVETOS_CONFIG"));
+    assert_eq!(named, "/etc/rivetos/config.yaml");
+    assert!(fleet.exec(vmid, "cat /etc/rivetos/config.yaml").contains("service_manager: runit"));
     let pid = &agents.iter().find(|a| a.1 == vmid).unwrap().3;
     assert_eq!(fleet.exec(vmid, &format!("stat -c %u /proc/{pid}")), "10001");
     let url = fleet.exec(vmid, &format!(". /etc/rivetos/agents/{agent}/env; echo $RIVETOS_PG_URL"));

@@ -301,6 +301,7 @@ impl ProxmoxTarget<'_> {
         let session = self.session(container).await?;
         provision::ensure_user(&session).await.map_err(failed)?;
         self.ensure_release(container, &session, text(payload, "release"), text(payload, "image")).await?;
+        provision::write_config(&session, services::CONFIG_FILE, &self.fleet.config_text).await.map_err(failed)?;
         provision::write_env(&session, agent, &env_of(payload)).await.map_err(failed)?;
         provision::switch(&session, agent, text(payload, "release")).await.map_err(failed)?;
         provision::install_service(&session, self.manager(), agent).await.map_err(failed)?;

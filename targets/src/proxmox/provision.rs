@@ -388,6 +388,17 @@ pub async fn control(
     script(session, &format!("{verb} of {}", unit_name(agent)), &manager.control_script(agent, verb)).await.map(|_| ())
 }
 
+/// Writes the deployment's config file (`RIVETOS_CONFIG`) at `path`, readable by the
+/// agents' account (its secrets are `${VAR}` references, their values in each agent's
+/// environment file).
+pub async fn write_config(session: &Session, path: &str, text: &str) -> Result<(), ProvisionError> {
+    let write = format!(
+        "mkdir -p \"$(dirname {path})\" && t={path}.new.$$ && cat > \"$t\" && chown root:{USER} \"$t\" && chmod 0640 \"$t\" && mv \"$t\" {path}",
+        path = quote(path)
+    );
+    script_with_input(session, "writing the config file", &write, Some(text.as_bytes())).await.map(|_| ())
+}
+
 /// Where an agent's record (what rivetctl installed for it: its fields and spec hash) is.
 fn record_path(agent: &str) -> String {
     format!("/etc/rivetos/agents/{agent}/record.json")

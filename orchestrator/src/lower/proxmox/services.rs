@@ -23,6 +23,9 @@ use super::{Cluster, agents_container, database_url};
 use crate::fleet::{Env, EnvValue, Fleet, ProxmoxSettings, with_database_url};
 use crate::resource::{Component, FieldValue, Fields, Resource, ResourceKey, RunState};
 
+/// Where the config file is in an agents container (`RIVETOS_CONFIG`).
+pub const CONFIG_FILE: &str = "/etc/rivetos/config.yaml";
+
 /// Resource kind of an agent's service.
 pub const KIND: &str = "service";
 
@@ -89,6 +92,9 @@ pub fn services(
         set("RIVETOS_AGENT_ID", agent.id.clone());
         set("RIVETOS_HEALTH_PORT", port.to_string());
         set("RIVETOS_ROLE", "agent".into());
+        // The config is a file of the container (the adapter writes it there): the
+        // containers' home directories are hidden from the agents' sandbox.
+        set("RIVETOS_CONFIG", CONFIG_FILE.into());
         let mut fields = Fields::new();
         let mut put = |name: &str, value: &str| {
             fields.insert(name.into(), FieldValue::plain(value));
