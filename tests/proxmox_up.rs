@@ -35,11 +35,6 @@ struct Fleet {
 
 const NODES: &str = "      - { name: pve1, host: 10.0.0.11, role: both, ctid_start: 310 }\n      - { name: pve2, host: 10.0.0.12, role: agents }\n";
 
-/// A free port on `ip` a moment ago.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
 /// Unique per test of this binary: its own subnet and stand-in label.
 static COUNTER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
@@ -58,7 +53,7 @@ impl Fleet {
         support::base_image::ensure_base_image();
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let subnet = format!("127.{}.{}", 100 + n, std::process::id() % 250);
-        let ssh_port = free_port(&format!("{subnet}.1"));
+        let ssh_port = support::pve::free_port_on(&format!("{subnet}.1"));
         let standins = standins.then(|| {
             Arc::new(DockerStandins::new(&format!("pvetest{n}-{}", std::process::id()), ssh_port).expect("stand-ins"))
         });
@@ -70,12 +65,7 @@ impl Fleet {
         let dir = tempfile::Builder::new().prefix("rivetctl-pve-").tempdir().unwrap();
         support::docker::copy_tree(&support::repo().join("examples/quickstart"), dir.path());
         let (key, public) = testkit::proxmox::raw::keypair(dir.path(), "id_ed25519");
-        let health_port = loop {
-            let port = free_port("0.0.0.0");
-            if port < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("0.0.0.0", port + i)).is_ok()) {
-                break port;
-            }
-        };
+        let health_port = support::pve::free_ports(3);
         let fleet =
             Fleet { dir, pve, subnet, ssh_port, health_port, key, public, _standins: standins, _runtime: runtime };
         fleet.write(NODES, 2048, 8);

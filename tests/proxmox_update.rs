@@ -22,11 +22,6 @@ use support::{describe, repo, rivetctl, run};
 use testkit::proxmox::standin::DockerStandins;
 use testkit::proxmox::{FakePve, Options, Runtime};
 
-/// A free port on `ip` a moment ago.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
 /// A quickstart source tree deployed to the fake: pve1 (datahub and agents, vmids from
 /// 310), pve2 (agents, vmids from 320), containers on a loopback subnet of this test's own.
 struct Fleet {
@@ -42,7 +37,7 @@ impl Fleet {
     fn new(label: &str, second_octet: u8) -> Fleet {
         support::base_image::ensure_base_image();
         let subnet = format!("127.{second_octet}.{}", std::process::id() % 250);
-        let ssh_port = free_port(&format!("{subnet}.1"));
+        let ssh_port = support::pve::free_port_on(&format!("{subnet}.1"));
         let standins =
             Arc::new(DockerStandins::new(&format!("{label}{}", std::process::id()), ssh_port).expect("stand-ins"));
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -53,12 +48,7 @@ impl Fleet {
         support::docker::copy_tree(&repo().join("examples/quickstart"), dir.path());
         let (key, public) = testkit::proxmox::raw::keypair(dir.path(), "id_ed25519");
         // Three health ports in a row, free a moment ago.
-        let health_port = loop {
-            let port = free_port("0.0.0.0");
-            if port < 65000 && (1..3).all(|i| std::net::TcpListener::bind(("0.0.0.0", port + i)).is_ok()) {
-                break port;
-            }
-        };
+        let health_port = support::pve::free_ports(3);
         let config = format!(
             "deployment:
   target: proxmox

@@ -9,6 +9,7 @@ pub mod base_image;
 pub mod docker;
 pub mod kube;
 pub mod mesh;
+pub mod pve;
 pub mod state;
 pub mod watch;
 

@@ -92,6 +92,12 @@ pub(crate) fn fields_of_record(record: &Value) -> Fields {
     fields
 }
 
+/// Says that `what` could not be read over SSH (observation goes on without it).
+pub(crate) fn warn_unread(what: &str, err: TargetError) {
+    let hint = err.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
+    eprintln!("warning: cannot read {what}: {}{hint}", err.message);
+}
+
 /// A payload's text member.
 fn text<'v>(payload: &'v Value, name: &str) -> &'v str {
     payload[name].as_str().unwrap_or_default()
@@ -181,10 +187,7 @@ impl ProxmoxTarget<'_> {
                 Ok(found) => {
                     out.insert(container, found);
                 }
-                Err(err) => {
-                    let hint = err.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
-                    eprintln!("warning: cannot read the agents in {container}: {}{hint}", err.message);
-                }
+                Err(err) => warn_unread(&format!("the agents in {container}"), err),
             }
         }
         out
@@ -366,9 +369,7 @@ impl ProxmoxTarget<'_> {
         {
             return facts.version;
         }
-        let container = orchestrator::lower::proxmox::agents_container(node);
-        let session = self.session(&container).await.ok()?;
-        let releases = provision::releases(&session).await.ok()?;
+        let releases = self.releases_on(node).await.ok()?;
         let name = services::release_of(image);
         releases.into_iter().find(|(rev, _, _)| *rev == name).and_then(|(_, meta, _)| meta.version)
     }

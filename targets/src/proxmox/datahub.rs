@@ -146,9 +146,9 @@ pub async fn start(
                 "mkdir -p /etc/sv/{SERVICE}/control && printf '%s' {run} > /etc/sv/{SERVICE}/run.new && chmod 0755 /etc/sv/{SERVICE}/run.new && mv /etc/sv/{SERVICE}/run.new /etc/sv/{SERVICE}/run && \
                  printf '#!/bin/sh\\nkill -INT $(cat /etc/sv/{SERVICE}/supervise/pid)\\nexit 0\\n' > /etc/sv/{SERVICE}/control/t && chmod 0755 /etc/sv/{SERVICE}/control/t && \
                  [ -e /etc/service/{SERVICE} ] || ln -s /etc/sv/{SERVICE} /etc/service/{SERVICE}; \
-                 i=0; while [ ! -p /etc/service/{SERVICE}/supervise/control ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
-                 sv -w 60 {verb} /etc/service/{SERVICE}",
-                run = quote(&run)
+                 {supervised}; sv -w 60 {verb} /etc/service/{SERVICE}",
+                run = quote(&run),
+                supervised = super::provision::supervised(SERVICE),
             )
         }
     };
@@ -201,20 +201,12 @@ pub async fn health(session: &Session, db: &Database) -> (bool, Option<String>) 
 
 /// Writes the datahub's record (what was applied: fields and spec hash).
 pub async fn write_record(session: &Session, record: &str) -> Result<(), ProvisionError> {
-    let write = format!("umask 077 && mkdir -p /etc/rivetos/datahub && cat > {RECORD}.new && mv {RECORD}.new {RECORD}");
-    script_with_input(session, "recording the datahub", &write, Some(record.as_bytes())).await.map(|_| ())
+    super::provision::write_private(session, "recording the datahub", RECORD, record.as_bytes()).await
 }
 
 /// The datahub's record and whether its service runs, if rivetctl installed it.
 pub async fn found(session: &Session, manager: ServiceManager) -> Result<Option<(bool, String)>, ProvisionError> {
-    let status = match manager {
-        ServiceManager::Systemd => {
-            format!("[ \"$(systemctl is-active {SERVICE}.service 2>/dev/null)\" = active ] && echo run || echo down")
-        }
-        ServiceManager::Runit => {
-            format!("sv status /etc/service/{SERVICE} 2>/dev/null | grep -q '^run:' && echo run || echo down")
-        }
-    };
+    let status = manager.unit_state(SERVICE);
     let read = format!("[ -f {RECORD} ] || exit 0; {status}; tr -d '\\n' < {RECORD}; echo");
     let out = script(session, "reading the datahub", &read).await?;
     let mut lines = out.lines();

@@ -12,7 +12,7 @@ use orchestrator::port::{Readiness, TargetError};
 use orchestrator::resource::{Component, ObservedResource, ObservedState, Resource, ResourceKey};
 use serde_json::{Value, json};
 
-use super::agents::{fields_of_record, provision_error, recorded_fields};
+use super::agents::{fields_of_record, provision_error, recorded_fields, warn_unread};
 use super::containers::tag_safe;
 use super::datahub::{self, Database};
 use super::provision;
@@ -51,8 +51,7 @@ impl ProxmoxTarget<'_> {
         match read.await {
             Ok(found) => found,
             Err(err) => {
-                let hint = err.hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
-                eprintln!("warning: cannot read the datahub's service in its container: {}{hint}", err.message);
+                warn_unread("the datahub's service in its container", err);
                 None
             }
         }

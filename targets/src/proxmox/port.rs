@@ -144,7 +144,10 @@ impl ProxmoxTarget<'_> {
     }
 
     /// The releases in the agents container of `node`.
-    async fn releases_on(&self, node: &str) -> Result<Vec<(String, provision::ReleaseMeta, Vec<String>)>, TargetError> {
+    pub(crate) async fn releases_on(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(String, provision::ReleaseMeta, Vec<String>)>, TargetError> {
         let container = orchestrator::lower::proxmox::agents_container(node);
         let session = self.session(&container).await?;
         provision::releases(&session).await.map_err(|e| provision_error(&container, e))

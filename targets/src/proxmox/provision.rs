@@ -142,22 +142,22 @@ impl ServiceManager {
         let unit = unit_name(agent);
         match self {
             ServiceManager::Systemd => format!("systemctl {verb} {unit}.service"),
-            // `sv -w` waits for the change (SIGTERM first, then, after the wait, `sv`
-            // reports a timeout and the service is killed by `force-stop` semantics only if
-            // asked); supervise/ appears within runsvdir's 5 s scan. A stopped service
-            // keeps a `down` file so that a restart of the container does not start it.
+            // `sv -w` sends SIGTERM and waits for the change. A stopped service keeps a
+            // `down` file so that a restart of the container does not start it.
             ServiceManager::Runit => {
                 let down = if verb == "stop" { "touch" } else { "rm -f" };
-                format!(
-                    "i=0; while [ ! -p /etc/service/{unit}/supervise/control ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; {down} /etc/sv/{unit}/down; sv -w {wait_s} {verb} /etc/service/{unit}"
-                )
+                format!("{}; {down} /etc/sv/{unit}/down; sv -w {wait_s} {verb} /etc/service/{unit}", supervised(&unit))
             }
         }
     }
 
     /// Prints `run` when the agent's service runs, something else when it does not.
     fn status_script(self, agent: &str) -> String {
-        let unit = unit_name(agent);
+        self.unit_state(&unit_name(agent))
+    }
+
+    /// Prints `run` when service `unit` runs, `down` when it does not.
+    pub(crate) fn unit_state(self, unit: &str) -> String {
         match self {
             ServiceManager::Systemd => {
                 format!("[ \"$(systemctl is-active {unit}.service 2>/dev/null)\" = active ] && echo run || echo down")
@@ -189,6 +189,30 @@ impl ServiceManager {
             ),
         }
     }
+}
+
+/// Waits (up to 10 s) until runit supervises service `unit`: its `supervise/` appears within
+/// runsvdir's 5 s scan of a new service.
+pub(crate) fn supervised(unit: &str) -> String {
+    format!(
+        "i=0; while [ ! -p /etc/service/{unit}/supervise/control ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done"
+    )
+}
+
+/// Writes `contents` (over standard input) to `path` as root's, mode 0600, replacing it
+/// whole (a new file renamed over the old one; a unique name, so concurrent writers of one
+/// path do not mix).
+pub(crate) async fn write_private(
+    session: &Session,
+    what: &str,
+    path: &str,
+    contents: &[u8],
+) -> Result<(), ProvisionError> {
+    let path = quote(path);
+    let write = format!(
+        "umask 077 && mkdir -p \"$(dirname {path})\" && t={path}.new.$$ && cat > \"$t\" && chmod 0600 \"$t\" && mv \"$t\" {path}"
+    );
+    script_with_input(session, what, &write, Some(contents)).await.map(|_| ())
 }
 
 /// Runs `script` as root over `session`, failing with its stderr when it exits non-zero.
@@ -339,12 +363,8 @@ pub async fn write_env(session: &Session, agent: &str, env: &[(String, String)])
         checked("environment variable", key)?;
         text.push_str(&format!("{key}={}\n", quote(value)));
     }
-    let dir = format!("/etc/rivetos/agents/{agent}");
-    let write = format!(
-        "umask 077 && mkdir -p {dir} && cat > {dir}/env.new && chmod 0600 {dir}/env.new && mv {dir}/env.new {dir}/env"
-    );
-    script_with_input(session, &format!("writing the environment of {agent}"), &write, Some(text.as_bytes())).await?;
-    Ok(())
+    let path = format!("/etc/rivetos/agents/{agent}/env");
+    write_private(session, &format!("writing the environment of {agent}"), &path, text.as_bytes()).await
 }
 
 /// The release the agent's `current` link points at, if any.
@@ -407,10 +427,7 @@ fn record_path(agent: &str) -> String {
 /// Writes the agent's record (0600, root's; it holds digests of secrets, not secrets).
 pub async fn write_record(session: &Session, agent: &str, record: &str) -> Result<(), ProvisionError> {
     let agent = checked("agent", agent)?;
-    let path = record_path(agent);
-    let write =
-        format!("umask 077 && mkdir -p /etc/rivetos/agents/{agent} && cat > {path}.new && mv {path}.new {path}");
-    script_with_input(session, &format!("recording {agent}"), &write, Some(record.as_bytes())).await.map(|_| ())
+    write_private(session, &format!("recording {agent}"), &record_path(agent), record.as_bytes()).await
 }
 
 /// One agent as found in a container: its record, the release its link points at, and

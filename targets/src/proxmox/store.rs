@@ -161,9 +161,7 @@ impl ProxmoxStore {
         input: Option<&[u8]>,
     ) -> Result<String, StateError> {
         let session = self.session(config).await?;
-        super::provision::script_with_input(&session, what, script, input)
-            .await
-            .map_err(|e| StateError::Target(TargetError::failed(format!("the state documents' files: {e}"))))
+        super::provision::script_with_input(&session, what, script, input).await.map_err(file_error)
     }
 
     /// `documents` with the bodies kept as files read (and checked against their digests).
@@ -194,10 +192,11 @@ impl ProxmoxStore {
     /// returns what the description holds for it.
     async fn put_blob(&self, config: &BTreeMap<String, String>, name: &str, body: &str) -> Result<String, StateError> {
         let digest = sha256_hex(body);
-        let write = format!(
-            "umask 077 && mkdir -p {BLOB_DIR} && cat > {BLOB_DIR}/{digest}.new && mv {BLOB_DIR}/{digest}.new {BLOB_DIR}/{digest}"
-        );
-        self.run(config, &format!("writing state document {name}"), &write, Some(body.as_bytes())).await?;
+        let session = self.session(config).await?;
+        let path = format!("{BLOB_DIR}/{digest}");
+        super::provision::write_private(&session, &format!("writing state document {name}"), &path, body.as_bytes())
+            .await
+            .map_err(file_error)?;
         Ok(format!("{BLOB}{digest}"))
     }
 
@@ -287,6 +286,11 @@ impl ProxmoxStore {
             "the config of container {vmid} kept changing while state document \"{name}\" was written"
         ))))
     }
+}
+
+/// A failure reading or writing the documents' files in the container.
+fn file_error(err: super::provision::ProvisionError) -> StateError {
+    StateError::Target(TargetError::failed(format!("the state documents' files: {err}")))
 }
 
 fn failed(err: ApiError) -> StateError {
